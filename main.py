@@ -1,0 +1,79 @@
+"""mooltiproxy command line: `python -m main [--config PATH] [--check]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from mooltiproxy.errors import ConfigError
+from mooltiproxy.loader import load_config
+from mooltiproxy.logs import setup_logging
+from mooltiproxy.masterkey import resolve_master_key
+from mooltiproxy.server import serve
+
+CONFIG_ENV = "MOOLTIPROXY_CONFIG"
+
+log = logging.getLogger("mooltiproxy")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m main", description="mooltiproxy: an API-translation reverse proxy for LLM servers"
+    )
+    parser.add_argument(
+        "--config",
+        default=os.environ.get(CONFIG_ENV) or "config.yaml",
+        help=f"the YAML config file (default: ${CONFIG_ENV}, else ./config.yaml)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="validate the config, print a summary and exit (0: valid, 1: invalid)"
+    )
+    return parser.parse_args(argv)
+
+
+def report(config_path: str, error: ConfigError) -> None:
+    print(f"mooltiproxy: {config_path}: {len(error.problems)} problem(s):", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(debug=False)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        report(args.config, error)
+        return 1
+    setup_logging(debug=config.system.debug)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    try:
+        master_key, key_warnings = resolve_master_key(config.system.masterkey, os.environ)
+    except ConfigError as error:
+        if not args.check:
+            report(args.config, error)
+            return 1
+        # The proxy key lives in the environment of the server, not in the file being checked.
+        log.warning("the file is valid, but serving from here would refuse to start: %s", error)
+        key_warnings = []
+    for warning in key_warnings:
+        log.warning("%s", warning)
+    if args.check:
+        print(f"{args.config}: valid; {config.summary()}")
+        return 0
+    try:
+        asyncio.run(serve(config, master_key))
+    except ConfigError as error:
+        report(args.config, error)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The small object a request carries through the pipeline; mappers may take it as third argument."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from multidict import CIMultiDictProxy
+
+from .errors import ProxyError
+from .settings import Endpoint, Target
+
+_UNPARSED = object()
+
+
+class RequestContext:
+    __slots__ = ("client_ip", "target", "endpoint", "raw_body", "upstream_status", "upstream_headers", "_body")
+
+    def __init__(self, client_ip: str):
+        self.client_ip = client_ip
+        self.target: Target | None = None
+        self.endpoint: Endpoint | None = None
+        self.raw_body: bytes = b""
+        self.upstream_status: int | None = None
+        self.upstream_headers: CIMultiDictProxy[str] | None = None
+        self._body: Any = _UNPARSED
+
+    @property
+    def body(self) -> Any:
+        """The client's original JSON body, parsed once on first use."""
+        if self._body is _UNPARSED:
+            self._body = parse_json_object(self.raw_body)
+        return self._body
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """The request body as a JSON object, or a 400 ProxyError saying what is wrong with it."""
+    if not raw:
+        raise ProxyError(400, "The request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProxyError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise ProxyError(400, "The request body must be a JSON object", code="invalid_json")
+    return value

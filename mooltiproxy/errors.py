@@ -1,0 +1,66 @@
+"""Errors the proxy raises and the OpenAI-shaped bodies it answers them with."""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+from aiohttp import web
+
+# OpenAI's error `type` for each status the proxy produces itself.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class ProxyError(Exception):
+    """A request the proxy answers itself with an OpenAI-shaped error.
+
+    Mappers raise it too (for instance on a request that has no meaning for the target).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+    error_type = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return json.dumps(payload).encode()
+
+
+def error_response(error: ProxyError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=error_body(error.status, error.message, error.code, error.param),
+        content_type="application/json",
+        headers=error.headers,
+    )

@@ -1,0 +1,80 @@
+"""Which headers cross the proxy, in each direction.
+
+Client -> upstream: every end-to-end header passes (Content-Type, Accept, User-Agent, OpenAI-*,
+X-Stainless-*, custom ones...), except
+  - hop-by-hop headers (RFC 9110 7.6.1) and those the Connection header names;
+  - Host (set for the upstream), Content-Length (recomputed for the body actually sent) and
+    Content-Encoding (the server already decompressed the body it relays);
+  - the client's credentials: Authorization, Proxy-Authorization, Cookie; and the proxy's own
+    routing header `target`;
+  - Expect (the proxy has read the whole body already).
+The target's own key, when it has one, goes as `Authorization: Bearer ...`.
+Upstream -> client: everything but hop-by-hop headers.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from multidict import CIMultiDict
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "content-encoding",
+    "authorization",
+    "cookie",
+    "target",
+    "expect",
+}
+
+
+def _connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
+    listed = headers.get("Connection")
+    if not listed:
+        return frozenset()
+    return frozenset(name.strip().lower() for name in listed.split(","))
+
+
+def _filtered(headers: Mapping[str, str], dropped: frozenset[str]) -> CIMultiDict:
+    dropped = dropped | _connection_listed(headers)
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in dropped)
+
+
+def upstream_request_headers(
+    client_headers: Mapping[str, str], authorization: str | None, *, json_body: bool, reads_answer: bool
+) -> CIMultiDict:
+    """`json_body`: the proxy sends a JSON body of its own; `reads_answer`: it decodes the answer."""
+    headers = _filtered(client_headers, _NOT_FORWARDED)
+    if json_body:
+        headers["Content-Type"] = "application/json"
+    if reads_answer:
+        # Let the HTTP client negotiate an encoding it decodes itself.
+        headers.popall("Accept-Encoding", None)
+    else:
+        # Relayed bytes are never decoded here: a client that asked for no encoding gets none.
+        headers.setdefault("Accept-Encoding", "identity")
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    return headers
+
+
+_DECODED_BODY_HEADERS = HOP_BY_HOP | {"content-encoding", "content-length"}
+
+
+def client_response_headers(upstream_headers: Mapping[str, str], *, decoded: bool) -> CIMultiDict:
+    """`decoded`: the body was decompressed on the way, so its encoding and length no longer hold."""
+    return _filtered(upstream_headers, _DECODED_BODY_HEADERS if decoded else HOP_BY_HOP)

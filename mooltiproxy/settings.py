@@ -1,0 +1,108 @@
+"""The validated configuration, with every name already resolved into a ready object."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from .context import RequestContext
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Mappers are called as mapper(payload, endpoint, context), whatever signature they were written with.
+Mapper = Callable[[Any, "Endpoint", "RequestContext"], Any]
+# Prompters are called as prompter(messages, endpoint) -> (prompt, stop_sequences).
+Prompter = Callable[[list, "Endpoint"], tuple[str, list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One entry of a target's `mapping`: how an incoming path is forwarded and translated."""
+
+    incoming_path: str
+    upstream_path: str
+    upstream_url: str
+    request_mapper_name: str = "identity"
+    answer_mapper_name: str = "identity"
+    # None means identity: the body is relayed as bytes, never parsed.
+    request_mapper: Mapper | None = None
+    answer_mapper: Mapper | None = None
+    prompter_name: str | None = None
+    prompter: Prompter | None = None
+    template_name: str | None = None
+    template: Mapping[str, Any] | None = None
+
+    @property
+    def passes_through(self) -> bool:
+        return self.request_mapper is None and self.answer_mapper is None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    url: str
+    key: str | None
+    preserve_method: bool
+    max_connections: int
+    endpoints: Mapping[str, Endpoint]
+
+    def find_endpoint(self, path: str) -> Endpoint | None:
+        """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
+        endpoint = self.endpoints.get(path)
+        if endpoint is None and path.startswith("/v1/"):
+            endpoint = self.endpoints.get(path[3:])
+        return endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class AddressList:
+    """IP addresses and CIDR networks; single addresses are looked up in a set."""
+
+    addresses: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    def __contains__(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return address in self.addresses or any(address in network for network in self.networks)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    max_tries: int = 3
+    whitelist: AddressList = field(default_factory=AddressList)
+    blacklist: AddressList = field(default_factory=AddressList)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSettings:
+    host: str | None = None
+    port: int = 8000
+    ssl: bool = False
+    certfile: Path = Path("certificates/cert.pem")
+    keyfile: Path = Path("certificates/key.pem")
+    debug: bool = False
+    timeout: float = 300.0
+    connect_timeout: float = 3.05
+    max_body_size: int = 10 * 1024 * 1024
+    masterkey: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path
+    system: SystemSettings
+    guard: GuardSettings
+    default_target: str
+    targets: Mapping[str, Target]
+    templates: Mapping[str, Mapping[str, Any]]
+    warnings: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        routes = sum(len(target.endpoints) for target in self.targets.values())
+        names = ", ".join(
+            f"{name}{' (default)' if name == self.default_target else ''}: {len(target.endpoints)} routes"
+            for name, target in self.targets.items()
+        )
+        return f"{len(self.targets)} targets, {routes} routes: {names}"

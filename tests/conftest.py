@@ -1,0 +1,137 @@
+"""Shared fixtures: the fake upstreams (in-process threads) and the proxy (a real subprocess)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from echo_upstream import EchoUpstream
+from fake_tgi import FakeTGI
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+KEY = "test-master-key-0123456789abcdef"
+_LISTENING = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+)")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`python -m main ARGS` with a clean environment plus `env`; never raises on exit codes."""
+    return subprocess.run(
+        [sys.executable, "-m", "main", *args],
+        cwd=cwd,
+        env=_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def _environment(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MOOLTIPROXY")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra or {})
+    return env
+
+
+class ProxyProcess:
+    """The proxy started as a user would start it, on a port the OS picks."""
+
+    def __init__(self, config: dict[str, Any], folder: Path, env: dict[str, str] | None = None):
+        self.config_path = folder / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log_path = folder / "proxy.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "main", "--config", str(self.config_path)],
+            cwd=REPO,
+            env=_environment({"MOOLTIPROXY_KEY": KEY, **(env or {})}),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = self._wait_until_listening()
+
+    def _wait_until_listening(self) -> str:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log())
+            if match:
+                return f"{match.group(1)}://127.0.0.1:{match.group(2)}"
+            if self.process.poll() is not None:
+                raise RuntimeError(f"proxy exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.02)
+        raise RuntimeError(f"proxy did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def proxy_config(targets: dict[str, Any], default: str | None = None, **sections: Any) -> dict[str, Any]:
+    system = {"host": "127.0.0.1", "port": 0, **sections.pop("system", {})}
+    return {
+        "system": system,
+        **sections,
+        "targets": {"default": default or next(iter(targets)), **targets},
+    }
+
+
+@pytest.fixture(scope="session")
+def fake_tgi() -> Iterator[FakeTGI]:
+    server = FakeTGI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake_tgi(request: pytest.FixtureRequest) -> None:
+    if "fake_tgi" in request.fixturenames:
+        request.getfixturevalue("fake_tgi").reset()
+
+
+@pytest.fixture(scope="session")
+def echo() -> Iterator[EchoUpstream]:
+    server = EchoUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
+    started: list[ProxyProcess] = []
+
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> ProxyProcess:
+        folder = tmp_path / f"proxy{len(started)}"
+        folder.mkdir()
+        proxy = ProxyProcess(config, folder, env)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+        log = proxy.log()
+        assert KEY not in log, "the master key leaked into the log"
+        assert "Traceback" not in log, f"traceback in the proxy log:\n{log}"
+
+
+def auth(key: str = KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

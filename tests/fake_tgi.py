@@ -1,0 +1,420 @@
+"""A fake Hugging Face TGI server that behaves like TGI's router where the proxy can see it.
+
+Faithful to TGI (router/src/server.rs, validation.rs) and its OpenAPI document:
+  - /generate: 200 `application/json` (no charset) with `x-prompt-tokens` / `x-generated-tokens`
+    headers; 422 `{"error", "error_type": "validation"}` for what TGI's validation rejects;
+    axum's own rejections for bodies that do not deserialize (422 text/plain), bad JSON (400)
+    and a missing JSON content type (415).
+  - /generate_stream: 200 `text/event-stream`, events framed `data:{json}\n\n`; validation errors
+    come as an error event inside the 200 stream; the EOS token is `special` and not part of
+    `generated_text`; `details` only when asked.
+  - `/`, /health, /info, /metrics, /tokenize. Unknown paths: 404 with an empty body.
+The "model" is deterministic: it answers `reply` token by token (a token is a word with its
+leading spaces), then the EOS token, unless `max_new_tokens` or a stop sequence ends it first.
+Every request received is recorded in `received`, headers and body included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from threaded_server import ThreadedServer
+
+MAX_INPUT_TOKENS = 4095
+MAX_TOTAL_TOKENS = 4096
+MAX_STOP_SEQUENCES = 4
+MAX_BEST_OF = 2
+MAX_TOP_N_TOKENS = 5
+DEFAULT_GENERATION_LENGTH = 1024
+EOS_TEXT = "</s>"
+EOS_ID = 2
+MODEL_ID = "fake-org/fake-llama-7b-chat"
+
+_TOKEN = re.compile(r"\s*\S+|\s+$")
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def token_id(text: str) -> int:
+    return 3 + zlib.crc32(text.encode()) % 32000
+
+
+class ValidationFailure(Exception):
+    pass
+
+
+class Rejection(Exception):
+    """What axum answers before TGI's own code runs."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+@dataclass
+class Generation:
+    tokens: list[dict]
+    generated_text: str
+    finish_reason: str
+    input_length: int
+    seed: int | None
+    parameters: dict = field(default_factory=dict)
+
+
+@web.middleware
+async def _tgi_errors(request: web.Request, handler) -> web.StreamResponse:
+    """axum answers unknown paths and wrong methods with empty bodies."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.Response(status=404)
+    except web.HTTPMethodNotAllowed as exc:
+        return web.Response(status=405, headers={"Allow": exc.headers.get("Allow", "")})
+
+
+def _json_response(payload: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    # TGI (axum's Json) says `application/json` without a charset.
+    response = web.Response(status=status, body=json.dumps(payload).encode(), headers=headers)
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def _validation_error(message: str) -> web.Response:
+    return _json_response({"error": f"Input validation error: {message}", "error_type": "validation"}, 422)
+
+
+class FakeTGI(ThreadedServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reset()
+        # Set when a client goes away in the middle of a stream.
+        self.stream_closed = threading.Event()
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[_tgi_errors])
+        app.router.add_post("/generate", self.generate)
+        app.router.add_post("/generate_stream", self.generate_stream)
+        app.router.add_post("/", self.compat_generate)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/info", self.info)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/tokenize", self.tokenize)
+        return app
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.reply = "Hello! I am a fake model, and this is my answer."
+        self.token_delay = 0.0
+        # (status, error, error_type): the next generations fail that way, as TGI reports it.
+        self.fail_with: tuple[int, str, str] | None = None
+
+    # ---- request parsing and validation, as TGI does it ----
+    async def _parse(self, request: web.Request) -> dict:
+        if request.content_type != "application/json":
+            raise Rejection(415, "Expected request with `Content-Type: application/json`")
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            raise Rejection(400, f"Failed to parse the request body as JSON: {exc}") from None
+        problem = _deserialization_problem(body)
+        if problem:
+            raise Rejection(422, f"Failed to deserialize the JSON body into the target type: {problem}")
+        return body
+
+    def _validate(self, body: dict, *, stream: bool) -> tuple[dict, int, int]:
+        """Returns (parameters, input_length, max_new_tokens); raises ValidationFailure."""
+        p = body.get("parameters") or {}
+        best_of = p.get("best_of") or 1
+        sampling = bool(p.get("do_sample")) or any(
+            p.get(name) is not None for name in ("temperature", "top_k", "top_p", "typical_p")
+        )
+        if best_of > 1 and not sampling:
+            raise ValidationFailure("you must use sampling when `best_of` is > 1")
+        temperature = p.get("temperature")
+        if temperature is not None and temperature <= 0:
+            raise ValidationFailure("`temperature` must be strictly positive")
+        repetition_penalty = p.get("repetition_penalty")
+        if repetition_penalty is not None and repetition_penalty <= 0:
+            raise ValidationFailure("`repetition_penalty` must be strictly positive")
+        frequency_penalty = p.get("frequency_penalty")
+        if frequency_penalty is not None and not -2.0 <= frequency_penalty <= 2.0:
+            raise ValidationFailure("`frequency_penalty` must be >= -2.0 and <= 2.0")
+        for name in ("top_p", "typical_p"):
+            value = p.get(name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValidationFailure(f"`{name}` must be > 0.0 and < 1.0")
+        top_k = p.get("top_k")
+        if top_k is not None and top_k <= 0:
+            raise ValidationFailure("`top_k` must be strictly positive")
+        if p.get("max_new_tokens") == 0:
+            raise ValidationFailure("`max_new_tokens` must be strictly positive")
+        stop = p.get("stop") or []
+        if len(stop) > MAX_STOP_SEQUENCES:
+            raise ValidationFailure(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {len(stop)}")
+        if p.get("seed") is not None and best_of > 1:
+            raise ValidationFailure("`seed` must not be set when `best_of` > 1")
+        top_n = p.get("top_n_tokens")
+        if top_n is not None and top_n > MAX_TOP_N_TOKENS:
+            raise ValidationFailure(f"`top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}. Given: {top_n}")
+        if not body["inputs"]:
+            raise ValidationFailure("`inputs` cannot be empty")
+        truncate = p.get("truncate")
+        if truncate is not None and (truncate == 0 or truncate > MAX_INPUT_TOKENS):
+            raise ValidationFailure(
+                f"`truncate` must be strictly positive and less than {MAX_INPUT_TOKENS}. Given: {truncate}"
+            )
+        input_length = len(tokenize(body["inputs"])) + 1  # the tokenizer adds BOS
+        if truncate is not None:
+            input_length = min(input_length, truncate)
+        max_new_tokens = p.get("max_new_tokens")
+        if max_new_tokens is None:
+            max_new_tokens = min(MAX_TOTAL_TOKENS - input_length, DEFAULT_GENERATION_LENGTH)
+        if input_length + max_new_tokens > MAX_TOTAL_TOKENS:
+            raise ValidationFailure(
+                f"`inputs` tokens + `max_new_tokens` must be <= {MAX_TOTAL_TOKENS}. "
+                f"Given: {input_length} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
+            )
+        if input_length > MAX_INPUT_TOKENS:
+            raise ValidationFailure(f"`inputs` must have less than {MAX_INPUT_TOKENS} tokens. Given: {input_length}")
+        if stream and best_of != 1:
+            raise ValidationFailure("`best_of` != 1 is not supported when streaming tokens")
+        if stream and p.get("decoder_input_details"):
+            raise ValidationFailure("`decoder_input_details` == true is not supported when streaming tokens")
+        if best_of > MAX_BEST_OF:
+            raise ValidationFailure(f"`best_of` must be > 0 and <= {MAX_BEST_OF}. Given: {best_of}")
+        return p, input_length, max_new_tokens
+
+    def _generate(self, parameters: dict, input_length: int, max_new_tokens: int) -> Generation:
+        stops = parameters.get("stop") or []
+        tokens: list[dict] = []
+        text = ""
+        finish_reason = "length"
+        for piece in tokenize(self.reply) + [None]:
+            if len(tokens) == max_new_tokens:
+                break
+            if piece is None:
+                tokens.append({"id": EOS_ID, "text": EOS_TEXT, "logprob": -0.01, "special": True})
+                finish_reason = "eos_token"
+                break
+            tokens.append({"id": token_id(piece), "text": piece, "logprob": -0.25, "special": False})
+            text += piece
+            if any(text.endswith(stop) for stop in stops if stop):
+                finish_reason = "stop_sequence"
+                break
+        else:
+            finish_reason = "length"
+        return Generation(tokens, text, finish_reason, input_length, parameters.get("seed"), parameters)
+
+    @staticmethod
+    def _headers(generation: Generation) -> dict[str, str]:
+        return {
+            "x-compute-type": "gpu+optimized",
+            "x-prompt-tokens": str(generation.input_length),
+            "x-generated-tokens": str(len(generation.tokens)),
+            "x-model-id": MODEL_ID,
+        }
+
+    def _injected_failure(self) -> web.Response | None:
+        if self.fail_with is None:
+            return None
+        status, error, error_type = self.fail_with
+        return _json_response({"error": error, "error_type": error_type}, status)
+
+    # ---- endpoints ----
+    async def generate(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._parse(request)
+        except Rejection as rejection:
+            return web.Response(status=rejection.status, text=rejection.text)
+        try:
+            parameters, input_length, max_new_tokens = self._validate(body, stream=False)
+        except ValidationFailure as failure:
+            return _validation_error(str(failure))
+        failure = self._injected_failure()
+        if failure is not None:
+            return failure
+        generation = self._generate(parameters, input_length, max_new_tokens)
+        await asyncio.sleep(self.token_delay * len(generation.tokens))
+        return _json_response(self._generate_payload(generation), headers=self._headers(generation))
+
+    def _generate_payload(self, generation: Generation) -> dict:
+        payload: dict[str, Any] = {"generated_text": generation.generated_text}
+        if generation.parameters.get("return_full_text"):
+            payload["generated_text"] = "<prompt>" + generation.generated_text
+        if generation.parameters.get("details"):
+            details: dict[str, Any] = {
+                "finish_reason": generation.finish_reason,
+                "generated_tokens": len(generation.tokens),
+                "seed": generation.seed,
+                "prefill": [],
+                "tokens": generation.tokens,
+                "top_tokens": [],
+            }
+            best_of = generation.parameters.get("best_of") or 1
+            if best_of > 1:
+                details["best_of_sequences"] = [
+                    {
+                        "generated_text": generation.generated_text,
+                        "finish_reason": generation.finish_reason,
+                        "generated_tokens": len(generation.tokens),
+                        "seed": 0,
+                        "prefill": [],
+                        "tokens": generation.tokens,
+                        "top_tokens": [],
+                    }
+                ] * (best_of - 1)
+            payload["details"] = details
+        return payload
+
+    async def compat_generate(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._parse(request)
+        except Rejection as rejection:
+            return web.Response(status=rejection.status, text=rejection.text)
+        if body.get("stream"):
+            return await self._stream(request, body)
+        try:
+            parameters, input_length, max_new_tokens = self._validate(body, stream=False)
+        except ValidationFailure as failure:
+            return _validation_error(str(failure))
+        generation = self._generate(parameters, input_length, max_new_tokens)
+        return _json_response([self._generate_payload(generation)], headers=self._headers(generation))
+
+    async def generate_stream(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._parse(request)
+        except Rejection as rejection:
+            return web.Response(status=rejection.status, text=rejection.text)
+        return await self._stream(request, body)
+
+    async def _stream(self, request: web.Request, body: dict) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        try:
+            parameters, input_length, max_new_tokens = self._validate(body, stream=True)
+        except ValidationFailure as failure:
+            await response.prepare(request)
+            error = {"error": f"Input validation error: {failure}", "error_type": "validation"}
+            await response.write(b"data:" + json.dumps(error).encode() + b"\n\n")
+            return response
+        generation = self._generate(parameters, input_length, max_new_tokens)
+        response.headers.update(self._headers(generation))
+        await response.prepare(request)
+        try:
+            for index, token in enumerate(generation.tokens, start=1):
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+                event: dict[str, Any] = {"index": index, "token": token, "top_tokens": [], "generated_text": None,
+                                         "details": None}
+                if index == len(generation.tokens):
+                    event["generated_text"] = generation.generated_text
+                    if parameters.get("details"):
+                        event["details"] = {
+                            "finish_reason": generation.finish_reason,
+                            "generated_tokens": len(generation.tokens),
+                            "input_length": input_length,
+                            "seed": generation.seed,
+                        }
+                await response.write(b"data:" + json.dumps(event).encode() + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.stream_closed.set()
+            raise
+        return response
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def info(self, request: web.Request) -> web.Response:
+        return _json_response(
+            {
+                "model_id": MODEL_ID,
+                "model_sha": None,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": 128,
+                "max_best_of": MAX_BEST_OF,
+                "max_stop_sequences": MAX_STOP_SEQUENCES,
+                "max_input_tokens": MAX_INPUT_TOKENS,
+                "max_total_tokens": MAX_TOTAL_TOKENS,
+                "validation_workers": 2,
+                "max_client_batch_size": 4,
+                "router": "text-generation-router",
+                "version": "3.3.6-dev0",
+                "sha": None,
+                "docker_label": None,
+            }
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = f"# TYPE tgi_request_count counter\ntgi_request_count {len(self.received)}\n"
+        return web.Response(text=text, content_type="text/plain")
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._parse(request)
+        except Rejection as rejection:
+            return web.Response(status=rejection.status, text=rejection.text)
+        tokens, start = [], 0
+        for piece in tokenize(body["inputs"]):
+            tokens.append({"id": token_id(piece), "text": piece, "start": start, "stop": start + len(piece)})
+            start += len(piece)
+        return _json_response(tokens)
+
+
+_PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
+    "best_of": (int,),
+    "temperature": (int, float),
+    "repetition_penalty": (int, float),
+    "frequency_penalty": (int, float),
+    "top_k": (int,),
+    "top_p": (int, float),
+    "typical_p": (int, float),
+    "truncate": (int,),
+    "max_new_tokens": (int,),
+    "seed": (int,),
+    "top_n_tokens": (int,),
+    "do_sample": (bool,),
+    "details": (bool,),
+    "decoder_input_details": (bool,),
+    "return_full_text": (bool,),
+    "watermark": (bool,),
+    "adapter_id": (str,),
+}
+_UNSIGNED = {"best_of", "truncate", "max_new_tokens", "seed", "top_n_tokens"}
+
+
+def _deserialization_problem(body: Any) -> str | None:
+    """What serde would refuse in a GenerateRequest (unknown fields are ignored, as serde does)."""
+    if not isinstance(body, dict):
+        return "invalid type: expected struct GenerateRequest"
+    if "inputs" not in body:
+        return "missing field `inputs`"
+    if not isinstance(body["inputs"], str):
+        return "inputs: invalid type: expected a string"
+    parameters = body.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        return "parameters: invalid type: expected struct GenerateParameters"
+    for name, value in parameters.items():
+        if name == "stop":
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                return "parameters.stop: invalid type: expected a sequence of strings"
+            continue
+        types = _PARAMETER_TYPES.get(name)
+        if types is None or value is None:
+            continue
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            return f"parameters.{name}: invalid type: {value!r}"
+        if name in _UNSIGNED and value < 0:
+            return f"parameters.{name}: invalid value: integer `{value}`, expected u32 or u64"
+    return None
