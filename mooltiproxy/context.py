@@ -13,8 +13,34 @@ from .settings import Endpoint, Target
 _UNPARSED = object()
 
 
+class FanOut(list):
+    """Returned by a request mapper: send each payload upstream, in parallel.
+
+    The answer mapper then receives a FanOut of the parsed answers, in the same order, and
+    `context.answer_headers` holds each answer's headers.
+    """
+
+
 class RequestContext:
-    __slots__ = ("client_ip", "target", "endpoint", "raw_body", "upstream_status", "upstream_headers", "_body")
+    """What a mapper may need beyond its payload.
+
+    `body`: the client's original JSON body; `target` / `endpoint`: where the request goes;
+    `upstream_status` / `upstream_headers`: the (first) upstream answer's; `answer_headers`:
+    the headers of every answer of a fan-out; `state`: a dict a request mapper can use to
+    leave notes for the answer mapper of the same request.
+    """
+
+    __slots__ = (
+        "client_ip",
+        "target",
+        "endpoint",
+        "raw_body",
+        "upstream_status",
+        "upstream_headers",
+        "answer_headers",
+        "state",
+        "_body",
+    )
 
     def __init__(self, client_ip: str):
         self.client_ip = client_ip
@@ -23,6 +49,8 @@ class RequestContext:
         self.raw_body: bytes = b""
         self.upstream_status: int | None = None
         self.upstream_headers: CIMultiDictProxy[str] | None = None
+        self.answer_headers: list[CIMultiDictProxy[str]] = []
+        self.state: dict[str, Any] = {}
         self._body: Any = _UNPARSED
 
     @property

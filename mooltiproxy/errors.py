@@ -16,6 +16,7 @@ _ERROR_TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
+    424: "api_error",
     429: "rate_limit_error",
 }
 
@@ -64,3 +65,23 @@ def error_response(error: ProxyError) -> web.Response:
         content_type="application/json",
         headers=error.headers,
     )
+
+
+def upstream_error(status: int, body: bytes, target_name: str) -> ProxyError:
+    """An upstream's error answer as an OpenAI-shaped error with the same status.
+
+    TGI answers `{"error": "...", "error_type": "..."}`; an OpenAI-compatible upstream already
+    answers `{"error": {"message": ...}}`; anything else is quoted as text.
+    """
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        error_type = payload.get("error_type")
+        return ProxyError(status, payload["error"], code=error_type if isinstance(error_type, str) else None)
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        return ProxyError(status, str(error.get("message", "")), code=error.get("code"), param=error.get("param"))
+    text = body[:1000].decode("utf-8", "replace").strip()
+    return ProxyError(status, text or f"Target '{target_name}' answered HTTP {status}", code="upstream_error")

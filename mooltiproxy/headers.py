@@ -72,9 +72,5 @@ def upstream_request_headers(
     return headers
 
 
-_DECODED_BODY_HEADERS = HOP_BY_HOP | {"content-encoding", "content-length"}
-
-
-def client_response_headers(upstream_headers: Mapping[str, str], *, decoded: bool) -> CIMultiDict:
-    """`decoded`: the body was decompressed on the way, so its encoding and length no longer hold."""
-    return _filtered(upstream_headers, _DECODED_BODY_HEADERS if decoded else HOP_BY_HOP)
+def client_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict:
+    return _filtered(upstream_headers, HOP_BY_HOP)

@@ -183,11 +183,18 @@ class _Builder:
         return _adapt(self.mappers[name], 3)
 
 
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def _address_list(entries: list[str]) -> AddressList:
     addresses = set()
     networks = []
     for entry in entries:
         network = ipaddress.ip_network(entry, strict=False)
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+            # Client addresses are compared unwrapped (see guard.parse_address).
+            mapped = network.network_address.ipv4_mapped
+            network = ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
         if network.num_addresses == 1:
             addresses.add(network.network_address)
         else:

@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
-from .context import RequestContext
+from .context import FanOut, RequestContext
 from .cors import is_preflight, preflight_response
-from .errors import ProxyError, error_response
+from .errors import ProxyError, error_response, upstream_error
+from .exchange import Exchange
 from .guard import Guard, parse_address
 from .headers import upstream_request_headers
 from .logs import log_access
 from .relay import relay
 from .routing import split_request_target
-from .settings import Config, Endpoint, Target
-from .upstream import UpstreamPool, send, upstream_failures
+from .settings import Config, Endpoint, Mapper, Target
+from .upstream import UpstreamPool
 
 log = logging.getLogger("mooltiproxy.proxy")
 
@@ -45,8 +47,11 @@ class Proxy:
             response = await self._dispatch(request, context)
         except ProxyError as error:
             response = error_response(error)
-        except Exception:
-            log.exception("internal error on %s %s", request.method, request.path)
+        except Exception as exc:
+            log.error(
+                "internal error on %s %s: %s: %s", request.method, request.path, type(exc).__name__, exc,
+                exc_info=self._debug,
+            )
             response = error_response(ProxyError(500, "Internal proxy error", code="internal_error"))
         finally:
             # Reached on cancellation too (the client went away): still one access line.
@@ -82,9 +87,7 @@ class Proxy:
         path, query = split_request_target(request.raw_path)
         endpoint = target.find_endpoint(path)
         if endpoint is None:
-            raise ProxyError(
-                404, f"No route for '{path}' on target '{target.name}'", code="unknown_route"
-            )
+            raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
         context.endpoint = endpoint
         context.raw_body = await self._read_body(request)
         return await self._forward(request, context, target, endpoint, query)
@@ -97,9 +100,7 @@ class Proxy:
         return target
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
-        too_large = ProxyError(
-            413, f"Request body larger than {self._max_body_size} bytes", code="request_too_large"
-        )
+        too_large = ProxyError(413, f"Request body larger than {self._max_body_size} bytes", code="request_too_large")
         if request.content_length is not None and request.content_length > self._max_body_size:
             raise too_large
         try:
@@ -115,13 +116,7 @@ class Proxy:
         endpoint: Endpoint,
         query: str,
     ) -> web.StreamResponse:
-        body = context.raw_body
-        if endpoint.request_mapper is not None:
-            mapped = endpoint.request_mapper(context.body, endpoint, context)
-            body = json.dumps(mapped).encode()
-            self._debug_body("request mapped by %s", endpoint.request_mapper_name, body)
-        elif self._debug and body:
-            self._debug_body("request body for %s", endpoint.incoming_path, body)
+        bodies = self._request_bodies(context, endpoint)
         reads_answer = endpoint.answer_mapper is not None
         headers = upstream_request_headers(
             request.headers,
@@ -130,42 +125,66 @@ class Proxy:
             reads_answer=reads_answer,
         )
         url = f"{endpoint.upstream_url}?{query}" if query else endpoint.upstream_url
-        upstream = await send(
-            self._pool.session(target.name),
-            target,
-            request.method,
-            url,
-            headers,
-            body or None,
-            decompress=reads_answer,
-        )
-        context.upstream_status = upstream.status
-        context.upstream_headers = upstream.headers
-        try:
-            if reads_answer and 200 <= upstream.status < 300:
-                with upstream_failures(target):
-                    answer = await upstream.read()
-                return self._mapped_answer(context, endpoint, upstream.status, answer)
-            return await relay(request, upstream, target.name, decoded=reads_answer)
-        finally:
-            upstream.release()
-
-    def _mapped_answer(
-        self, context: RequestContext, endpoint: Endpoint, status: int, answer: bytes
-    ) -> web.Response:
-        self._debug_body("answer from upstream for %s", endpoint.incoming_path, answer)
-        try:
-            payload = json.loads(answer)
-        except ValueError:
-            raise ProxyError(
-                502, f"Target '{context.target.name}' answered invalid JSON", code="upstream_error"
-            ) from None
-        mapped = endpoint.answer_mapper(payload, endpoint, context)
+        exchange = Exchange(self._pool.session(target.name), target, request.method, url, headers)
+        if not reads_answer:
+            upstream = await exchange.open(bodies[0])
+            context.upstream_status = upstream.status
+            context.upstream_headers = upstream.headers
+            try:
+                return await relay(request, upstream, target.name)
+            finally:
+                upstream.release()
+        answers = await exchange.read_all(bodies)
+        failed = next((answer for answer in answers if not 200 <= answer.status < 300), None)
+        if failed is not None:
+            self._debug_body("error from upstream for %s", endpoint.incoming_path, failed.body)
+            raise upstream_error(failed.status, failed.body, target.name)
+        context.upstream_status = answers[0].status
+        context.upstream_headers = answers[0].headers
+        context.answer_headers = [answer.headers for answer in answers]
+        payloads = [self._parse_answer(answer.body, endpoint, target) for answer in answers]
+        payload = FanOut(payloads) if isinstance(bodies, FanOut) else payloads[0]
+        mapped = self._apply(endpoint.answer_mapper_name, endpoint.answer_mapper, payload, endpoint, context)
         body = json.dumps(mapped).encode()
         self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
-        return web.Response(status=status, body=body, content_type="application/json")
+        return web.Response(status=answers[0].status, body=body, content_type="application/json")
 
-    def _debug_body(self, message: str, name: str, body: bytes) -> None:
-        if self._debug:
+    def _request_bodies(self, context: RequestContext, endpoint: Endpoint) -> list[bytes | None]:
+        """The body to send upstream; a FanOut of bodies when the mapper asked for several calls."""
+        if endpoint.request_mapper is None:
+            self._debug_body("request body for %s", endpoint.incoming_path, context.raw_body)
+            return [context.raw_body or None]
+        mapped = self._apply(endpoint.request_mapper_name, endpoint.request_mapper, context.body, endpoint, context)
+        if not isinstance(mapped, FanOut):
+            mapped = [mapped]
+        elif endpoint.answer_mapper is None:
+            raise ProxyError(500, "A fan-out needs an answer mapper to merge the answers", code="mapper_error")
+        bodies = [json.dumps(payload).encode() for payload in mapped]
+        for body in bodies:
+            self._debug_body("request mapped by %s", endpoint.request_mapper_name, body)
+        return FanOut(bodies) if isinstance(mapped, FanOut) else bodies
+
+    def _parse_answer(self, answer: bytes, endpoint: Endpoint, target: Target) -> Any:
+        self._debug_body("answer from upstream for %s", endpoint.incoming_path, answer)
+        try:
+            return json.loads(answer)
+        except ValueError:
+            raise ProxyError(502, f"Target '{target.name}' answered invalid JSON", code="upstream_error") from None
+
+    def _apply(self, name: str, mapper: Mapper, payload: Any, endpoint: Endpoint, context: RequestContext) -> Any:
+        try:
+            return mapper(payload, endpoint, context)
+        except ProxyError:
+            raise
+        except Exception as exc:
+            # A bug in a mapper: the operator needs its name, the client only a 500.
+            log.error(
+                "mapper %s failed on %s: %s: %s", name, endpoint.incoming_path, type(exc).__name__, exc,
+                exc_info=self._debug,
+            )
+            raise ProxyError(500, f"The proxy failed to translate this request ({name})", code="mapper_error") from None
+
+    def _debug_body(self, message: str, name: str, body: bytes | None) -> None:
+        if self._debug and body:
             text = body[:_DEBUG_BODY_LIMIT].decode("utf-8", "replace")
             log.debug(message + ": %s", name, text)

@@ -12,14 +12,10 @@ from .headers import client_response_headers
 log = logging.getLogger("mooltiproxy.relay")
 
 
-async def relay(
-    request: web.BaseRequest, upstream: aiohttp.ClientResponse, target_name: str, *, decoded: bool
-) -> web.StreamResponse:
-    """`decoded`: the HTTP client decompressed the body, so its encoding headers must go."""
+async def relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse, target_name: str) -> web.StreamResponse:
+    """The body is relayed as received, still encoded, so its headers stay true."""
     response = web.StreamResponse(
-        status=upstream.status,
-        reason=upstream.reason,
-        headers=client_response_headers(upstream.headers, decoded=decoded),
+        status=upstream.status, reason=upstream.reason, headers=client_response_headers(upstream.headers)
     )
     await response.prepare(request)
     try:

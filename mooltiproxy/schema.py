@@ -60,7 +60,7 @@ def _known_name(kind: str, known: Iterable[str]) -> Callable[[Any], str]:
         if not isinstance(value, str):
             raise vol.Invalid(f"expected the name of a {kind}")
         if value not in names:
-            raise vol.Invalid(f"unknown {kind} '{value}' (known: {', '.join(names)})")
+            raise vol.Invalid(f"unknown {kind} '{value}' (known: {', '.join(names) or 'none'})")
         return value
 
     return validate

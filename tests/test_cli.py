@@ -1,0 +1,187 @@
+"""The command line: --check, config errors, the master key rules, start-up failures."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import DATA, KEY, auth, proxy_config, run_cli
+
+VALID = {
+    "system": {"port": 0, "host": "127.0.0.1"},
+    "targets": {"default": "tgi", "tgi": {"url": "http://127.0.0.1:8080", "mapping": {"/generate": None, "/info": None}}},
+}
+
+
+def write(folder: Path, document, name: str = "config.yaml") -> Path:
+    path = folder / name
+    path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
+    return path
+
+
+def assert_clean_failure(result) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_check_prints_a_one_line_summary(tmp_path):
+    result = run_cli("--config", str(write(tmp_path, VALID)), "--check", env={"MOOLTIPROXY_KEY": KEY})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert "1 targets, 2 routes" in lines[0]
+
+
+def test_original_config_template_passes_check_once_its_env_key_is_set(tmp_path):
+    path = tmp_path / "config.yaml"
+    shutil.copy(DATA / "original-config.template.yaml", path)
+    result = run_cli("--config", str(path), "--check", env={"YOUR_OPENAI_API_KEY_ENVIRONMENT_VARIABLE_NAME": "sk-x"})
+    assert result.returncode == 0, result.stderr
+    assert "4 targets" in result.stdout
+    missing = run_cli("--config", str(path), "--check")
+    assert_clean_failure(missing)
+    assert "targets.openai.envkey: environment variable 'YOUR_OPENAI_API_KEY_ENVIRONMENT_VARIABLE_NAME' is not set" in missing.stderr
+
+
+def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
+    document = {
+        "system": {"port": "eighty", "timeout": -1, "colour": "blue"},
+        "cerbere": {"max_tries": 0, "whitelist": ["1.2.3.4", "not-an-ip"]},
+        "targets": {
+            "default": "missing",
+            "tgi": {
+                "url": "localhost:8080",
+                "mapping": {
+                    "/chat/completions": {"path": "/generate", "in": "chatReqOpenAItoTG", "template": "Nope"},
+                    "generate": None,
+                },
+            },
+        },
+    }
+    result = run_cli("--config", str(write(tmp_path, document)), "--check")
+    assert_clean_failure(result)
+    for expected in (
+        "system.port: expected an integer",
+        "system.timeout: expected a number > 0",
+        "system.colour: unknown key",
+        "cerbere.max_tries: expected an integer >= 1",
+        "cerbere.whitelist.1: 'not-an-ip' is not an IP address or CIDR network",
+        "targets.default: 'missing' is not a defined target (targets: tgi)",
+        "targets.tgi.url: expected an http:// or https:// URL",
+        "targets.tgi.mapping./chat/completions.in: unknown mapper 'chatReqOpenAItoTG' (known: ",
+        "targets.tgi.mapping./chat/completions.template: unknown template 'Nope'",
+        "targets.tgi.mapping.generate: an incoming path must start with '/'",
+    ):
+        assert expected in result.stderr, f"{expected!r} missing from:\n{result.stderr}"
+
+
+def test_missing_sections_and_keys_are_named(tmp_path):
+    result = run_cli("--config", str(write(tmp_path, {"system": {"port": 8000}})), "--check")
+    assert_clean_failure(result)
+    assert "targets: required key is missing" in result.stderr
+    result = run_cli("--config", str(write(tmp_path, {"targets": {"default": "a", "a": {"mapping": {"/x": None}}}})), "--check")
+    assert "targets.a.url: required key is missing" in result.stderr
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "system:\n  port: 8000\ntargets: [unclosed\n  default: x\n")
+    result = run_cli("--config", str(path), "--check")
+    assert_clean_failure(result)
+    assert f"{path}:4:" in result.stderr
+    assert "YAML syntax error" in result.stderr
+
+
+@pytest.mark.parametrize("content", ["", "just a string", "- a\n- list\n"])
+def test_a_document_that_is_not_a_mapping(tmp_path, content):
+    result = run_cli("--config", str(write(tmp_path, content)), "--check")
+    assert_clean_failure(result)
+    assert str(tmp_path) in result.stderr
+
+
+def test_unreadable_config(tmp_path):
+    result = run_cli("--config", str(tmp_path / "absent.yaml"), "--check")
+    assert_clean_failure(result)
+    assert "cannot read config file" in result.stderr
+    result = run_cli("--config", str(tmp_path), "--check")
+    assert_clean_failure(result)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert_clean_failure(run_cli("--config", str(binary), "--check"))
+
+
+def test_config_from_the_environment_and_the_working_directory(tmp_path):
+    path = write(tmp_path, VALID, "elsewhere.yaml")
+    assert run_cli("--check", env={"MOOLTIPROXY_CONFIG": str(path)}).returncode == 0
+    write(tmp_path, VALID)
+    in_cwd = run_cli("--check", cwd=tmp_path)
+    assert in_cwd.returncode == 0
+    assert "config.yaml" in in_cwd.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = run_cli("--check", cwd=empty)
+    assert_clean_failure(missing)
+    assert "config.template.yaml" in missing.stderr
+
+
+def test_serving_without_a_master_key_is_refused(tmp_path):
+    result = run_cli("--config", str(write(tmp_path, VALID)))
+    assert_clean_failure(result)
+    assert "MOOLTIPROXY_KEY" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["env", "file"])
+def test_placeholder_master_key_is_refused(tmp_path, where):
+    placeholder = "XXXXXXXXXXXXXXXXXXXXX"
+    document = {**VALID, "system": {**VALID["system"], "masterkey": placeholder}} if where == "file" else VALID
+    env = {"MOOLTIPROXY_KEY": placeholder} if where == "env" else {}
+    result = run_cli("--config", str(write(tmp_path, document)), env=env)
+    assert_clean_failure(result)
+    assert "placeholder" in result.stderr
+    assert placeholder not in result.stderr
+
+
+def test_short_key_warns(start_proxy):
+    proxy = start_proxy(VALID, env={"MOOLTIPROXY_KEY": "short-key-9"})
+    assert "shorter than 16 characters" in proxy.log()
+    assert "short-key-9" not in proxy.log()
+
+
+def test_master_key_from_the_file_warns_loudly(start_proxy, fake_tgi):
+    in_file = "file-master-key-0123456789abcdef"
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}, system={"masterkey": in_file})
+    proxy = start_proxy(config, env={"MOOLTIPROXY_KEY": ""})
+    assert "SECURITY" in proxy.log()
+    assert httpx.get(f"{proxy.url}/info", headers=auth(in_file)).status_code == 200
+    assert in_file not in proxy.log()
+
+
+def test_environment_key_wins_over_the_file(start_proxy, fake_tgi):
+    in_file = "file-master-key-0123456789abcdef"
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}, system={"masterkey": in_file})
+    proxy = start_proxy(config)
+    assert "wins over system.masterkey" in proxy.log()
+    assert httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200
+    assert httpx.get(f"{proxy.url}/info", headers=auth(in_file)).status_code == 401
+
+
+def test_port_in_use_is_a_clean_failure(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        document = {**VALID, "system": {"host": "127.0.0.1", "port": busy.getsockname()[1]}}
+        result = run_cli("--config", str(write(tmp_path, document)), env={"MOOLTIPROXY_KEY": KEY})
+    assert_clean_failure(result)
+    assert "cannot listen on 127.0.0.1:" in result.stderr
+
+
+def test_ssl_without_certificate_is_a_clean_failure(tmp_path):
+    document = {**VALID, "system": {**VALID["system"], "ssl": True}}
+    result = run_cli("--config", str(write(tmp_path, document)), env={"MOOLTIPROXY_KEY": KEY})
+    assert_clean_failure(result)
+    assert "system.ssl: cannot load certificate" in result.stderr
+    assert str(tmp_path / "certificates" / "cert.pem") in result.stderr
