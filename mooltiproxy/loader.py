@@ -15,7 +15,9 @@ import yaml
 
 from .errors import ConfigError
 from .registry import RegistryError, discover, positional_arity
+from .prompting import PromptTemplate
 from .schema import build_schema
+from .template_entries import builtin_templates
 from .settings import (
     AddressList,
     Config,
@@ -37,7 +39,7 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
     except RegistryError as exc:
         raise ConfigError([str(exc)]) from None
     try:
-        document = build_schema(raw, mappers, prompters, environ)(raw)
+        document = build_schema(raw, mappers, prompters, environ, source.parent)(raw)
     except vol.MultipleInvalid as exc:
         raise ConfigError(sorted({_describe(error) for error in exc.errors})) from None
     return _Builder(source, document, mappers, prompters, environ).build()
@@ -106,6 +108,9 @@ class _Builder:
         self.warnings: list[str] = []
 
     def build(self) -> Config:
+        self.templates = {
+            name: PromptTemplate(name=name, **entry) for name, entry in self.document["templates"].items()
+        }
         targets_section = dict(self.document["targets"])
         default = targets_section.pop("default")
         return Config(
@@ -114,7 +119,7 @@ class _Builder:
             guard=self._guard(self.document["cerbere"]),
             default_target=default,
             targets={name: self._target(name, entry) for name, entry in targets_section.items()},
-            templates=self.document["templates"],
+            templates=self.templates,
             warnings=tuple(self.warnings),
         )
 
@@ -163,6 +168,9 @@ class _Builder:
         upstream_path = spec.get("path", incoming)
         template_name = spec.get("template")
         prompter_name = spec.get("prompter")
+        template = None
+        if template_name is not None:
+            template = self.templates.get(template_name) or builtin_templates()[template_name]
         return Endpoint(
             incoming_path=incoming,
             upstream_path=upstream_path,
@@ -173,8 +181,10 @@ class _Builder:
             answer_mapper=self._mapper(spec["out"]),
             prompter_name=prompter_name,
             prompter=_adapt(self.prompters[prompter_name], 2) if prompter_name else None,
-            template_name=template_name,
-            template=self.document["templates"][template_name] if template_name else None,
+            template=template,
+            defaults=spec["defaults"],
+            system_prompt=spec.get("system_prompt"),
+            strip_bos=spec["strip_bos"],
         )
 
     def _mapper(self, name: str) -> Mapper | None:

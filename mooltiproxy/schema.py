@@ -7,9 +7,12 @@ so that every problem is reported in one run.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import voluptuous as vol
+
+from .template_entries import builtin_templates, kind_of, template_entry_validator
 
 DEFAULT_MAX_CONNECTIONS = 1024
 
@@ -78,15 +81,6 @@ def _http_url(value: Any) -> str:
     return value
 
 
-def _text(value: Any) -> str:
-    """A template marker: a string, an empty YAML value meaning ''."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise vol.Invalid("expected a string")
-    return value
-
-
 def _section(schema: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A top-level section left empty in YAML (`system:` alone) means all defaults."""
 
@@ -123,26 +117,92 @@ def _names(section: Any) -> list[str]:
     return [name for name in section if isinstance(name, str)] if isinstance(section, dict) else []
 
 
+def _between(low: float, high: float, *, open_interval: bool) -> Callable[[Any], float]:
+    def validate(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise vol.Invalid("expected a number")
+        inside = low < value < high if open_interval else low <= value <= high
+        if not inside:
+            bounds = f"> {low} and < {high}" if open_interval else f">= {low} and <= {high}"
+            raise vol.Invalid(f"expected a number {bounds}, got {value}")
+        return float(value)
+
+    return validate
+
+
+# TGI parameters an endpoint may default (used when the client leaves the matching field unset),
+# each limited to what TGI accepts.
+TGI_DEFAULTS = vol.Schema(
+    {
+        vol.Optional("temperature"): _number(0),
+        vol.Optional("top_p"): _between(0, 1, open_interval=True),
+        vol.Optional("typical_p"): _between(0, 1, open_interval=True),
+        vol.Optional("top_k"): _integer(1),
+        vol.Optional("repetition_penalty"): _number(0),
+        vol.Optional("frequency_penalty"): _between(-2, 2, open_interval=False),
+        vol.Optional("max_new_tokens"): _integer(1),
+        vol.Optional("seed"): _integer(0),
+        vol.Optional("truncate"): _integer(1),
+        vol.Optional("do_sample"): bool,
+        vol.Optional("watermark"): bool,
+    }
+)
+
+
 def build_schema(
-    raw: dict, mapper_names: Iterable[str], prompter_names: Iterable[str], environ: Mapping[str, str]
+    raw: dict,
+    mappers: Mapping[str, Callable],
+    prompters: Mapping[str, Callable],
+    environ: Mapping[str, str],
+    folder: Path,
 ) -> vol.Schema:
     """The schema for this raw document (template names and env vars are looked up in it)."""
-    endpoint = vol.Schema(
+    raw_templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
+    builtins = builtin_templates()
+    endpoint_schema = vol.Schema(
         {
             vol.Optional("path"): _path,
-            vol.Optional("in", default="identity"): _known_name("mapper", mapper_names),
-            vol.Optional("out", default="identity"): _known_name("mapper", mapper_names),
-            vol.Optional("prompter"): _known_name("prompter", prompter_names),
-            vol.Optional("template"): _known_name("template", _names(raw.get("templates"))),
+            vol.Optional("in", default="identity"): _known_name("mapper", mappers),
+            vol.Optional("out", default="identity"): _known_name("mapper", mappers),
+            vol.Optional("prompter"): _known_name("prompter", prompters),
+            vol.Optional("template"): _known_name("template", [*_names(raw_templates), *builtins]),
+            vol.Optional("system_prompt"): str,
+            vol.Optional("strip_bos", default=True): bool,
+            vol.Optional("defaults", default=None): _section(TGI_DEFAULTS),
         }
     )
+
+    def requirements(spec: dict) -> list[vol.Invalid]:
+        """A mapper that builds prompts needs a prompter; some prompters need a kind of template."""
+        errors = []
+        mapper_name = spec.get("in")
+        if getattr(mappers.get(mapper_name), "needs_prompter", False) and "prompter" not in spec:
+            errors.append(vol.Invalid(f"mapper '{mapper_name}' needs a prompter", path=["prompter"]))
+        prompter_name = spec.get("prompter")
+        kinds = getattr(prompters.get(prompter_name), "template_kinds", None)
+        template_name = spec.get("template")
+        if kinds and template_name is None:
+            errors.append(vol.Invalid(f"prompter '{prompter_name}' needs a template", path=["template"]))
+        elif kinds and isinstance(template_name, str):
+            kind = kind_of(raw_templates[template_name]) if template_name in raw_templates else "jinja"
+            if kind not in kinds:
+                errors.append(
+                    vol.Invalid(
+                        f"prompter '{prompter_name}' needs a {' or '.join(kinds)} template; "
+                        f"'{template_name}' has {kind}",
+                        path=["template"],
+                    )
+                )
+        return errors
+
+    endpoint = _checked(endpoint_schema, requirements)
 
     def mapping_entry(value: Any) -> dict:
         # The original format: empty (same path), a path string, or an object.
         if value is None:
-            return endpoint({})
+            return endpoint_schema({})
         if isinstance(value, str):
-            return endpoint({"path": _path(value)})
+            return endpoint_schema({"path": _path(value)})
         if isinstance(value, dict):
             return endpoint(value)
         raise vol.Invalid("expected nothing (pass through), a target path, or a mapping object")
@@ -217,6 +277,6 @@ def build_schema(
                 vol.Schema({vol.Required("default"): str, str: target}), default_is_a_target
             ),
             # Role markers of the `fromTemplate` prompter; roles beyond the usual ones are allowed.
-            vol.Optional("templates", default=None): _section(vol.Schema({str: vol.Schema({str: _text})})),
+            vol.Optional("templates", default=None): _section(vol.Schema({str: template_entry_validator(folder)})),
         }
     )

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from .prompting import PromptTemplate
+
 if TYPE_CHECKING:
     from .context import RequestContext
 
@@ -32,8 +34,13 @@ class Endpoint:
     answer_mapper: Mapper | None = None
     prompter_name: str | None = None
     prompter: Prompter | None = None
-    template_name: str | None = None
-    template: Mapping[str, Any] | None = None
+    template: PromptTemplate | None = None
+    # TGI parameters used when the client leaves the matching field unset.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    # The system prompt prompters use when a conversation has none (None: the built-in one).
+    system_prompt: str | None = None
+    # Drop a leading bos token from prompts (TGI's /generate adds it itself).
+    strip_bos: bool = True
 
     @property
     def passes_through(self) -> bool:
@@ -96,7 +103,7 @@ class Config:
     guard: GuardSettings
     default_target: str
     targets: Mapping[str, Target]
-    templates: Mapping[str, Mapping[str, Any]]
+    templates: Mapping[str, PromptTemplate]
     warnings: tuple[str, ...] = ()
 
     def summary(self) -> str:

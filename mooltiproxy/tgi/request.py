@@ -1,0 +1,171 @@
+"""OpenAI request fields -> TGI `parameters`, for every value an OpenAI client may legally send.
+
+Sampling follows OpenAI's semantics: an unset temperature samples at 1.0; temperature 0 or
+top_p 0 (or do_sample false) means greedy decoding, where none of temperature, top_k, top_p,
+typical_p is sent; top_p 1 means no nucleus filtering. Endpoint `defaults` fill what the client
+left unset. Values TGI would refuse become a 400 here, with the field named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import ProxyError
+
+MAX_TGI_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences; further ones are enforced by the proxy
+MAX_CHOICES = 16  # bounds the upstream calls one request may cause (n, prompt lists)
+# presence_penalty (additive, [-2, 2]) becomes TGI's multiplicative repetition_penalty in [0.8, 1.2].
+PRESENCE_TO_REPETITION = 0.1
+_UNSUPPORTED = {
+    "tools": "tool calling",
+    "functions": "function calling",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TGIRequest:
+    """The parameters of each upstream call (one per choice) and every stop string to enforce."""
+
+    copies: list[dict[str, Any]]
+    stops: list[str]
+
+
+def invalid(message: str, param: str) -> ProxyError:
+    return ProxyError(400, message, code="invalid_request_error", param=param)
+
+
+def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise invalid(f"'{name}' must be a number between {low} and {high}", name)
+    return value
+
+
+def _integer(body: Mapping[str, Any], name: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
+        raise invalid(f"'{name}' must be an integer {bounds}", name)
+    return value
+
+
+def stop_list(body: Mapping[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(item, str) for item in stop):
+        return stop
+    raise invalid("'stop' must be a string or a list of strings", "stop")
+
+
+def tgi_request(
+    body: Mapping[str, Any], defaults: Mapping[str, Any], prompt_stops: list[str] = (), *, stream: bool = False
+) -> TGIRequest:
+    for field, feature in _UNSUPPORTED.items():
+        if body.get(field):
+            raise invalid(f"{feature} is not supported by this endpoint", field)
+
+    parameters: dict[str, Any] = {"details": True}
+    temperature = _number(body, "temperature", 0, 2)
+    top_p = _number(body, "top_p", 0, 1)
+    greedy = temperature == 0 or top_p == 0 or body.get("do_sample") is False
+    if greedy:
+        parameters["do_sample"] = False
+    else:
+        parameters["do_sample"] = True
+        parameters["temperature"] = temperature if temperature is not None else defaults.get("temperature", 1.0)
+        if top_p is None:
+            top_p = defaults.get("top_p")
+        if top_p is not None and top_p < 1:
+            parameters["top_p"] = top_p
+        for name in ("top_k", "typical_p"):
+            value = body.get(name, defaults.get(name))
+            if name == "typical_p" and value == 1:
+                continue  # no typical filtering, which TGI says by leaving it unset
+            if value is not None:
+                parameters[name] = value
+
+    frequency_penalty = _number(body, "frequency_penalty", -2, 2)
+    if frequency_penalty is None:
+        frequency_penalty = defaults.get("frequency_penalty")
+    if frequency_penalty:
+        parameters["frequency_penalty"] = frequency_penalty
+    presence_penalty = _number(body, "presence_penalty", -2, 2)
+    repetition_penalty = body.get("repetition_penalty")
+    if repetition_penalty is None and presence_penalty:
+        repetition_penalty = 1 + PRESENCE_TO_REPETITION * presence_penalty
+    if repetition_penalty is None and presence_penalty is None:
+        repetition_penalty = defaults.get("repetition_penalty")
+    if repetition_penalty is not None and repetition_penalty != 1:
+        parameters["repetition_penalty"] = repetition_penalty
+
+    for name in ("truncate", "watermark", "grammar"):
+        value = body.get(name, defaults.get(name))
+        if value is not None:
+            parameters[name] = value
+    grammar = _grammar(body.get("response_format"))
+    if grammar is not None and "grammar" not in parameters:
+        parameters["grammar"] = grammar
+
+    max_tokens = _integer(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1)
+    if max_tokens is None:
+        max_tokens = defaults.get("max_new_tokens")
+    if max_tokens is not None:
+        parameters["max_new_tokens"] = max_tokens
+
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise invalid("'seed' must be a non-negative integer (TGI's seed is unsigned)", "seed")
+    if seed is None:
+        seed = defaults.get("seed")
+
+    best_of = _integer(body, "best_of", 1)
+    if best_of is not None and best_of > 1:
+        if stream:
+            raise invalid("'best_of' > 1 cannot be used with streaming", "best_of")
+        if greedy:
+            raise invalid("'best_of' > 1 needs sampling (a temperature and top_p above 0)", "best_of")
+        if seed is not None:
+            raise invalid("'best_of' > 1 cannot be used with a 'seed'", "best_of")
+        parameters["best_of"] = best_of
+
+    stops = list(dict.fromkeys(stop for stop in [*stop_list(body), *prompt_stops] if stop))
+    if stops:
+        parameters["stop"] = stops[:MAX_TGI_STOP_SEQUENCES]
+
+    n = _integer(body, "n", 1, MAX_CHOICES) or 1
+    copies = []
+    for index in range(n):
+        copy = dict(parameters)
+        if seed is not None:
+            # Each choice its own seed, so n choices are not n copies of one answer.
+            copy["seed"] = seed + index
+        copies.append(copy)
+    return TGIRequest(copies, stops)
+
+
+def _grammar(response_format: Any) -> dict[str, Any] | None:
+    """OpenAI structured outputs -> TGI grammar."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind == "text":
+        return None
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, Mapping):
+            return {"type": "json", "value": schema}
+        raise invalid("'response_format.json_schema.schema' must be a JSON schema object", "response_format")
+    raise invalid(
+        f"response_format '{kind}' is not supported by this endpoint; use 'json_schema' with a schema",
+        "response_format",
+    )

@@ -1,0 +1,16 @@
+"""`chat_template`: a model's own Hugging Face chat template, rendered as transformers renders it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mooltiproxy.prompting import plain_messages, uses_template, without_bos
+from mooltiproxy.settings import Endpoint
+
+
+@uses_template("jinja")
+def chat_template(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
+    """The endpoint's template (a `templates:` entry or a built-in one such as `llama3`)."""
+    template = endpoint.template
+    prompt = template.render(plain_messages(messages), add_generation_prompt=True)
+    return without_bos(prompt, template.bos_token, endpoint.strip_bos), list(template.stop)

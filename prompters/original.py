@@ -1,0 +1,83 @@
+"""The original project's prompters: `fromTemplate` (role markers) and `llama2_chat`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mooltiproxy.errors import ProxyError
+from mooltiproxy.prompting import (
+    DEFAULT_SYSTEM_PROMPT,
+    compile_template,
+    plain_messages,
+    uses_template,
+    without_bos,
+)
+from mooltiproxy.settings import Endpoint
+
+# The first system message (or the default one) goes right after `preprompt` and is closed by
+# `start`; every other message is its role's marker followed by its content.
+_MARKERS = compile_template(
+    "{{ markers.preprompt }}{{ system }}{{ markers.start }}"
+    "{% for message in turns %}{{ markers[message.role] }}{{ message.content }}{% endfor %}"
+    "{{ markers.assistant }}"
+)
+
+_LLAMA2 = compile_template(
+    "{% for message in turns %}"
+    "{% if message.role == 'user' %}"
+    "{% if not loop.first %}<s>{% endif %}[INST] "
+    "{% if loop.first %}<<SYS>>\n{{ system }}\n<</SYS>>\n\n{% endif %}"
+    "{{ message.content | trim }} [/INST]"
+    "{% else %} {{ message.content | trim }} </s>{% endif %}"
+    "{% endfor %}"
+)
+_LLAMA2_STOPS = ["[INST]"]
+
+
+def _split_system(messages: list[dict[str, str]], endpoint: Endpoint) -> tuple[str, list[dict[str, str]]]:
+    if messages[0]["role"] == "system":
+        return messages[0]["content"], messages[1:]
+    return endpoint.system_prompt if endpoint.system_prompt is not None else DEFAULT_SYSTEM_PROMPT, messages
+
+
+@uses_template("markers", "jinja")
+def fromTemplate(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
+    """The original format built from a `templates:` entry's markers, or its whole Jinja template."""
+    template = endpoint.template
+    plain = plain_messages(messages)
+    if template.jinja is not None:
+        prompt = template.render(plain)
+        return without_bos(prompt, template.bos_token, endpoint.strip_bos), list(template.stop)
+    system, turns = _split_system(plain, endpoint)
+    for index, message in enumerate(turns, start=len(plain) - len(turns)):
+        if message["role"] not in template.markers:
+            raise ProxyError(
+                400,
+                f"messages[{index}]: role '{message['role']}' has no marker in template '{template.name}'",
+                code="invalid_messages",
+                param="messages",
+            )
+    prompt = _MARKERS.render(markers=template.markers, system=system, turns=turns)
+    stops = [template.markers["user"], *template.stop] if template.markers["user"] else list(template.stop)
+    return without_bos(prompt, template.bos_token, endpoint.strip_bos), stops
+
+
+def llama2_chat(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
+    """`[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]`."""
+    plain = plain_messages(messages)
+    system, turns = _split_system(plain, endpoint)
+    offset = len(plain) - len(turns)
+    for index, message in enumerate(turns):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            raise ProxyError(
+                400,
+                f"messages[{index + offset}]: llama2_chat needs an optional system message, then roles "
+                f"alternating user/assistant/user/..., got '{message['role']}' where '{expected}' belongs",
+                code="invalid_messages",
+                param="messages",
+            )
+    if not turns:
+        raise ProxyError(400, "llama2_chat needs at least one user message", code="invalid_messages",
+                         param="messages")
+    return _LLAMA2.render(system=system, turns=turns), list(_LLAMA2_STOPS)

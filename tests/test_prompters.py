@@ -1,0 +1,151 @@
+"""Prompters: golden strings for the original formats, and transformers' rendering of 32 real templates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import DATA
+from mooltiproxy.errors import ProxyError
+from mooltiproxy.prompting import DEFAULT_SYSTEM_PROMPT, PromptTemplate, compile_template, stop_strings_of
+from mooltiproxy.settings import Endpoint
+from mooltiproxy.template_entries import builtin_templates
+from prompters.chat_template import chat_template
+from prompters.original import fromTemplate, llama2_chat
+
+HISTORY = [
+    {"role": "system", "content": "You are Bob."},
+    {"role": "user", "content": "Hello"},
+    {"role": "assistant", "content": "Hi! How can I help?"},
+    {"role": "user", "content": "Tell me a joke"},
+]
+HUMAN_RESPONSE = PromptTemplate(
+    name="HumanResponse",
+    markers={"preprompt": "", "start": "", "system": "", "user": "\n### HUMAN:\n", "assistant": "\n### RESPONSE:\n"},
+)
+CASES = json.loads((DATA / "chat-templates.json").read_text())
+
+
+def endpoint(template: PromptTemplate | None = None, **settings) -> Endpoint:
+    return Endpoint(incoming_path="/chat/completions", upstream_path="/generate", upstream_url="http://x/generate",
+                    template=template, **settings)
+
+
+def test_from_template_is_the_original_format():
+    prompt, stops = fromTemplate(HISTORY, endpoint(HUMAN_RESPONSE))
+    assert prompt == (
+        "You are Bob.\n### HUMAN:\nHello\n### RESPONSE:\nHi! How can I help?\n### HUMAN:\nTell me a joke\n### RESPONSE:\n"
+    )
+    assert stops == ["\n### HUMAN:\n"]
+
+
+def test_from_template_uses_the_default_system_prompt_and_markers():
+    markers = {"preprompt": "<<", "start": ">>", "system": "[S]", "user": "[U]", "assistant": "[A]", "tool": "[T]"}
+    template = PromptTemplate(name="t", markers=markers)
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "system", "content": "later system"},
+        {"role": "tool", "content": "42"},
+    ]
+    prompt, _ = fromTemplate(messages, endpoint(template))
+    assert prompt == f"<<{DEFAULT_SYSTEM_PROMPT}>>[U]q[S]later system[T]42[A]"
+    custom, _ = fromTemplate(messages[:1], endpoint(template, system_prompt="Be brief."))
+    assert custom == "<<Be brief.>>[U]q[A]"
+
+
+def test_from_template_refuses_a_role_without_marker():
+    with pytest.raises(ProxyError) as refused:
+        fromTemplate([{"role": "tool", "content": "x"}], endpoint(HUMAN_RESPONSE))
+    assert refused.value.status == 400
+    assert "role 'tool'" in refused.value.message
+
+
+def test_from_template_with_a_whole_jinja_template():
+    source = "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}<assistant>"
+    template = PromptTemplate(name="j", jinja=compile_template(source), bos_token="<s>", eos_token="</s>",
+                              stop=stop_strings_of("</s>", source))
+    prompt, stops = fromTemplate(HISTORY[1:2], endpoint(template))
+    assert prompt == "<user>Hello</s><assistant>"
+    assert stops == ["</s>"]
+    kept, _ = fromTemplate(HISTORY[1:2], endpoint(template, strip_bos=False))
+    assert kept == "<s><user>Hello</s><assistant>"
+
+
+def test_llama2_chat_golden_strings():
+    prompt, stops = llama2_chat(HISTORY, endpoint())
+    assert prompt == (
+        "[INST] <<SYS>>\nYou are Bob.\n<</SYS>>\n\nHello [/INST] Hi! How can I help? </s><s>[INST] Tell me a joke [/INST]"
+    )
+    assert stops == ["[INST]"]
+    alone, _ = llama2_chat([{"role": "user", "content": " Hi "}], endpoint())
+    assert alone == f"[INST] <<SYS>>\n{DEFAULT_SYSTEM_PROMPT}\n<</SYS>>\n\nHi [/INST]"
+
+
+def test_llama2_chat_matches_the_models_own_template_without_bos():
+    llama2 = builtin_templates()["llama2"]
+    own = llama2.render(HISTORY)
+    prompt, _ = llama2_chat(HISTORY, endpoint())
+    assert own == "<s>" + prompt
+
+
+@pytest.mark.parametrize("messages", [[{"role": "assistant", "content": "x"}], HISTORY[:1],
+                                      [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]])
+def test_llama2_chat_refuses_what_it_cannot_format(messages):
+    with pytest.raises(ProxyError) as refused:
+        llama2_chat(messages, endpoint())
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_chat_template_renders_exactly_as_transformers(case):
+    template = PromptTemplate(name=case["name"], jinja=compile_template(case["chat_template"]),
+                              bos_token=case["bos_token"], eos_token=case["eos_token"])
+    rendered = template.render(case["messages"], add_generation_prompt=case["add_generation_prompt"])
+    assert rendered == case["expected"]
+
+
+@pytest.mark.parametrize("name", ["llama3", "llama2", "mistral", "zephyr", "chatml", "gemma"])
+def test_builtin_templates_drop_the_bos_and_stop_at_end_of_turn(name):
+    template = builtin_templates()[name]
+    messages = [{"role": "user", "content": "Hi"}]
+    prompt, stops = chat_template(messages, endpoint(template))
+    rendered = template.render(messages)
+    assert rendered.endswith(prompt)
+    assert not template.bos_token or not prompt.startswith(template.bos_token)
+    assert template.eos_token in stops
+
+
+def test_llama3_prompt_and_stops():
+    prompt, stops = chat_template(HISTORY[:2], endpoint(builtin_templates()["llama3"]))
+    assert prompt == (
+        "<|start_header_id|>system<|end_header_id|>\n\nYou are Bob.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert stops == ["<|eot_id|>"]
+
+
+def test_a_templates_own_exception_is_a_400_with_its_message():
+    with pytest.raises(ProxyError) as refused:
+        chat_template(HISTORY, endpoint(builtin_templates()["gemma"]))
+    assert refused.value.status == 400
+    assert "System role not supported" in refused.value.message
+
+
+def test_content_parts_and_bad_parts():
+    parts = [{"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}]
+    prompt, _ = fromTemplate(parts, endpoint(HUMAN_RESPONSE))
+    assert prompt.endswith("\n### HUMAN:\none\ntwo\n### RESPONSE:\n")
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
+    with pytest.raises(ProxyError) as refused:
+        fromTemplate(image, endpoint(HUMAN_RESPONSE))
+    assert refused.value.status == 400
+    assert "image_url" in refused.value.message
+
+
+def test_sandbox_blocks_unsafe_templates():
+    template = PromptTemplate(name="evil", jinja=compile_template("{{ messages.__class__.__mro__ }}"))
+    with pytest.raises(ProxyError) as refused:
+        template.render([{"role": "user", "content": "x"}])
+    assert refused.value.status == 400

@@ -1,0 +1,266 @@
+"""OpenAI <-> TGI translation, through the proxy, with the real openai client (strict validation)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import KEY, proxy_config
+from fake_tgi import tokenize
+
+SYSTEM_AND_HISTORY = [
+    {"role": "system", "content": "You are Bob."},
+    {"role": "user", "content": "Hello"},
+    {"role": "assistant", "content": "Hi! How can I help?"},
+    {"role": "user", "content": "Tell me a joke"},
+]
+LLAMA2_PROMPT = (
+    "[INST] <<SYS>>\nYou are Bob.\n<</SYS>>\n\nHello [/INST] Hi! How can I help? </s><s>[INST] Tell me a joke [/INST]"
+)
+TRANSLATED = {
+    "/completions": {"path": "/generate", "in": "textReqOpenAItoTGI", "out": "textAnsTGItoOpenAI"},
+    "/chat/completions": {
+        "path": "/generate", "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI", "prompter": "llama2_chat",
+    },
+}
+
+
+@pytest.fixture
+def proxy(start_proxy, fake_tgi):
+    config = proxy_config(
+        {
+            "tgi": {"url": fake_tgi.url, "mapping": TRANSLATED},
+            "tuned": {
+                "url": fake_tgi.url,
+                "mapping": {
+                    "/chat/completions": {
+                        **TRANSLATED["/chat/completions"],
+                        "defaults": {"temperature": 0.5, "top_p": 0.95, "top_k": 10, "typical_p": 0.95,
+                                     "repetition_penalty": 1.03, "max_new_tokens": 7},
+                    }
+                },
+            },
+            "llama3": {
+                "url": fake_tgi.url,
+                "mapping": {"/chat/completions": {**TRANSLATED["/chat/completions"], "prompter": "chat_template",
+                                                  "template": "llama3"}},
+            },
+            "gemma": {
+                "url": fake_tgi.url,
+                "mapping": {"/chat/completions": {**TRANSLATED["/chat/completions"], "prompter": "chat_template",
+                                                  "template": "gemma"}},
+            },
+        }
+    )
+    return start_proxy(config)
+
+
+def client(proxy, target: str = "tgi") -> OpenAI:
+    return OpenAI(
+        base_url=f"{proxy.url}/v1", api_key=KEY, default_headers={"target": target}, max_retries=0,
+        _strict_response_validation=True,
+    )
+
+
+def sent_parameters(fake_tgi) -> dict:
+    return fake_tgi.last.json()["parameters"]
+
+
+def test_chat_greedy_with_history_and_stop(proxy, fake_tgi):
+    fake_tgi.reply = "Why did the chicken cross the road? END To get to the other side."
+    answer = client(proxy).chat.completions.create(
+        model="llama-2-7b-chat", messages=SYSTEM_AND_HISTORY, temperature=0, top_p=1,
+        frequency_penalty=0, presence_penalty=0, stop="END", max_tokens=50,
+    )
+    received = fake_tgi.last.json()
+    assert received["inputs"] == LLAMA2_PROMPT
+    assert received["parameters"] == {"details": True, "do_sample": False, "max_new_tokens": 50, "stop": ["END", "[INST]"]}
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == "Why did the chicken cross the road? "
+    assert choice.finish_reason == "stop"
+    assert answer.model == "llama-2-7b-chat"
+    assert answer.object == "chat.completion"
+    assert answer.id.startswith("chatcmpl-")
+    assert answer.usage.prompt_tokens == len(tokenize(LLAMA2_PROMPT)) + 1
+    assert answer.usage.completion_tokens == len(tokenize("Why did the chicken cross the road? END"))
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_ids_are_unique(proxy, fake_tgi):
+    chat = client(proxy).chat.completions
+    ids = {chat.create(model="m", messages=[{"role": "user", "content": "hi"}]).id for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_completion(proxy, fake_tgi):
+    fake_tgi.reply = " jumps over the lazy dog"
+    answer = client(proxy).completions.create(model="llama-2-7b", prompt="The quick brown fox", temperature=0,
+                                              max_tokens=3)
+    assert fake_tgi.last.json() == {
+        "inputs": "The quick brown fox",
+        "parameters": {"details": True, "do_sample": False, "max_new_tokens": 3},
+    }
+    assert answer.object == "text_completion"
+    assert answer.id.startswith("cmpl-")
+    assert answer.choices[0].text == " jumps over the"
+    assert answer.choices[0].finish_reason == "length"
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (5, 3)
+
+
+def test_completion_echo_and_eos(proxy, fake_tgi):
+    fake_tgi.reply = " done."
+    answer = client(proxy).completions.create(model="m", prompt="All", echo=True)
+    assert answer.choices[0].text == "All done."
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage.completion_tokens == 2  # " done." and the EOS token
+
+
+def test_openai_default_sampling(proxy, fake_tgi):
+    client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert sent_parameters(fake_tgi) == {"details": True, "do_sample": True, "temperature": 1.0, "stop": ["[INST]"]}
+
+
+def test_endpoint_defaults_fill_what_the_client_left_unset(proxy, fake_tgi):
+    tuned = client(proxy, "tuned").chat.completions
+    tuned.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert sent_parameters(fake_tgi) == {
+        "details": True, "do_sample": True, "temperature": 0.5, "top_p": 0.95, "top_k": 10, "typical_p": 0.95,
+        "repetition_penalty": 1.03, "max_new_tokens": 7, "stop": ["[INST]"],
+    }
+    tuned.create(model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.8, top_p=1, max_tokens=3)
+    parameters = sent_parameters(fake_tgi)
+    assert (parameters["temperature"], parameters["max_new_tokens"]) == (0.8, 3)
+    assert "top_p" not in parameters
+    tuned.create(model="m", messages=[{"role": "user", "content": "hi"}], top_p=0)
+    assert sent_parameters(fake_tgi)["do_sample"] is False
+    assert not {"temperature", "top_p", "top_k", "typical_p"} & set(sent_parameters(fake_tgi))
+
+
+def test_penalties_seed_and_tgi_extensions(proxy, fake_tgi):
+    client(proxy).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.7, top_p=0.9,
+        frequency_penalty=0.3, presence_penalty=0.5, seed=42, max_completion_tokens=9, user="someone",
+        logit_bias={"50256": -100}, extra_body={"top_k": 5, "typical_p": 0.9, "watermark": True, "unknown_field": 1},
+    )
+    parameters = sent_parameters(fake_tgi)
+    assert parameters == {
+        "details": True, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "typical_p": 0.9,
+        "frequency_penalty": 0.3, "repetition_penalty": 1.05, "watermark": True, "max_new_tokens": 9, "seed": 42,
+        "stop": ["[INST]"],
+    }
+
+
+def test_extreme_legal_values_are_accepted_by_tgi(proxy, fake_tgi):
+    chat = client(proxy).chat.completions
+    for temperature, top_p, penalty in ((2, 1, 2), (0, 0, -2), (1, 0.5, 0), (0.01, 1, -2)):
+        answer = chat.create(model="m", messages=[{"role": "user", "content": "hi"}], temperature=temperature,
+                             top_p=top_p, frequency_penalty=penalty, presence_penalty=penalty)
+        assert answer.choices[0].message.content
+
+
+def test_n_choices_are_parallel_calls_with_their_own_seed(proxy, fake_tgi):
+    answer = client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], n=3,
+                                                   seed=7, temperature=0.9)
+    assert [choice.index for choice in answer.choices] == [0, 1, 2]
+    calls = fake_tgi.received[-3:]
+    assert sorted(call.json()["parameters"]["seed"] for call in calls) == [7, 8, 9]
+    one = len(tokenize(fake_tgi.reply)) + 1
+    assert answer.usage.completion_tokens == 3 * one
+    # The prompt is counted once, not once per choice.
+    assert answer.usage.prompt_tokens == len(tokenize(calls[0].json()["inputs"])) + 1
+
+
+def test_completion_prompt_list(proxy, fake_tgi):
+    answer = client(proxy).completions.create(model="m", prompt=["one two", "three"], max_tokens=2, temperature=0)
+    assert [choice.index for choice in answer.choices] == [0, 1]
+    assert sorted(call.json()["inputs"] for call in fake_tgi.received[-2:]) == ["one two", "three"]
+    assert answer.usage.prompt_tokens == 3 + 2  # each prompt with its BOS
+    assert answer.usage.completion_tokens == 4
+
+
+def test_stops_beyond_tgis_limit_are_enforced_by_the_proxy(proxy, fake_tgi):
+    fake_tgi.reply = "alpha beta gamma delta epsilon zeta"
+    answer = client(proxy).completions.create(model="m", prompt="x", stop=["s1", "s2", "s3", "s4", "gamma"])
+    assert sent_parameters(fake_tgi)["stop"] == ["s1", "s2", "s3", "s4"]
+    assert answer.choices[0].text == "alpha beta "
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def test_best_of(proxy, fake_tgi):
+    completions = client(proxy).completions
+    completions.create(model="m", prompt="x", best_of=2, temperature=0.7)
+    assert sent_parameters(fake_tgi)["best_of"] == 2
+    for bad in ({"temperature": 0}, {"temperature": 0.7, "seed": 1}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            completions.create(model="m", prompt="x", best_of=2, **bad)
+        assert refused.value.body["param"] == "best_of"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"seed": -1}, {"temperature": 3}, {"top_p": 1.5}, {"max_tokens": 0}, {"n": 100}, {"stop": [1]},
+     {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+     {"response_format": {"type": "json_object"}}],
+)
+def test_requests_without_meaning_for_tgi_are_400(proxy, fake_tgi, bad):
+    with pytest.raises(openai.BadRequestError):
+        client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], **bad)
+    assert fake_tgi.received == []
+
+
+def test_json_schema_becomes_a_grammar(proxy, fake_tgi):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    client(proxy).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
+    assert sent_parameters(fake_tgi)["grammar"] == {"type": "json", "value": schema}
+
+
+@pytest.mark.parametrize(
+    ("failure", "exception"),
+    [
+        ((424, "Request failed during generation", "generation"), openai.APIStatusError),
+        ((429, "Model is overloaded", "overloaded"), openai.RateLimitError),
+        ((500, "Incomplete generation", "incomplete_generation"), openai.InternalServerError),
+    ],
+)
+def test_tgi_errors_become_openai_errors(proxy, fake_tgi, failure, exception):
+    fake_tgi.fail_with = failure
+    with pytest.raises(exception) as raised:
+        client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.status_code == failure[0]
+    assert raised.value.body["message"] == failure[1]
+    assert raised.value.body["code"] == failure[2]
+
+
+def test_tgi_validation_error_is_a_422_with_tgis_message(proxy, fake_tgi):
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=5000)
+    assert "`inputs` tokens + `max_new_tokens` must be <= 4096" in raised.value.body["message"]
+
+
+def test_model_chat_template_drops_bos_and_stops_at_end_of_turn(proxy, fake_tgi):
+    client(proxy, "llama3").chat.completions.create(model="m", messages=SYSTEM_AND_HISTORY[:2])
+    received = fake_tgi.last.json()
+    assert received["inputs"].startswith("<|start_header_id|>system")
+    assert received["parameters"]["stop"] == ["<|eot_id|>"]
+
+
+def test_template_exception_is_a_400(proxy, fake_tgi):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client(proxy, "gemma").chat.completions.create(model="m", messages=SYSTEM_AND_HISTORY)
+    assert "System role not supported" in raised.value.body["message"]
+    assert fake_tgi.received == []
+
+
+def test_content_parts(proxy, fake_tgi):
+    chat = client(proxy).chat.completions
+    chat.create(model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "part one"}]}])
+    assert "part one [/INST]" in fake_tgi.last.json()["inputs"]
+    with pytest.raises(openai.BadRequestError):
+        chat.create(model="m", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
