@@ -26,8 +26,11 @@ def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
         raise invalid(f"at most {MAX_CHOICES} choices (prompts x n) per request", "n")
     context.state[_STOPS] = request.stops
     context.state[_ECHO] = prompts if payload.get("echo") else None
-    calls = [(index, {"inputs": prompt, "parameters": copy})
-             for index, prompt in enumerate(prompts) for copy in request.copies]
+    calls = [
+        (index, {"inputs": prompt, "parameters": copy})
+        for index, prompt in enumerate(prompts)
+        for copy in request.copies
+    ]
     context.state[_PROMPT_OF_CHOICE] = [index for index, _ in calls]
     return _one_or_many([call for _, call in calls])
 
@@ -90,8 +93,7 @@ def _prompts(prompt: Any) -> list[str]:
         return [prompt]
     if isinstance(prompt, list) and prompt and all(isinstance(item, str) for item in prompt):
         return prompt
-    raise invalid("'prompt' must be a string or a non-empty list of strings (token arrays are not supported)",
-                  "prompt")
+    raise invalid("'prompt' must be a string or a non-empty list of strings (token arrays are not supported)", "prompt")
 
 
 def _one_or_many(calls: list[dict]) -> Any:

@@ -14,7 +14,7 @@ Upstream -> client: everything but hop-by-hop headers.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from multidict import CIMultiDict
 

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
 
 import voluptuous as vol
 import yaml
 
 from .errors import ConfigError
-from .registry import RegistryError, discover, positional_arity
 from .prompting import PromptTemplate
+from .registry import RegistryError, discover, positional_arity
 from .schema import build_schema
-from .template_entries import builtin_templates
 from .settings import (
     AddressList,
     Config,
@@ -27,6 +26,7 @@ from .settings import (
     SystemSettings,
     Target,
 )
+from .template_entries import builtin_templates
 
 
 def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import ConfigError
 
@@ -24,13 +24,9 @@ def resolve_master_key(from_config: str | None, environ: Mapping[str, str]) -> t
     key = from_env or from_config
     source = MASTER_KEY_ENV if from_env else "system.masterkey"
     if not key:
-        raise ConfigError(
-            [f"no proxy key: set the {MASTER_KEY_ENV} environment variable to a long random secret"]
-        )
+        raise ConfigError([f"no proxy key: set the {MASTER_KEY_ENV} environment variable to a long random secret"])
     if len(set(key)) == 1:
-        raise ConfigError(
-            [f"{source}: the proxy key is a placeholder (one repeated character); set a real secret"]
-        )
+        raise ConfigError([f"{source}: the proxy key is a placeholder (one repeated character); set a real secret"])
     if len(key) < SHORT_KEY_LENGTH:
         warnings.append(f"{source}: the proxy key is shorter than {SHORT_KEY_LENGTH} characters")
     return key, warnings

@@ -8,9 +8,10 @@ and transformers' non-escaping `tojson`, so any model's own `chat_template` can 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -38,8 +39,9 @@ def _raise_exception(message: str) -> None:
     raise TemplateRaised(message)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None,
-            sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False
+) -> str:
     # transformers' own filter: unlike Jinja's, it does not HTML-escape.
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -95,7 +97,9 @@ class PromptTemplate:
             raise ProxyError(400, f"Template '{self.name}': {exc}", code="invalid_messages", param="messages") from None
         except jinja2.TemplateError as exc:
             raise ProxyError(
-                400, f"Template '{self.name}' cannot render these messages: {exc}", code="invalid_messages",
+                400,
+                f"Template '{self.name}' cannot render these messages: {exc}",
+                code="invalid_messages",
                 param="messages",
             ) from None
 
@@ -123,9 +127,7 @@ def message_text(message: Any, index: int) -> str:
         for part_index, part in enumerate(content):
             if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise _invalid(
-                    f"messages[{index}].content[{part_index}]: only text parts are supported, got '{kind}'"
-                )
+                raise _invalid(f"messages[{index}].content[{part_index}]: only text parts are supported, got '{kind}'")
             texts.append(part["text"])
         return "\n".join(texts)
     raise _invalid(f"messages[{index}].content must be a string or a list of text parts")
@@ -148,7 +150,7 @@ def plain_messages(messages: Any) -> list[dict[str, str]]:
 def without_bos(prompt: str, bos_token: str, enabled: bool) -> str:
     """TGI's /generate adds the BOS token itself: a leading one would be doubled."""
     if enabled and bos_token and prompt.startswith(bos_token):
-        return prompt[len(bos_token):]
+        return prompt[len(bos_token) :]
     return prompt
 
 

@@ -49,7 +49,11 @@ class Proxy:
             response = error_response(error)
         except Exception as exc:
             log.error(
-                "internal error on %s %s: %s: %s", request.method, request.path, type(exc).__name__, exc,
+                "internal error on %s %s: %s: %s",
+                request.method,
+                request.path,
+                type(exc).__name__,
+                exc,
                 exc_info=self._debug,
             )
             response = error_response(ProxyError(500, "Internal proxy error", code="internal_error"))
@@ -179,7 +183,11 @@ class Proxy:
         except Exception as exc:
             # A bug in a mapper: the operator needs its name, the client only a 500.
             log.error(
-                "mapper %s failed on %s: %s: %s", name, endpoint.incoming_path, type(exc).__name__, exc,
+                "mapper %s failed on %s: %s: %s",
+                name,
+                endpoint.incoming_path,
+                type(exc).__name__,
+                exc,
                 exc_info=self._debug,
             )
             raise ProxyError(500, f"The proxy failed to translate this request ({name})", code="mapper_error") from None

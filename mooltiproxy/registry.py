@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from typing import Callable
+from collections.abc import Callable
 
 
 class RegistryError(Exception):
@@ -37,9 +37,7 @@ def discover(package_name: str) -> dict[str, Callable]:
             if name.startswith("_") or function.__module__ != module_name or positional_arity(function) < 1:
                 continue
             if name in functions:
-                raise RegistryError(
-                    f"'{name}' is defined both in {origins[name]} and in {module_name}"
-                )
+                raise RegistryError(f"'{name}' is defined both in {origins[name]} and in {module_name}")
             functions[name] = function
             origins[name] = module_name
     return functions

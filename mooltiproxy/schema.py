@@ -7,8 +7,9 @@ so that every problem is reported in one run.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import voluptuous as vol
 

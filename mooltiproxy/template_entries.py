@@ -8,9 +8,10 @@ validated and compiled at load time; the built-in chat templates are usable by n
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jinja2
 import voluptuous as vol
@@ -108,8 +109,10 @@ def _read_tokenizer_config(path_value: Any, folder: Path) -> tuple[str, dict[str
         # Several named templates: the conversation one is called "default".
         named = {item.get("name"): item.get("template") for item in template if isinstance(item, dict)}
         if "default" not in named:
-            raise vol.Invalid(f"'{path}' has no 'default' chat template (has: {', '.join(map(str, named))})",
-                              path=["tokenizer_config"])
+            raise vol.Invalid(
+                f"'{path}' has no 'default' chat template (has: {', '.join(map(str, named))})",
+                path=["tokenizer_config"],
+            )
         template = named["default"]
     if not isinstance(template, str):
         raise vol.Invalid(f"'{path}' has no chat_template", path=["tokenizer_config"])

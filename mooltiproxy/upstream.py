@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 import aiohttp
 from multidict import CIMultiDict
@@ -80,9 +80,7 @@ async def send(
 ) -> aiohttp.ClientResponse:
     with upstream_failures(target):
         if target.preserve_method:
-            return await _send_following_redirects(
-                session, method, URL(url, encoded=True), headers, body, decompress
-            )
+            return await _send_following_redirects(session, method, URL(url, encoded=True), headers, body, decompress)
         return await session.request(
             method,
             URL(url, encoded=True),

@@ -78,6 +78,5 @@ def llama2_chat(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
                 param="messages",
             )
     if not turns:
-        raise ProxyError(400, "llama2_chat needs at least one user message", code="invalid_messages",
-                         param="messages")
+        raise ProxyError(400, "llama2_chat needs at least one user message", code="invalid_messages", param="messages")
     return _LLAMA2.render(system=system, turns=turns), list(_LLAMA2_STOPS)

@@ -52,9 +52,7 @@ class EchoUpstream(ThreadedServer):
 
     async def gzipped(self, request: web.Request) -> web.Response:
         body = gzip.compress(json.dumps({"compressed": True, "text": "x" * 2000}).encode())
-        return web.Response(
-            body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
-        )
+        return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
 
     async def status(self, request: web.Request) -> web.Response:
         status = int(request.match_info["status"])

@@ -314,8 +314,13 @@ class FakeTGI(ThreadedServer):
             for index, token in enumerate(generation.tokens, start=1):
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
-                event: dict[str, Any] = {"index": index, "token": token, "top_tokens": [], "generated_text": None,
-                                         "details": None}
+                event: dict[str, Any] = {
+                    "index": index,
+                    "token": token,
+                    "top_tokens": [],
+                    "generated_text": None,
+                    "details": None,
+                }
                 if index == len(generation.tokens):
                     event["generated_text"] = generation.generated_text
                     if parameters.get("details"):

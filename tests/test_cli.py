@@ -14,7 +14,10 @@ from conftest import DATA, KEY, auth, proxy_config, run_cli
 
 VALID = {
     "system": {"port": 0, "host": "127.0.0.1"},
-    "targets": {"default": "tgi", "tgi": {"url": "http://127.0.0.1:8080", "mapping": {"/generate": None, "/info": None}}},
+    "targets": {
+        "default": "tgi",
+        "tgi": {"url": "http://127.0.0.1:8080", "mapping": {"/generate": None, "/info": None}},
+    },
 }
 
 
@@ -45,7 +48,10 @@ def test_original_config_template_passes_check_once_its_env_key_is_set(tmp_path)
     assert "4 targets" in result.stdout
     missing = run_cli("--config", str(path), "--check")
     assert_clean_failure(missing)
-    assert "targets.openai.envkey: environment variable 'YOUR_OPENAI_API_KEY_ENVIRONMENT_VARIABLE_NAME' is not set" in missing.stderr
+    assert (
+        "targets.openai.envkey: environment variable 'YOUR_OPENAI_API_KEY_ENVIRONMENT_VARIABLE_NAME' is not set"
+        in missing.stderr
+    )
 
 
 def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
@@ -84,7 +90,9 @@ def test_missing_sections_and_keys_are_named(tmp_path):
     result = run_cli("--config", str(write(tmp_path, {"system": {"port": 8000}})), "--check")
     assert_clean_failure(result)
     assert "targets: required key is missing" in result.stderr
-    result = run_cli("--config", str(write(tmp_path, {"targets": {"default": "a", "a": {"mapping": {"/x": None}}}})), "--check")
+    result = run_cli(
+        "--config", str(write(tmp_path, {"targets": {"default": "a", "a": {"mapping": {"/x": None}}}})), "--check"
+    )
     assert "targets.a.url: required key is missing" in result.stderr
 
 

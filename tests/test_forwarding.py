@@ -148,7 +148,14 @@ def test_a_target_without_key_gets_no_authorization(start_proxy, echo):
 
 def test_config_key_wins_over_envkey(start_proxy, echo):
     config = proxy_config(
-        {"echo": {"url": echo.url, "key": "from-the-file-0123456789", "envkey": "UNSET_VARIABLE", "mapping": {"/echo": None}}}
+        {
+            "echo": {
+                "url": echo.url,
+                "key": "from-the-file-0123456789",
+                "envkey": "UNSET_VARIABLE",
+                "mapping": {"/echo": None},
+            }
+        }
     )
     proxy = start_proxy(config)
     httpx.get(f"{proxy.url}/echo", headers=auth())

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, auth, proxy_config, run_cli
 
 PLUGIN = textwrap.dedent(
-    '''
+    """
     def tagRequest(payload, endpoint):
         return {**payload, "tagged_by": "tagRequest", "endpoint": endpoint.incoming_path}
 
@@ -31,7 +31,7 @@ PLUGIN = textwrap.dedent(
 
     def _helper(payload):
         return payload
-    '''
+    """
 )
 
 

@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from conftest import DATA
 from mooltiproxy.errors import ProxyError
 from mooltiproxy.prompting import DEFAULT_SYSTEM_PROMPT, PromptTemplate, compile_template, stop_strings_of
 from mooltiproxy.settings import Endpoint
 from mooltiproxy.template_entries import builtin_templates
 from prompters.chat_template import chat_template
 from prompters.original import fromTemplate, llama2_chat
+
+from conftest import DATA
 
 HISTORY = [
     {"role": "system", "content": "You are Bob."},
@@ -28,14 +29,20 @@ CASES = json.loads((DATA / "chat-templates.json").read_text())
 
 
 def endpoint(template: PromptTemplate | None = None, **settings) -> Endpoint:
-    return Endpoint(incoming_path="/chat/completions", upstream_path="/generate", upstream_url="http://x/generate",
-                    template=template, **settings)
+    return Endpoint(
+        incoming_path="/chat/completions",
+        upstream_path="/generate",
+        upstream_url="http://x/generate",
+        template=template,
+        **settings,
+    )
 
 
 def test_from_template_is_the_original_format():
     prompt, stops = fromTemplate(HISTORY, endpoint(HUMAN_RESPONSE))
     assert prompt == (
-        "You are Bob.\n### HUMAN:\nHello\n### RESPONSE:\nHi! How can I help?\n### HUMAN:\nTell me a joke\n### RESPONSE:\n"
+        "You are Bob.\n### HUMAN:\nHello\n### RESPONSE:\nHi! How can I help?"
+        "\n### HUMAN:\nTell me a joke\n### RESPONSE:\n"
     )
     assert stops == ["\n### HUMAN:\n"]
 
@@ -63,8 +70,13 @@ def test_from_template_refuses_a_role_without_marker():
 
 def test_from_template_with_a_whole_jinja_template():
     source = "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}<assistant>"
-    template = PromptTemplate(name="j", jinja=compile_template(source), bos_token="<s>", eos_token="</s>",
-                              stop=stop_strings_of("</s>", source))
+    template = PromptTemplate(
+        name="j",
+        jinja=compile_template(source),
+        bos_token="<s>",
+        eos_token="</s>",
+        stop=stop_strings_of("</s>", source),
+    )
     prompt, stops = fromTemplate(HISTORY[1:2], endpoint(template))
     assert prompt == "<user>Hello</s><assistant>"
     assert stops == ["</s>"]
@@ -75,7 +87,8 @@ def test_from_template_with_a_whole_jinja_template():
 def test_llama2_chat_golden_strings():
     prompt, stops = llama2_chat(HISTORY, endpoint())
     assert prompt == (
-        "[INST] <<SYS>>\nYou are Bob.\n<</SYS>>\n\nHello [/INST] Hi! How can I help? </s><s>[INST] Tell me a joke [/INST]"
+        "[INST] <<SYS>>\nYou are Bob.\n<</SYS>>\n\nHello [/INST] Hi! How can I help? </s>"
+        "<s>[INST] Tell me a joke [/INST]"
     )
     assert stops == ["[INST]"]
     alone, _ = llama2_chat([{"role": "user", "content": " Hi "}], endpoint())
@@ -89,8 +102,14 @@ def test_llama2_chat_matches_the_models_own_template_without_bos():
     assert own == "<s>" + prompt
 
 
-@pytest.mark.parametrize("messages", [[{"role": "assistant", "content": "x"}], HISTORY[:1],
-                                      [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "assistant", "content": "x"}],
+        HISTORY[:1],
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+    ],
+)
 def test_llama2_chat_refuses_what_it_cannot_format(messages):
     with pytest.raises(ProxyError) as refused:
         llama2_chat(messages, endpoint())
@@ -99,8 +118,12 @@ def test_llama2_chat_refuses_what_it_cannot_format(messages):
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_chat_template_renders_exactly_as_transformers(case):
-    template = PromptTemplate(name=case["name"], jinja=compile_template(case["chat_template"]),
-                              bos_token=case["bos_token"], eos_token=case["eos_token"])
+    template = PromptTemplate(
+        name=case["name"],
+        jinja=compile_template(case["chat_template"]),
+        bos_token=case["bos_token"],
+        eos_token=case["eos_token"],
+    )
     rendered = template.render(case["messages"], add_generation_prompt=case["add_generation_prompt"])
     assert rendered == case["expected"]
 

@@ -21,7 +21,10 @@ LLAMA2_PROMPT = (
 TRANSLATED = {
     "/completions": {"path": "/generate", "in": "textReqOpenAItoTGI", "out": "textAnsTGItoOpenAI"},
     "/chat/completions": {
-        "path": "/generate", "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI", "prompter": "llama2_chat",
+        "path": "/generate",
+        "in": "chatReqOpenAItoTGI",
+        "out": "chatAnsTGItoOpenAI",
+        "prompter": "llama2_chat",
     },
 }
 
@@ -36,20 +39,36 @@ def proxy(start_proxy, fake_tgi):
                 "mapping": {
                     "/chat/completions": {
                         **TRANSLATED["/chat/completions"],
-                        "defaults": {"temperature": 0.5, "top_p": 0.95, "top_k": 10, "typical_p": 0.95,
-                                     "repetition_penalty": 1.03, "max_new_tokens": 7},
+                        "defaults": {
+                            "temperature": 0.5,
+                            "top_p": 0.95,
+                            "top_k": 10,
+                            "typical_p": 0.95,
+                            "repetition_penalty": 1.03,
+                            "max_new_tokens": 7,
+                        },
                     }
                 },
             },
             "llama3": {
                 "url": fake_tgi.url,
-                "mapping": {"/chat/completions": {**TRANSLATED["/chat/completions"], "prompter": "chat_template",
-                                                  "template": "llama3"}},
+                "mapping": {
+                    "/chat/completions": {
+                        **TRANSLATED["/chat/completions"],
+                        "prompter": "chat_template",
+                        "template": "llama3",
+                    }
+                },
             },
             "gemma": {
                 "url": fake_tgi.url,
-                "mapping": {"/chat/completions": {**TRANSLATED["/chat/completions"], "prompter": "chat_template",
-                                                  "template": "gemma"}},
+                "mapping": {
+                    "/chat/completions": {
+                        **TRANSLATED["/chat/completions"],
+                        "prompter": "chat_template",
+                        "template": "gemma",
+                    }
+                },
             },
         }
     )
@@ -58,7 +77,10 @@ def proxy(start_proxy, fake_tgi):
 
 def client(proxy, target: str = "tgi") -> OpenAI:
     return OpenAI(
-        base_url=f"{proxy.url}/v1", api_key=KEY, default_headers={"target": target}, max_retries=0,
+        base_url=f"{proxy.url}/v1",
+        api_key=KEY,
+        default_headers={"target": target},
+        max_retries=0,
         _strict_response_validation=True,
     )
 
@@ -70,12 +92,23 @@ def sent_parameters(fake_tgi) -> dict:
 def test_chat_greedy_with_history_and_stop(proxy, fake_tgi):
     fake_tgi.reply = "Why did the chicken cross the road? END To get to the other side."
     answer = client(proxy).chat.completions.create(
-        model="llama-2-7b-chat", messages=SYSTEM_AND_HISTORY, temperature=0, top_p=1,
-        frequency_penalty=0, presence_penalty=0, stop="END", max_tokens=50,
+        model="llama-2-7b-chat",
+        messages=SYSTEM_AND_HISTORY,
+        temperature=0,
+        top_p=1,
+        frequency_penalty=0,
+        presence_penalty=0,
+        stop="END",
+        max_tokens=50,
     )
     received = fake_tgi.last.json()
     assert received["inputs"] == LLAMA2_PROMPT
-    assert received["parameters"] == {"details": True, "do_sample": False, "max_new_tokens": 50, "stop": ["END", "[INST]"]}
+    assert received["parameters"] == {
+        "details": True,
+        "do_sample": False,
+        "max_new_tokens": 50,
+        "stop": ["END", "[INST]"],
+    }
     choice = answer.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == "Why did the chicken cross the road? "
@@ -96,8 +129,9 @@ def test_ids_are_unique(proxy, fake_tgi):
 
 def test_completion(proxy, fake_tgi):
     fake_tgi.reply = " jumps over the lazy dog"
-    answer = client(proxy).completions.create(model="llama-2-7b", prompt="The quick brown fox", temperature=0,
-                                              max_tokens=3)
+    answer = client(proxy).completions.create(
+        model="llama-2-7b", prompt="The quick brown fox", temperature=0, max_tokens=3
+    )
     assert fake_tgi.last.json() == {
         "inputs": "The quick brown fox",
         "parameters": {"details": True, "do_sample": False, "max_new_tokens": 3},
@@ -126,8 +160,15 @@ def test_endpoint_defaults_fill_what_the_client_left_unset(proxy, fake_tgi):
     tuned = client(proxy, "tuned").chat.completions
     tuned.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert sent_parameters(fake_tgi) == {
-        "details": True, "do_sample": True, "temperature": 0.5, "top_p": 0.95, "top_k": 10, "typical_p": 0.95,
-        "repetition_penalty": 1.03, "max_new_tokens": 7, "stop": ["[INST]"],
+        "details": True,
+        "do_sample": True,
+        "temperature": 0.5,
+        "top_p": 0.95,
+        "top_k": 10,
+        "typical_p": 0.95,
+        "repetition_penalty": 1.03,
+        "max_new_tokens": 7,
+        "stop": ["[INST]"],
     }
     tuned.create(model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.8, top_p=1, max_tokens=3)
     parameters = sent_parameters(fake_tgi)
@@ -140,14 +181,31 @@ def test_endpoint_defaults_fill_what_the_client_left_unset(proxy, fake_tgi):
 
 def test_penalties_seed_and_tgi_extensions(proxy, fake_tgi):
     client(proxy).chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.7, top_p=0.9,
-        frequency_penalty=0.3, presence_penalty=0.5, seed=42, max_completion_tokens=9, user="someone",
-        logit_bias={"50256": -100}, extra_body={"top_k": 5, "typical_p": 0.9, "watermark": True, "unknown_field": 1},
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        temperature=0.7,
+        top_p=0.9,
+        frequency_penalty=0.3,
+        presence_penalty=0.5,
+        seed=42,
+        max_completion_tokens=9,
+        user="someone",
+        logit_bias={"50256": -100},
+        extra_body={"top_k": 5, "typical_p": 0.9, "watermark": True, "unknown_field": 1},
     )
     parameters = sent_parameters(fake_tgi)
     assert parameters == {
-        "details": True, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "typical_p": 0.9,
-        "frequency_penalty": 0.3, "repetition_penalty": 1.05, "watermark": True, "max_new_tokens": 9, "seed": 42,
+        "details": True,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 5,
+        "typical_p": 0.9,
+        "frequency_penalty": 0.3,
+        "repetition_penalty": 1.05,
+        "watermark": True,
+        "max_new_tokens": 9,
+        "seed": 42,
         "stop": ["[INST]"],
     }
 
@@ -155,14 +213,21 @@ def test_penalties_seed_and_tgi_extensions(proxy, fake_tgi):
 def test_extreme_legal_values_are_accepted_by_tgi(proxy, fake_tgi):
     chat = client(proxy).chat.completions
     for temperature, top_p, penalty in ((2, 1, 2), (0, 0, -2), (1, 0.5, 0), (0.01, 1, -2)):
-        answer = chat.create(model="m", messages=[{"role": "user", "content": "hi"}], temperature=temperature,
-                             top_p=top_p, frequency_penalty=penalty, presence_penalty=penalty)
+        answer = chat.create(
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            temperature=temperature,
+            top_p=top_p,
+            frequency_penalty=penalty,
+            presence_penalty=penalty,
+        )
         assert answer.choices[0].message.content
 
 
 def test_n_choices_are_parallel_calls_with_their_own_seed(proxy, fake_tgi):
-    answer = client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], n=3,
-                                                   seed=7, temperature=0.9)
+    answer = client(proxy).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], n=3, seed=7, temperature=0.9
+    )
     assert [choice.index for choice in answer.choices] == [0, 1, 2]
     calls = fake_tgi.received[-3:]
     assert sorted(call.json()["parameters"]["seed"] for call in calls) == [7, 8, 9]
@@ -200,9 +265,16 @@ def test_best_of(proxy, fake_tgi):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"seed": -1}, {"temperature": 3}, {"top_p": 1.5}, {"max_tokens": 0}, {"n": 100}, {"stop": [1]},
-     {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-     {"response_format": {"type": "json_object"}}],
+    [
+        {"seed": -1},
+        {"temperature": 3},
+        {"top_p": 1.5},
+        {"max_tokens": 0},
+        {"n": 100},
+        {"stop": [1]},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"response_format": {"type": "json_object"}},
+    ],
 )
 def test_requests_without_meaning_for_tgi_are_400(proxy, fake_tgi, bad):
     with pytest.raises(openai.BadRequestError):
@@ -213,7 +285,8 @@ def test_requests_without_meaning_for_tgi_are_400(proxy, fake_tgi, bad):
 def test_json_schema_becomes_a_grammar(proxy, fake_tgi):
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
     client(proxy).chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hi"}],
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
     )
     assert sent_parameters(fake_tgi)["grammar"] == {"type": "json", "value": schema}
@@ -238,8 +311,7 @@ def test_tgi_errors_become_openai_errors(proxy, fake_tgi, failure, exception):
 
 def test_tgi_validation_error_is_a_422_with_tgis_message(proxy, fake_tgi):
     with pytest.raises(openai.UnprocessableEntityError) as raised:
-        client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
-                                              max_tokens=5000)
+        client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=5000)
     assert "`inputs` tokens + `max_new_tokens` must be <= 4096" in raised.value.body["message"]
 
 
@@ -262,5 +334,12 @@ def test_content_parts(proxy, fake_tgi):
     chat.create(model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "part one"}]}])
     assert "part one [/INST]" in fake_tgi.last.json()["inputs"]
     with pytest.raises(openai.BadRequestError):
-        chat.create(model="m", messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+        chat.create(
+            model="m",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}],
+                }
+            ],
+        )

@@ -34,7 +34,7 @@ class ThreadedServer:
     def build_app(self) -> web.Application:
         raise NotImplementedError
 
-    def start(self) -> "ThreadedServer":
+    def start(self) -> ThreadedServer:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self._thread.start()

@@ -8,8 +8,9 @@ left unset. Values TGI would refuse become a 400 here, with the field named.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ProxyError
 

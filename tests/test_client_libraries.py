@@ -1,0 +1,73 @@
+"""The client libraries operators point at the proxy: old openai<1 bindings, and LangChain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import KEY, REPO, proxy_config
+from fake_tgi import tokenize
+from test_translation import LLAMA2_PROMPT, TRANSLATED
+
+CLIENTS = Path(__file__).resolve().parent / "clients"
+# openai<1 cannot share an environment with openai>=1: it gets a venv of its own, kept between runs.
+OLD_OPENAI_VENV = REPO / ".cache" / "openai-0.28.1"
+
+
+def old_openai_python() -> Path:
+    python = OLD_OPENAI_VENV / "bin" / "python"
+    if not python.exists():
+        venv.create(OLD_OPENAI_VENV, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "openai==0.28.1"], check=True, timeout=600)
+    return python
+
+
+@pytest.fixture
+def proxy(start_proxy, fake_tgi):
+    return start_proxy(
+        proxy_config(
+            {
+                "llama": {"url": fake_tgi.url, "mapping": TRANSLATED},
+                "other": {"url": "http://127.0.0.1:9", "mapping": {"/x": None}},
+            },
+            default="other",
+        )
+    )
+
+
+def run_client(python: Path | str, script: str, *args: str) -> dict:
+    result = subprocess.run([str(python), str(CLIENTS / script), *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_old_openai_bindings_with_the_target_header(proxy, fake_tgi):
+    fake_tgi.reply = "Why did the chicken cross the road? END To get to the other side."
+    answers = run_client(old_openai_python(), "old_openai.py", proxy.url, KEY, "llama")
+    chat, completion = answers["chat"], answers["completion"]
+    assert chat["choices"][0]["message"] == {"role": "assistant", "content": "Why did the chicken cross the road? "}
+    assert chat["choices"][0]["finish_reason"] == "stop"
+    assert chat["usage"]["prompt_tokens"] == len(tokenize(LLAMA2_PROMPT)) + 1
+    assert completion["choices"][0]["text"] == "Why did the chicken"
+    assert completion["usage"]["completion_tokens"] == 4
+    assert answers["refused"] == 401
+    chat_call = next(call for call in fake_tgi.received if call.json()["inputs"] == LLAMA2_PROMPT)
+    assert chat_call.json()["parameters"]["do_sample"] is False
+    assert chat_call.json()["parameters"]["stop"] == ["END", "[INST]"]
+
+
+def test_langchain_chat_openai(proxy, fake_tgi):
+    fake_tgi.reply = "Why did the chicken cross the road? END To get to the other side."
+    answer = run_client(sys.executable, "langchain_chat.py", f"{proxy.url}/v1", KEY, "llama")
+    assert answer["content"] == "Why did the chicken cross the road? "
+    assert answer["finish_reason"] == "stop"
+    assert answer["usage"]["input_tokens"] == len(tokenize(LLAMA2_PROMPT)) + 1
+    parameters = fake_tgi.last.json()["parameters"]
+    # LangChain sends max_tokens as max_completion_tokens.
+    assert parameters["max_new_tokens"] == 40
+    assert parameters["do_sample"] is False
