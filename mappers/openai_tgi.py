@@ -1,4 +1,4 @@
-"""OpenAI /completions and /chat/completions <-> Hugging Face TGI /generate.
+"""OpenAI /completions and /chat/completions <-> Hugging Face TGI /generate and /generate_stream.
 
 `n` > 1 (and a list of prompts on /completions) becomes one TGI call per choice, sent in
 parallel, each with its own seed when a seed is given; the answers are merged into one object.
@@ -8,24 +8,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from mooltiproxy.context import FanOut, RequestContext
+from mooltiproxy.context import FanOut, RequestContext, Streamed
 from mooltiproxy.settings import Endpoint
 from mooltiproxy.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.tgi.request import MAX_CHOICES, invalid, tgi_request
+from mooltiproxy.tgi.stream import TGIStreamTranslator
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
 _ECHO = "tgi.echo"
+_INCLUDE_USAGE = "tgi.include_usage"
 
 
 def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
-    """An OpenAI completion request -> TGI /generate request(s)."""
+    """An OpenAI completion request -> TGI /generate request(s), or a /generate_stream one."""
     prompts = _prompts(payload.get("prompt"))
-    request = tgi_request(payload, endpoint.defaults)
+    stream = _streamed(payload, context)
+    request = tgi_request(payload, endpoint.defaults, stream=stream)
     if len(prompts) * len(request.copies) > MAX_CHOICES:
         raise invalid(f"at most {MAX_CHOICES} choices (prompts x n) per request", "n")
     context.state[_STOPS] = request.stops
     context.state[_ECHO] = prompts if payload.get("echo") else None
+    if stream:
+        if len(prompts) * len(request.copies) > 1:
+            raise invalid("streaming is supported for one prompt and n = 1", "stream")
+        return Streamed({"inputs": prompts[0], "parameters": request.copies[0]})
     calls = [
         (index, {"inputs": prompt, "parameters": copy})
         for index, prompt in enumerate(prompts)
@@ -61,8 +68,13 @@ def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
 def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
     prompt, prompt_stops = endpoint.prompter(payload.get("messages"), endpoint)
-    request = tgi_request(payload, endpoint.defaults, list(prompt_stops))
+    stream = _streamed(payload, context)
+    request = tgi_request(payload, endpoint.defaults, list(prompt_stops), stream=stream)
     context.state[_STOPS] = request.stops
+    if stream:
+        if len(request.copies) > 1:
+            raise invalid("streaming is supported for n = 1", "n")
+        return Streamed({"inputs": prompt, "parameters": request.copies[0]})
     return _one_or_many([{"inputs": prompt, "parameters": copy} for copy in request.copies])
 
 
@@ -86,6 +98,30 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
         generated += completion_tokens(answer, tokens, _headers(context, index))
     prompt_tokens = header_count(context.upstream_headers, "x-prompt-tokens")
     return envelope("chat.completion", _model(context), choices, usage(prompt_tokens, generated))
+
+
+def _streamed(payload: dict, context: RequestContext) -> bool:
+    stream = payload.get("stream")
+    if stream not in (None, True, False):
+        raise invalid("'stream' must be a boolean", "stream")
+    options = payload.get("stream_options")
+    context.state[_INCLUDE_USAGE] = bool(isinstance(options, dict) and options.get("include_usage"))
+    return stream is True
+
+
+def _text_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTranslator:
+    echo = context.state.get(_ECHO)
+    return TGIStreamTranslator(
+        "text", _model(context), context.state[_STOPS], context.state[_INCLUDE_USAGE], echo[0] if echo else ""
+    )
+
+
+def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTranslator:
+    return TGIStreamTranslator("chat", _model(context), context.state[_STOPS], context.state[_INCLUDE_USAGE])
+
+
+textAnsTGItoOpenAI.stream_translator = _text_stream
+chatAnsTGItoOpenAI.stream_translator = _chat_stream
 
 
 def _prompts(prompt: Any) -> list[str]:

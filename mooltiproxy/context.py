@@ -21,6 +21,11 @@ class FanOut(list):
     """
 
 
+class Streamed(dict):
+    """Returned by a request mapper: send this payload to the endpoint's stream path and translate
+    the answer's events with the answer mapper's `stream_translator`."""
+
+
 class RequestContext:
     """What a mapper may need beyond its payload.
 

@@ -23,7 +23,7 @@ class Answer:
 class Exchange:
     def __init__(self, session: aiohttp.ClientSession, target: Target, method: str, url: str, headers: CIMultiDict):
         self._session = session
-        self._target = target
+        self.target = target
         self._method = method
         self._url = url
         self._headers = headers
@@ -31,13 +31,13 @@ class Exchange:
     async def open(self, body: bytes | None, *, decompress: bool = False) -> aiohttp.ClientResponse:
         """The response with its body unread and still encoded; the caller releases it."""
         return await send(
-            self._session, self._target, self._method, self._url, self._headers, body, decompress=decompress
+            self._session, self.target, self._method, self._url, self._headers, body, decompress=decompress
         )
 
     async def read(self, body: bytes | None) -> Answer:
         upstream = await self.open(body, decompress=True)
         try:
-            with upstream_failures(self._target):
+            with upstream_failures(self.target):
                 return Answer(upstream.status, upstream.headers, await upstream.read())
         finally:
             upstream.release()

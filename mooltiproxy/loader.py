@@ -171,10 +171,15 @@ class _Builder:
         template = None
         if template_name is not None:
             template = self.templates.get(template_name) or builtin_templates()[template_name]
+        stream_path = spec.get("stream_path")
+        if stream_path is None and upstream_path.endswith("/generate"):
+            stream_path = upstream_path + "_stream"  # TGI's streaming twin of /generate
         return Endpoint(
             incoming_path=incoming,
             upstream_path=upstream_path,
             upstream_url=base_url + upstream_path,
+            stream_url=base_url + stream_path if stream_path else None,
+            stream_translator=getattr(self.mappers[spec["out"]], "stream_translator", None),
             request_mapper_name=spec["in"],
             answer_mapper_name=spec["out"],
             request_mapper=self._mapper(spec["in"]),

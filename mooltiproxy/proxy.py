@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from .context import FanOut, RequestContext
+from .context import FanOut, RequestContext, Streamed
 from .cors import is_preflight, preflight_response
 from .errors import ProxyError, error_response, upstream_error
 from .exchange import Exchange
@@ -19,9 +20,22 @@ from .logs import log_access
 from .relay import relay
 from .routing import split_request_target
 from .settings import Config, Endpoint, Mapper, Target
+from .streaming import stream_translated
 from .upstream import UpstreamPool
 
 log = logging.getLogger("mooltiproxy.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class _UpstreamCall:
+    bodies: list[bytes | None]
+    fanned_out: bool = False
+    streamed: bool = False
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}?{query}" if query else url
+
 
 _DEBUG_BODY_LIMIT = 64 * 1024
 _CLIENT_CLOSED = 499  # nginx's convention, for the access log only
@@ -47,6 +61,9 @@ class Proxy:
             response = await self._dispatch(request, context)
         except ProxyError as error:
             response = error_response(error)
+        except ConnectionResetError:
+            # The client went away while the answer was being written to it.
+            response = web.Response(status=_CLIENT_CLOSED)
         except Exception as exc:
             log.error(
                 "internal error on %s %s: %s: %s",
@@ -120,7 +137,7 @@ class Proxy:
         endpoint: Endpoint,
         query: str,
     ) -> web.StreamResponse:
-        bodies = self._request_bodies(context, endpoint)
+        call = self._map_request(context, endpoint)
         reads_answer = endpoint.answer_mapper is not None
         headers = upstream_request_headers(
             request.headers,
@@ -128,17 +145,23 @@ class Proxy:
             json_body=endpoint.request_mapper is not None,
             reads_answer=reads_answer,
         )
-        url = f"{endpoint.upstream_url}?{query}" if query else endpoint.upstream_url
-        exchange = Exchange(self._pool.session(target.name), target, request.method, url, headers)
+        session = self._pool.session(target.name)
+        if call.streamed:
+            if endpoint.stream_url is None or endpoint.stream_translator is None:
+                raise ProxyError(400, "Streaming is not supported on this endpoint", param="stream")
+            exchange = Exchange(session, target, request.method, _with_query(endpoint.stream_url, query), headers)
+            translator = endpoint.stream_translator(endpoint, context)
+            return await stream_translated(request, exchange, call.bodies[0], translator)
+        exchange = Exchange(session, target, request.method, _with_query(endpoint.upstream_url, query), headers)
         if not reads_answer:
-            upstream = await exchange.open(bodies[0])
+            upstream = await exchange.open(call.bodies[0])
             context.upstream_status = upstream.status
             context.upstream_headers = upstream.headers
             try:
                 return await relay(request, upstream, target.name)
             finally:
                 upstream.release()
-        answers = await exchange.read_all(bodies)
+        answers = await exchange.read_all(call.bodies)
         failed = next((answer for answer in answers if not 200 <= answer.status < 300), None)
         if failed is not None:
             self._debug_body("error from upstream for %s", endpoint.incoming_path, failed.body)
@@ -147,26 +170,25 @@ class Proxy:
         context.upstream_headers = answers[0].headers
         context.answer_headers = [answer.headers for answer in answers]
         payloads = [self._parse_answer(answer.body, endpoint, target) for answer in answers]
-        payload = FanOut(payloads) if isinstance(bodies, FanOut) else payloads[0]
+        payload = FanOut(payloads) if call.fanned_out else payloads[0]
         mapped = self._apply(endpoint.answer_mapper_name, endpoint.answer_mapper, payload, endpoint, context)
         body = json.dumps(mapped).encode()
         self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
         return web.Response(status=answers[0].status, body=body, content_type="application/json")
 
-    def _request_bodies(self, context: RequestContext, endpoint: Endpoint) -> list[bytes | None]:
-        """The body to send upstream; a FanOut of bodies when the mapper asked for several calls."""
+    def _map_request(self, context: RequestContext, endpoint: Endpoint) -> _UpstreamCall:
+        """What to send upstream: the body as it came, or what the request mapper made of it."""
         if endpoint.request_mapper is None:
             self._debug_body("request body for %s", endpoint.incoming_path, context.raw_body)
-            return [context.raw_body or None]
+            return _UpstreamCall([context.raw_body or None])
         mapped = self._apply(endpoint.request_mapper_name, endpoint.request_mapper, context.body, endpoint, context)
-        if not isinstance(mapped, FanOut):
-            mapped = [mapped]
-        elif endpoint.answer_mapper is None:
+        fanned_out = isinstance(mapped, FanOut)
+        if fanned_out and endpoint.answer_mapper is None:
             raise ProxyError(500, "A fan-out needs an answer mapper to merge the answers", code="mapper_error")
-        bodies = [json.dumps(payload).encode() for payload in mapped]
+        bodies = [json.dumps(payload).encode() for payload in (mapped if fanned_out else [mapped])]
         for body in bodies:
             self._debug_body("request mapped by %s", endpoint.request_mapper_name, body)
-        return FanOut(bodies) if isinstance(mapped, FanOut) else bodies
+        return _UpstreamCall(bodies, fanned_out=fanned_out, streamed=isinstance(mapped, Streamed))
 
     def _parse_answer(self, answer: bytes, endpoint: Endpoint, target: Target) -> Any:
         self._debug_body("answer from upstream for %s", endpoint.incoming_path, answer)

@@ -163,6 +163,7 @@ def build_schema(
     endpoint_schema = vol.Schema(
         {
             vol.Optional("path"): _path,
+            vol.Optional("stream_path"): _path,
             vol.Optional("in", default="identity"): _known_name("mapper", mappers),
             vol.Optional("out", default="identity"): _known_name("mapper", mappers),
             vol.Optional("prompter"): _known_name("prompter", prompters),

@@ -17,6 +17,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Mappers are called as mapper(payload, endpoint, context), whatever signature they were written with.
 Mapper = Callable[[Any, "Endpoint", "RequestContext"], Any]
+# Builds the translator of one streamed answer: factory(endpoint, context).
+StreamTranslatorFactory = Callable[["Endpoint", "RequestContext"], Any]
 # Prompters are called as prompter(messages, endpoint) -> (prompt, stop_sequences).
 Prompter = Callable[[list, "Endpoint"], tuple[str, list[str]]]
 
@@ -42,6 +44,9 @@ class Endpoint:
     system_prompt: str | None = None
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
     strip_bos: bool = True
+    # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
+    stream_url: str | None = None
+    stream_translator: StreamTranslatorFactory | None = None
 
     @property
     def passes_through(self) -> bool:

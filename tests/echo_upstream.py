@@ -18,6 +18,7 @@ class EchoUpstream(ThreadedServer):
         app.router.add_get("/slow", self.slow)
         app.router.add_get("/drip", self.drip)
         app.router.add_get("/gzip", self.gzipped)
+        app.router.add_get("/big", self.big)
         app.router.add_route("*", "/status/{status}", self.status)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         return app
@@ -48,6 +49,16 @@ class EchoUpstream(ThreadedServer):
         for index in range(int(request.query.get("chunks", "5"))):
             await asyncio.sleep(float(request.query.get("gap", "0.3")))
             await response.write(f"chunk {index}\n".encode())
+        return response
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        """`mb` MiB of bytes, sent in 64 KiB chunks as fast as the reader takes them."""
+        chunk = b"x" * 65536
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = int(request.query.get("mb", "100")) * 1024 * 1024
+        await response.prepare(request)
+        for _ in range(response.content_length // len(chunk)):
+            await response.write(chunk)
         return response
 
     async def gzipped(self, request: web.Request) -> web.Response:

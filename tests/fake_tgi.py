@@ -95,11 +95,9 @@ def _validation_error(message: str) -> web.Response:
 
 
 class FakeTGI(ThreadedServer):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
         self.reset()
-        # Set when a client goes away in the middle of a stream.
-        self.stream_closed = threading.Event()
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[_tgi_errors])
@@ -116,8 +114,14 @@ class FakeTGI(ThreadedServer):
         self.received.clear()
         self.reply = "Hello! I am a fake model, and this is my answer."
         self.token_delay = 0.0
-        # (status, error, error_type): the next generations fail that way, as TGI reports it.
+        # (status, error, error_type): the next generations fail that way, as TGI reports it;
+        # streams first send `fail_after_tokens` tokens.
         self.fail_with: tuple[int, str, str] | None = None
+        self.fail_after_tokens = 0
+        # Send TGI's `:` keep-alive comments between stream events.
+        self.keep_alive_comments = False
+        # Set when a client goes away in the middle of a stream.
+        self.stream_closed = threading.Event()
 
     # ---- request parsing and validation, as TGI does it ----
     async def _parse(self, request: web.Request) -> dict:
@@ -299,21 +303,33 @@ class FakeTGI(ThreadedServer):
         return await self._stream(request, body)
 
     async def _stream(self, request: web.Request, body: dict) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        # TGI's stream headers: no token counts there (they come in the last event's details).
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "x-compute-type": "gpu+optimized",
+                "x-accel-buffering": "no",
+            }
+        )
         try:
             parameters, input_length, max_new_tokens = self._validate(body, stream=True)
         except ValidationFailure as failure:
             await response.prepare(request)
-            error = {"error": f"Input validation error: {failure}", "error_type": "validation"}
-            await response.write(b"data:" + json.dumps(error).encode() + b"\n\n")
+            await self._event(response, {"error": f"Input validation error: {failure}", "error_type": "validation"})
             return response
         generation = self._generate(parameters, input_length, max_new_tokens)
-        response.headers.update(self._headers(generation))
         await response.prepare(request)
         try:
             for index, token in enumerate(generation.tokens, start=1):
+                if self.fail_with is not None and index > self.fail_after_tokens:
+                    status, error, error_type = self.fail_with
+                    await self._event(response, {"error": error, "error_type": error_type})
+                    return response
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
+                if self.keep_alive_comments:
+                    await response.write(b":\n\n")
                 event: dict[str, Any] = {
                     "index": index,
                     "token": token,
@@ -330,11 +346,16 @@ class FakeTGI(ThreadedServer):
                             "input_length": input_length,
                             "seed": generation.seed,
                         }
-                await response.write(b"data:" + json.dumps(event).encode() + b"\n\n")
+                await self._event(response, event)
         except (ConnectionResetError, asyncio.CancelledError):
             self.stream_closed.set()
             raise
         return response
+
+    @staticmethod
+    async def _event(response: web.StreamResponse, payload: dict) -> None:
+        # TGI (axum's Sse) frames events as `data:{json}`, without a space.
+        await response.write(b"data:" + json.dumps(payload).encode() + b"\n\n")
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -423,3 +444,14 @@ def _deserialization_problem(body: Any) -> str | None:
         if name in _UNSIGNED and value < 0:
             return f"parameters.{name}: invalid value: integer `{value}`, expected u32 or u64"
     return None
+
+
+if __name__ == "__main__":
+    # A stand-in TGI for trying the proxy by hand: python tests/fake_tgi.py [PORT]
+    import sys
+    import time
+
+    server = FakeTGI(int(sys.argv[1]) if len(sys.argv) > 1 else 8080).start()
+    print(f"fake TGI on {server.url}", flush=True)
+    while True:
+        time.sleep(3600)

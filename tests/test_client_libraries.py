@@ -56,6 +56,10 @@ def test_old_openai_bindings_with_the_target_header(proxy, fake_tgi):
     assert completion["choices"][0]["text"] == "Why did the chicken"
     assert completion["usage"]["completion_tokens"] == 4
     assert answers["refused"] == 401
+    # The stream: a first delta with the role only, the content token by token, then the end.
+    assert answers["streamed"][0] == ""
+    assert "".join(answers["streamed"]) == "Why did the chicken cross the road? "
+    assert len(answers["streamed"]) > 3
     chat_call = next(call for call in fake_tgi.received if call.json()["inputs"] == LLAMA2_PROMPT)
     assert chat_call.json()["parameters"]["do_sample"] is False
     assert chat_call.json()["parameters"]["stop"] == ["END", "[INST]"]

@@ -29,10 +29,30 @@ chat = openai.ChatCompletion.create(
 completion = openai.Completion.create(
     model="llama-2-7b", prompt="The quick brown fox", max_tokens=4, temperature=0, headers={"target": target}
 )
+streamed = [
+    chunk["choices"][0]["delta"].get("content", "")
+    for chunk in openai.ChatCompletion.create(
+        model="llama-2-7b-chat",
+        messages=[{"role": "user", "content": "Tell me a joke"}],
+        temperature=0,
+        stop=["END"],
+        stream=True,
+        headers={"target": target},
+    )
+]
 try:
     openai.api_key = "wrong-key-0123456789"
     openai.ChatCompletion.create(model="m", messages=[{"role": "user", "content": "hi"}], headers={"target": target})
     refused = None
 except openai.error.AuthenticationError as error:
     refused = error.http_status
-print(json.dumps({"chat": chat.to_dict_recursive(), "completion": completion.to_dict_recursive(), "refused": refused}))
+print(
+    json.dumps(
+        {
+            "chat": chat.to_dict_recursive(),
+            "completion": completion.to_dict_recursive(),
+            "streamed": streamed,
+            "refused": refused,
+        }
+    )
+)
