@@ -29,7 +29,8 @@ class Streamed(dict):
 class RequestContext:
     """What a mapper may need beyond its payload.
 
-    `body`: the client's original JSON body; `target` / `endpoint`: where the request goes;
+    `client_name`: the name of the client's key; `body`: the client's original JSON body;
+    `target` / `endpoint`: where the request goes;
     `upstream_status` / `upstream_headers`: the (first) upstream answer's; `answer_headers`:
     the headers of every answer of a fan-out; `state`: a dict a request mapper can use to
     leave notes for the answer mapper of the same request.
@@ -37,6 +38,7 @@ class RequestContext:
 
     __slots__ = (
         "client_ip",
+        "client_name",
         "target",
         "endpoint",
         "raw_body",
@@ -49,6 +51,7 @@ class RequestContext:
 
     def __init__(self, client_ip: str):
         self.client_ip = client_ip
+        self.client_name = "-"
         self.target: Target | None = None
         self.endpoint: Endpoint | None = None
         self.raw_body: bytes = b""

@@ -1,64 +1,48 @@
-"""Cerbere: IP black/white lists, the bearer-key check, strikes and bans."""
+"""Cerbere: who the client is, IP black/white lists, the key check, strikes and bans."""
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 
-from .settings import GuardSettings
+from aiohttp import web
+
+from .bans import BanStore
+from .client_address import IPAddress, client_address
+from .keys import KeyRing
+from .settings import ClientKey, GuardSettings
 
 log = logging.getLogger("mooltiproxy.guard")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-
-def parse_address(remote: str | None) -> IPAddress | None:
-    """The client address as an ip_address (IPv4-mapped IPv6 unwrapped), None when not an IP."""
-    if not remote:
-        return None
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+def address_key(address: IPAddress | None) -> str:
+    return str(address) if address is not None else "unknown"
 
 
 class Guard:
-    def __init__(self, settings: GuardSettings, master_key: str):
+    def __init__(self, settings: GuardSettings, keys: KeyRing, store: BanStore):
         self._settings = settings
-        self._expected = f"Bearer {master_key}".encode()
-        self._strikes: dict[IPAddress | None, int] = {}
-        self._banned: set[IPAddress | None] = set()
+        self._keys = keys
+        self.store = store
+
+    def address_of(self, request: web.BaseRequest) -> IPAddress | None:
+        return client_address(request.remote, request.headers, self._settings.trusted_proxies)
 
     def refusal(self, address: IPAddress | None) -> str | None:
         """Why this address is refused before anything else, or None."""
         if address is not None and address in self._settings.blacklist:
             return "blacklisted"
-        if address in self._banned:
+        if self.store.is_banned(address_key(address)):
             return "banned"
         return None
 
-    def authorized(self, authorization: str | None) -> bool:
-        if authorization is None:
-            return False
-        # Constant-time comparison; the scheme is case-insensitive (RFC 9110).
-        presented = authorization.encode("utf-8", "surrogateescape")
-        if presented[:7].lower() == b"bearer ":
-            presented = b"Bearer " + presented[7:].strip()
-        return hmac.compare_digest(presented, self._expected)
+    def identify(self, authorization: str | None) -> ClientKey | None:
+        return self._keys.identify(authorization)
 
-    def strike(self, address: IPAddress | None) -> bool:
-        """Counts a failed authentication; True when it got the address banned."""
+    async def strike(self, address: IPAddress | None) -> None:
+        """Counts a failed authentication; whitelisted addresses are never banned."""
         if address is not None and address in self._settings.whitelist:
-            return False
-        strikes = self._strikes.get(address, 0) + 1
-        if strikes < self._settings.max_tries:
-            self._strikes[address] = strikes
-            return False
-        self._strikes.pop(address, None)
-        self._banned.add(address)
-        log.warning("client %s banned after %d failed authentications", address, strikes)
-        return True
+            return
+        if await self.store.strike(address_key(address)):
+            log.warning(
+                "client %s banned after %d failed authentications", address_key(address), self._settings.max_tries
+            )

@@ -14,11 +14,13 @@ import voluptuous as vol
 import yaml
 
 from .errors import ConfigError
+from .keys import key_digest
 from .prompting import PromptTemplate
 from .registry import RegistryError, discover, positional_arity
 from .schema import build_schema
 from .settings import (
     AddressList,
+    ClientKey,
     Config,
     Endpoint,
     GuardSettings,
@@ -120,6 +122,7 @@ class _Builder:
             default_target=default,
             targets={name: self._target(name, entry) for name, entry in targets_section.items()},
             templates=self.templates,
+            clients=self._clients(self.document["clients"]),
             warnings=tuple(self.warnings),
         )
 
@@ -135,16 +138,36 @@ class _Builder:
             timeout=section["timeout"],
             connect_timeout=section["connect_timeout"],
             max_body_size=section["max_body_size"],
+            client_timeout=section["client_timeout"],
+            client_ca=folder / section["client_ca"] if section["client_ca"] else None,
+            admin_prefix=section["admin_prefix"],
             masterkey=section["masterkey"],
         )
 
-    @staticmethod
-    def _guard(section: dict) -> GuardSettings:
+    def _guard(self, section: dict) -> GuardSettings:
         return GuardSettings(
             max_tries=section["max_tries"],
             whitelist=_address_list(section["whitelist"]),
             blacklist=_address_list(section["blacklist"]),
+            trusted_proxies=_address_list(section["trusted_proxies"]),
+            ban_seconds=section["ban_seconds"],
+            ban_file=self.source.parent / section["ban_file"] if section["ban_file"] else None,
         )
+
+    def _clients(self, section: dict) -> tuple[ClientKey, ...]:
+        clients = []
+        owners: dict[bytes, str] = {}
+        for name, entry in section.items():
+            if "sha256" in entry:
+                digest = bytes.fromhex(entry["sha256"])
+            else:
+                digest = key_digest(self.environ[entry["envkey"]])
+            if digest in owners:
+                raise ConfigError([f"clients.{name}: the same key as clients.{owners[digest]}"])
+            owners[digest] = name
+            targets = frozenset(entry["targets"]) if entry["targets"] is not None else None
+            clients.append(ClientKey(name, digest, targets))
+        return tuple(clients)
 
     def _target(self, name: str, entry: dict) -> Target:
         key = entry.get("key") or None
@@ -159,6 +182,7 @@ class _Builder:
             key=key,
             preserve_method=entry["preserveMethod"],
             max_connections=entry["max_connections"],
+            verify=entry["verify"] if isinstance(entry["verify"], bool) else self.source.parent / entry["verify"],
             endpoints={
                 incoming: self._endpoint(incoming, base_url, spec) for incoming, spec in entry["mapping"].items()
             },

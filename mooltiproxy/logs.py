@@ -22,6 +22,17 @@ def setup_logging(debug: bool) -> None:
         logging.getLogger("asyncio").setLevel(logging.INFO)
 
 
-def log_access(client_ip: str, method: str, path: str, target: str, status: int, seconds: float) -> None:
+def log_access(
+    client_ip: str, client_name: str, method: str, path: str, target: str, status: int, seconds: float
+) -> None:
     # The query string is left out on purpose: some clients put keys in it.
-    access_log.info('%s "%s %s" target=%s status=%d %.1fms', client_ip, method, path, target, status, seconds * 1000)
+    access_log.info(
+        '%s client=%s "%s %s" target=%s status=%d %.1fms',
+        client_ip,
+        client_name,
+        method,
+        path,
+        target,
+        status,
+        seconds * 1000,
+    )

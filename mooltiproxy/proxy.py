@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -10,11 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
+from .admin import Admin
 from .context import FanOut, RequestContext, Streamed
 from .cors import is_preflight, preflight_response
 from .errors import ProxyError, error_response, upstream_error
 from .exchange import Exchange
-from .guard import Guard, parse_address
+from .guard import Guard
 from .headers import upstream_request_headers
 from .logs import log_access
 from .relay import relay
@@ -42,12 +44,14 @@ _CLIENT_CLOSED = 499  # nginx's convention, for the access log only
 
 
 class Proxy:
-    def __init__(self, config: Config, master_key: str, pool: UpstreamPool):
+    def __init__(self, config: Config, guard: Guard, admin: Admin, pool: UpstreamPool):
         self._config = config
-        self._guard = Guard(config.guard, master_key)
+        self._guard = guard
+        self._admin = admin
         self._pool = pool
         self._debug = config.system.debug
         self._max_body_size = config.system.max_body_size
+        self._client_timeout = config.system.client_timeout
         # Precomputed so the hot path only looks things up.
         self._authorizations = {
             name: f"Bearer {target.key}" if target.key else None for name, target in config.targets.items()
@@ -78,6 +82,7 @@ class Proxy:
             # Reached on cancellation too (the client went away): still one access line.
             log_access(
                 context.client_ip,
+                context.client_name,
                 request.method,
                 request.path,
                 context.target.name if context.target else "-",
@@ -87,15 +92,20 @@ class Proxy:
         return response
 
     async def _dispatch(self, request: web.BaseRequest, context: RequestContext) -> web.StreamResponse:
-        address = parse_address(request.remote)
+        if request.path == self._admin.health_path and request.method == "GET":
+            return self._admin.health()
+        address = self._guard.address_of(request)
+        if address is not None:
+            context.client_ip = str(address)
         refusal = self._guard.refusal(address)
         if refusal is not None:
             log.warning("refused %s client %s", refusal, context.client_ip)
             raise ProxyError(403, "Access denied", code=f"ip_{refusal}")
         if is_preflight(request):
             return preflight_response(request)
-        if not self._guard.authorized(request.headers.get("Authorization")):
-            self._guard.strike(address)
+        client = self._guard.identify(request.headers.get("Authorization"))
+        if client is None:
+            await self._guard.strike(address)
             log.warning("client %s: missing or invalid API key", context.client_ip)
             raise ProxyError(
                 401,
@@ -103,9 +113,16 @@ class Proxy:
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        context.client_name = client.name
+        path, query = split_request_target(request.raw_path)
+        if path.startswith(self._admin.prefix):
+            return await self._admin.handle(request, path, client)
         target = self._choose_target(request)
         context.target = target
-        path, query = split_request_target(request.raw_path)
+        if client.targets is not None and target.name not in client.targets:
+            raise ProxyError(
+                403, f"Client '{client.name}' may not use target '{target.name}'", code="target_not_allowed"
+            )
         endpoint = target.find_endpoint(path)
         if endpoint is None:
             raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
@@ -125,9 +142,12 @@ class Proxy:
         if request.content_length is not None and request.content_length > self._max_body_size:
             raise too_large
         try:
-            return await request.read()
+            async with asyncio.timeout(self._client_timeout):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except TimeoutError:
+            raise ProxyError(408, "The request body took too long to arrive", code="request_timeout") from None
 
     async def _forward(
         self,

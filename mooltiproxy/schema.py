@@ -16,6 +16,7 @@ import voluptuous as vol
 from .template_entries import builtin_templates, kind_of, template_entry_validator
 
 DEFAULT_MAX_CONNECTIONS = 1024
+MASTER_CLIENT = "master"  # the holder of the proxy key (mooltiproxy.keys.MASTER)
 
 
 def _number(minimum: float, *, exclusive: bool = True) -> Callable[[Any], float]:
@@ -55,6 +56,29 @@ def _address_list(value: Any) -> list[str]:
     if errors:
         raise vol.MultipleInvalid(errors)
     return [str(item) for item in value]
+
+
+def _existing_file(folder: Path) -> Callable[[Any], str]:
+    def validate(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise vol.Invalid("expected a file path")
+        if not (folder / value).is_file():
+            raise vol.Invalid(f"no such file: '{folder / value}'")
+        return value
+
+    return validate
+
+
+def _sha256_hex(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise vol.Invalid("expected the SHA-256 of the key, as 64 hexadecimal digits")
+    return value.lower()
+
+
+def _admin_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or len(value.strip("/")) == 0:
+        raise vol.Invalid("expected a path prefix such as /_proxy/")
+    return "/" + value.strip("/") + "/"
 
 
 def _known_name(kind: str, known: Iterable[str]) -> Callable[[Any], str]:
@@ -112,6 +136,14 @@ def _checked(schema: vol.Schema, *checks: Check) -> Callable[[Any], Any]:
         return result
 
     return validate
+
+
+def _raw_admin_prefix(raw: dict) -> str:
+    system = raw.get("system")
+    try:
+        return _admin_prefix(system.get("admin_prefix", "/_proxy/")) if isinstance(system, dict) else "/_proxy/"
+    except vol.Invalid:
+        return "/_proxy/"
 
 
 def _names(section: Any) -> list[str]:
@@ -226,6 +258,28 @@ def build_schema(
             return []
         return [vol.Invalid(f"environment variable '{envkey}' is not set (or empty)", path=["envkey"])]
 
+    admin_prefix = _raw_admin_prefix(raw)
+
+    def outside_admin_prefix(mapping: dict) -> list[vol.Invalid]:
+        return [
+            vol.Invalid(f"paths under the admin prefix {admin_prefix} are the proxy's own", path=[name])
+            for name in mapping
+            if isinstance(name, str) and (name + "/").startswith(admin_prefix)
+        ]
+
+    target_names = [name for name in _names(raw.get("targets")) if name != "default"]
+
+    def client_key_source(client: dict) -> list[vol.Invalid]:
+        sources = [key for key in ("envkey", "sha256") if key in client]
+        if len(sources) != 1:
+            return [vol.Invalid("give the key as exactly one of envkey or sha256 (never in plain text)")]
+        return envkey_is_set(client)
+
+    def master_is_reserved(clients: dict) -> list[vol.Invalid]:
+        if MASTER_CLIENT in clients:
+            return [vol.Invalid(f"'{MASTER_CLIENT}' names the proxy key's holder", path=[MASTER_CLIENT])]
+        return []
+
     def default_is_a_target(targets: dict) -> list[vol.Invalid]:
         default = targets.get("default")
         names = [name for name in _names(targets) if name != "default"]
@@ -242,10 +296,23 @@ def build_schema(
                 vol.Optional("envkey"): str,
                 vol.Optional("preserveMethod", default=False): bool,
                 vol.Optional("max_connections", default=DEFAULT_MAX_CONNECTIONS): _integer(1),
-                vol.Required("mapping"): _checked(vol.Schema({str: mapping_entry}), incoming_paths),
+                vol.Optional("verify", default=True): vol.Any(bool, _existing_file(folder)),
+                vol.Required("mapping"): _checked(
+                    vol.Schema({str: mapping_entry}), incoming_paths, outside_admin_prefix
+                ),
             }
         ),
         envkey_is_set,
+    )
+    client = _checked(
+        vol.Schema(
+            {
+                vol.Optional("envkey"): str,
+                vol.Optional("sha256"): _sha256_hex,
+                vol.Optional("targets", default=None): vol.Any(None, [_known_name("target", target_names)]),
+            }
+        ),
+        client_key_source,
     )
 
     return vol.Schema(
@@ -262,6 +329,9 @@ def build_schema(
                         vol.Optional("timeout", default=300.0): _number(0),
                         vol.Optional("connect_timeout", default=3.05): _number(0),
                         vol.Optional("max_body_size", default=10 * 1024 * 1024): _integer(1),
+                        vol.Optional("client_timeout", default=60.0): _number(0),
+                        vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),
+                        vol.Optional("admin_prefix", default="/_proxy/"): _admin_prefix,
                         vol.Optional("masterkey", default=None): vol.Any(None, str),
                     }
                 )
@@ -272,9 +342,13 @@ def build_schema(
                         vol.Optional("max_tries", default=3): _integer(1),
                         vol.Optional("whitelist", default=[]): _address_list,
                         vol.Optional("blacklist", default=[]): _address_list,
+                        vol.Optional("trusted_proxies", default=[]): _address_list,
+                        vol.Optional("ban_seconds", default=0): _number(0, exclusive=False),
+                        vol.Optional("ban_file", default=None): vol.Any(None, str),
                     }
                 )
             ),
+            vol.Optional("clients", default=None): _section(_checked(vol.Schema({str: client}), master_is_reserved)),
             vol.Required("targets"): _checked(
                 vol.Schema({vol.Required("default"): str, str: target}), default_is_a_target
             ),

@@ -61,6 +61,8 @@ class Target:
     preserve_method: bool
     max_connections: int
     endpoints: Mapping[str, Endpoint]
+    # Upstream TLS: verify certificates (True), don't (False), or against this CA bundle.
+    verify: bool | Path = True
 
     def find_endpoint(self, path: str) -> Endpoint | None:
         """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
@@ -86,6 +88,21 @@ class GuardSettings:
     max_tries: int = 3
     whitelist: AddressList = field(default_factory=AddressList)
     blacklist: AddressList = field(default_factory=AddressList)
+    # Peers whose X-Forwarded-For / Forwarded headers say who the client is.
+    trusted_proxies: AddressList = field(default_factory=AddressList)
+    # 0: a ban lasts until restart (no ban_file) or until lifted through the admin API.
+    ban_seconds: float = 0
+    ban_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A named client key, kept as the SHA-256 digest of the key only."""
+
+    name: str
+    digest: bytes
+    # None: every target.
+    targets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +116,11 @@ class SystemSettings:
     timeout: float = 300.0
     connect_timeout: float = 3.05
     max_body_size: int = 10 * 1024 * 1024
+    # A client must send a whole request within this many seconds (slow clients are cut).
+    client_timeout: float = 60.0
+    # CA bundle checking client certificates (mutual TLS); None: no client certificate asked.
+    client_ca: Path | None = None
+    admin_prefix: str = "/_proxy/"
     masterkey: str | None = None
 
 
@@ -110,6 +132,7 @@ class Config:
     default_target: str
     targets: Mapping[str, Target]
     templates: Mapping[str, PromptTemplate]
+    clients: tuple[ClientKey, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def summary(self) -> str:

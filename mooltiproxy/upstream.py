@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -34,7 +35,9 @@ class UpstreamPool:
     async def open(self) -> None:
         for name, target in self._targets.items():
             self._sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=target.max_connections, limit_per_host=0),
+                connector=aiohttp.TCPConnector(
+                    limit=target.max_connections, limit_per_host=0, ssl=_tls_verification(target)
+                ),
                 timeout=self._timeout,
                 # Sessions are shared by all clients: never keep an upstream's cookies.
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -47,6 +50,12 @@ class UpstreamPool:
 
     def session(self, target_name: str) -> aiohttp.ClientSession:
         return self._sessions[target_name]
+
+
+def _tls_verification(target: Target) -> bool | ssl.SSLContext:
+    if isinstance(target.verify, bool):
+        return target.verify
+    return ssl.create_default_context(cafile=target.verify)
 
 
 @contextmanager

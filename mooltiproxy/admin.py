@@ -1,0 +1,55 @@
+"""The proxy's own API, under a reserved prefix (default /_proxy/) that is never forwarded.
+
+GET health answers without a key and tells nothing of the internals; the ban list and lifting a
+ban need the proxy key itself.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from .bans import BanStore
+from .client_address import parse_address
+from .errors import ProxyError
+from .keys import MASTER
+from .settings import ClientKey
+
+_HEALTHY = json.dumps({"status": "ok"}).encode()
+
+
+class Admin:
+    def __init__(self, prefix: str, store: BanStore):
+        self.prefix = prefix
+        self.health_path = prefix + "health"
+        self._store = store
+
+    @staticmethod
+    def health() -> web.Response:
+        return web.Response(body=_HEALTHY, content_type="application/json")
+
+    async def handle(self, request: web.BaseRequest, path: str, client: ClientKey) -> web.Response:
+        if client.name != MASTER:
+            raise ProxyError(403, "The admin API needs the proxy key", code="admin_only")
+        action = path[len(self.prefix) :]
+        if action == "bans":
+            _allow(request, "GET")
+            bans = [ban.as_json() for ban in await self._store.bans()]
+            return web.json_response({"bans": bans})
+        if action.startswith("bans/"):
+            _allow(request, "DELETE")
+            address = parse_address(action[len("bans/") :])
+            if address is None:
+                raise ProxyError(400, "Expected an IP address after bans/", code="invalid_address")
+            if not await self._store.lift(str(address)):
+                raise ProxyError(404, f"{address} is not banned", code="not_banned")
+            return web.json_response({"lifted": str(address)})
+        if path == self.health_path:
+            return self.health()
+        raise ProxyError(404, f"No admin route '{path}'", code="unknown_route")
+
+
+def _allow(request: web.BaseRequest, method: str) -> None:
+    if request.method != method:
+        raise ProxyError(405, f"Use {method} here", code="method_not_allowed", headers={"Allow": method})

@@ -1,0 +1,51 @@
+"""Client keys: kept and compared as SHA-256 digests, in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from .errors import ConfigError
+from .settings import ClientKey
+
+MASTER = "master"
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header (the scheme is case-insensitive)."""
+    if authorization is None or authorization[:7].lower() != "bearer ":
+        return None
+    return authorization[7:].strip() or None
+
+
+class KeyRing:
+    """Finds which client a presented key belongs to, comparing it with every known key."""
+
+    def __init__(self, clients: Iterable[ClientKey]):
+        self._clients = tuple(clients)
+
+    def identify(self, authorization: str | None) -> ClientKey | None:
+        token = bearer_token(authorization)
+        if token is None:
+            return None
+        digest = key_digest(token)
+        found = None
+        # No early exit: the time taken does not depend on which key matched, or how closely.
+        for client in self._clients:
+            if hmac.compare_digest(digest, client.digest) and found is None:
+                found = client
+        return found
+
+
+def keyring(master_key: str, clients: Iterable[ClientKey]) -> KeyRing:
+    """The proxy key's holder (every target, the admin API) and the named clients."""
+    master = ClientKey(MASTER, key_digest(master_key))
+    for client in clients:
+        if hmac.compare_digest(client.digest, master.digest):
+            raise ConfigError([f"clients.{client.name}: the same key as the proxy key"])
+    return KeyRing([master, *clients])
