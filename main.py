@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
+from mooltiproxy.certificates import generate_self_signed
 from mooltiproxy.errors import ConfigError
 from mooltiproxy.loader import load_config
 from mooltiproxy.logs import setup_logging
@@ -15,6 +17,8 @@ from mooltiproxy.masterkey import resolve_master_key
 from mooltiproxy.server import serve
 
 CONFIG_ENV = "MOOLTIPROXY_CONFIG"
+DEFAULT_CERTFILE = "certificates/cert.pem"
+DEFAULT_KEYFILE = "certificates/key.pem"
 
 log = logging.getLogger("mooltiproxy")
 
@@ -31,7 +35,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--check", action="store_true", help="validate the config, print a summary and exit (0: valid, 1: invalid)"
     )
+    tls = parser.add_argument_group("self-signed certificate")
+    tls.add_argument("--gen-cert", action="store_true", help="write a self-signed certificate and key, and exit")
+    tls.add_argument("--certfile", help="where to write the certificate (default: certificates/cert.pem)")
+    tls.add_argument("--keyfile", help="where to write the key (default: certificates/key.pem)")
+    tls.add_argument(
+        "--hostname", action="append", default=[], help="a name or address the certificate is for (repeatable)"
+    )
+    tls.add_argument("--force", action="store_true", help="replace existing certificate and key files")
     return parser.parse_args(argv)
+
+
+def gen_cert(args: argparse.Namespace) -> int:
+    # The defaults sit next to the config file, where system.certfile / keyfile look for them.
+    folder = Path(args.config).resolve().parent
+    certfile = Path(args.certfile) if args.certfile else folder / DEFAULT_CERTFILE
+    keyfile = Path(args.keyfile) if args.keyfile else folder / DEFAULT_KEYFILE
+    try:
+        generate_self_signed(certfile, keyfile, args.hostname, force=args.force)
+    except ConfigError as error:
+        print(f"mooltiproxy: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {certfile} and {keyfile} (mode 0600)")
+    return 0
 
 
 def report(config_path: str, error: ConfigError) -> None:
@@ -42,6 +68,8 @@ def report(config_path: str, error: ConfigError) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.gen_cert:
+        return gen_cert(args)
     setup_logging(debug=False)
     try:
         config = load_config(args.config)

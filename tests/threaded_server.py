@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,10 @@ class Received:
 
 
 class ThreadedServer:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.received: list[Received] = []
         self.port = port
+        self._ssl_context = ssl_context
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -54,7 +56,7 @@ class ThreadedServer:
         app.middlewares.insert(0, self._record)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -67,7 +69,7 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def last(self) -> Received:
