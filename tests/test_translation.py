@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import openai
 import pytest
+import yaml
 from openai import OpenAI
 
-from conftest import KEY, proxy_config
+from conftest import KEY, REPO, proxy_config
 from fake_tgi import tokenize
 
 SYSTEM_AND_HISTORY = [
@@ -343,3 +344,24 @@ def test_content_parts(proxy, fake_tgi):
                 }
             ],
         )
+
+
+def test_the_config_templates_examples_work(start_proxy, fake_tgi):
+    config = yaml.safe_load((REPO / "config.template.yaml").read_text())
+    config["system"].update(host="127.0.0.1", port=0)
+    for name, target in config["targets"].items():
+        if name != "default":
+            target["url"] = fake_tgi.url
+    proxy = start_proxy(config)
+    prompts = {}
+    for target in ("tgi", "tgi-falcon", "tgi-llama3"):
+        answer = client(proxy, target).chat.completions.create(model="m", messages=SYSTEM_AND_HISTORY, temperature=0)
+        assert answer.choices[0].message.content == fake_tgi.reply
+        prompts[target] = fake_tgi.last.json()["inputs"]
+    assert prompts["tgi"] == LLAMA2_PROMPT
+    assert prompts["tgi-falcon"] == (
+        "You are Bob.>>>QUESTION<<<Hello>>>ANSWER<<<Hi! How can I help?>>>QUESTION<<<Tell me a joke>>>ANSWER<<<"
+    )
+    assert prompts["tgi-llama3"].startswith("<|start_header_id|>system<|end_header_id|>\n\nYou are Bob.<|eot_id|>")
+    completion = client(proxy, "tgi").completions.create(model="m", prompt="Once", max_tokens=2, temperature=0)
+    assert completion.choices[0].text == "Hello! I"
