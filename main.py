@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from pathlib import Path
 
+from mooltiproxy import accelerators
 from mooltiproxy.certificates import generate_self_signed
 from mooltiproxy.errors import ConfigError
 from mooltiproxy.loader import load_config
 from mooltiproxy.logs import setup_logging
 from mooltiproxy.masterkey import resolve_master_key
 from mooltiproxy.server import serve
+from mooltiproxy.workers import run_workers
 
 CONFIG_ENV = "MOOLTIPROXY_CONFIG"
 DEFAULT_CERTFILE = "certificates/cert.pem"
@@ -93,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"{args.config}: valid; {config.summary()}")
         return 0
+    if config.system.workers > 1:
+        return run_workers(config, master_key)
     try:
-        asyncio.run(serve(config, master_key))
+        accelerators.run(serve(config, master_key))
     except ConfigError as error:
         report(args.config, error)
         return 1

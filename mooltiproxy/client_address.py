@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from functools import lru_cache
 
 from .settings import AddressList
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@lru_cache(maxsize=4096)
 def parse_address(text: str | None) -> IPAddress | None:
     """An IP address (IPv4-mapped IPv6 unwrapped, zone dropped), or None when it is not one."""
     if not text:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from multidict import CIMultiDictProxy
 
+from .accelerators import loads
 from .errors import ProxyError
 from .settings import Endpoint, Target
 
@@ -74,7 +74,7 @@ def parse_json_object(raw: bytes) -> dict:
     if not raw:
         raise ProxyError(400, "The request body is empty; expected a JSON object", code="invalid_json")
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except (ValueError, RecursionError) as exc:
         raise ProxyError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(value, dict):

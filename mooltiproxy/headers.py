@@ -18,20 +18,19 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
+HOP_BY_HOP = (
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
 )
-_NOT_FORWARDED = HOP_BY_HOP | {
+_NOT_FORWARDED = (
+    *HOP_BY_HOP,
     "host",
     "content-length",
     "content-encoding",
@@ -39,19 +38,18 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "cookie",
     "target",
     "expect",
-}
+)
 
 
-def _connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
-    listed = headers.get("Connection")
-    if not listed:
-        return frozenset()
-    return frozenset(name.strip().lower() for name in listed.split(","))
-
-
-def _filtered(headers: Mapping[str, str], dropped: frozenset[str]) -> CIMultiDict:
-    dropped = dropped | _connection_listed(headers)
-    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in dropped)
+def _filtered(headers: Mapping[str, str], dropped: tuple[str, ...]) -> CIMultiDict:
+    # Copying and removing the few names is several times cheaper than filtering each header.
+    kept = CIMultiDict(headers)
+    listed = kept.get("Connection")
+    for name in (*dropped, *listed.split(",")) if listed else dropped:
+        name = name.strip()
+        if name in kept:
+            kept.popall(name)
+    return kept
 
 
 def upstream_request_headers(

@@ -141,6 +141,7 @@ class _Builder:
             client_timeout=section["client_timeout"],
             client_ca=folder / section["client_ca"] if section["client_ca"] else None,
             admin_prefix=section["admin_prefix"],
+            workers=section["workers"],
             masterkey=section["masterkey"],
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .accelerators import dumps, loads
 from .admin import Admin
 from .context import FanOut, RequestContext, Streamed
 from .cors import is_preflight, preflight_response
@@ -141,6 +141,8 @@ class Proxy:
         too_large = ProxyError(413, f"Request body larger than {self._max_body_size} bytes", code="request_too_large")
         if request.content_length is not None and request.content_length > self._max_body_size:
             raise too_large
+        if request.content.is_eof():  # the usual case: the body came with the head
+            return await request.read()
         try:
             async with asyncio.timeout(self._client_timeout):
                 return await request.read()
@@ -178,7 +180,7 @@ class Proxy:
             context.upstream_status = upstream.status
             context.upstream_headers = upstream.headers
             try:
-                return await relay(request, upstream, target.name)
+                return await relay(request, upstream, target)
             finally:
                 upstream.release()
         answers = await exchange.read_all(call.bodies)
@@ -192,7 +194,7 @@ class Proxy:
         payloads = [self._parse_answer(answer.body, endpoint, target) for answer in answers]
         payload = FanOut(payloads) if call.fanned_out else payloads[0]
         mapped = self._apply(endpoint.answer_mapper_name, endpoint.answer_mapper, payload, endpoint, context)
-        body = json.dumps(mapped).encode()
+        body = dumps(mapped)
         self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
         return web.Response(status=answers[0].status, body=body, content_type="application/json")
 
@@ -205,7 +207,7 @@ class Proxy:
         fanned_out = isinstance(mapped, FanOut)
         if fanned_out and endpoint.answer_mapper is None:
             raise ProxyError(500, "A fan-out needs an answer mapper to merge the answers", code="mapper_error")
-        bodies = [json.dumps(payload).encode() for payload in (mapped if fanned_out else [mapped])]
+        bodies = [dumps(payload) for payload in (mapped if fanned_out else [mapped])]
         for body in bodies:
             self._debug_body("request mapped by %s", endpoint.request_mapper_name, body)
         return _UpstreamCall(bodies, fanned_out=fanned_out, streamed=isinstance(mapped, Streamed))
@@ -213,7 +215,7 @@ class Proxy:
     def _parse_answer(self, answer: bytes, endpoint: Endpoint, target: Target) -> Any:
         self._debug_body("answer from upstream for %s", endpoint.incoming_path, answer)
         try:
-            return json.loads(answer)
+            return loads(answer)
         except ValueError:
             raise ProxyError(502, f"Target '{target.name}' answered invalid JSON", code="upstream_error") from None
 

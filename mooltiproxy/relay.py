@@ -8,15 +8,25 @@ import aiohttp
 from aiohttp import web
 
 from .headers import client_response_headers
+from .settings import Target
+from .upstream import upstream_failures
 
 log = logging.getLogger("mooltiproxy.relay")
 
 
-async def relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse, target_name: str) -> web.StreamResponse:
+# Answers up to this size with a known length are read whole and sent in one write.
+BUFFERED_BODY_LIMIT = 64 * 1024
+
+
+async def relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse, target: Target) -> web.StreamResponse:
     """The body is relayed as received, still encoded, so its headers stay true."""
-    response = web.StreamResponse(
-        status=upstream.status, reason=upstream.reason, headers=client_response_headers(upstream.headers)
-    )
+    headers = client_response_headers(upstream.headers)
+    length = upstream.content_length
+    if length is not None and length <= BUFFERED_BODY_LIMIT:
+        with upstream_failures(target):
+            body = await upstream.read()
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     try:
         async for chunk in upstream.content.iter_any():
@@ -24,7 +34,7 @@ async def relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse, targ
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The status is already sent: cut the connection so the client cannot take a truncated
         # body for a complete one.
-        log.warning("target %s failed in the middle of a response: %s", target_name, type(exc).__name__)
+        log.warning("target %s failed in the middle of a response: %s", target.name, type(exc).__name__)
         if request.transport is not None:
             request.transport.abort()
         return response

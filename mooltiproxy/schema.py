@@ -332,6 +332,7 @@ def build_schema(
                         vol.Optional("client_timeout", default=60.0): _number(0),
                         vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),
                         vol.Optional("admin_prefix", default="/_proxy/"): _admin_prefix,
+                        vol.Optional("workers", default=1): _integer(1, 256),
                         vol.Optional("masterkey", default=None): vol.Any(None, str),
                     }
                 )

@@ -10,6 +10,7 @@ import ssl
 
 from aiohttp import web
 
+from . import accelerators
 from .admin import Admin
 from .bans import BanStore, SQLiteBanStore
 from .cors import add_allow_origin
@@ -80,8 +81,11 @@ def tls_context(system: SystemSettings) -> ssl.SSLContext:
     return context
 
 
-async def serve(config: Config, master_key: str) -> None:
-    """Serves until SIGINT or SIGTERM; raises ConfigError when it cannot start listening."""
+async def serve(config: Config, master_key: str, worker: int | None = None, on_ready=None) -> None:
+    """Serves until SIGINT or SIGTERM; raises ConfigError when it cannot start listening.
+
+    A `worker` (one of system.workers processes) shares the port with the others (SO_REUSEPORT).
+    """
     system = config.system
     ssl_context = tls_context(system) if system.ssl else None
     runner = web.AppRunner(
@@ -98,16 +102,22 @@ async def serve(config: Config, master_key: str) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host=system.host, port=system.port, ssl_context=ssl_context)
+        site = web.TCPSite(
+            runner, host=system.host, port=system.port, ssl_context=ssl_context, reuse_port=worker is not None
+        )
         try:
             await site.start()
         except OSError as exc:
             where = f"{system.host or '*'}:{system.port}"
             raise ConfigError([f"cannot listen on {where}: {exc.strerror or exc}"]) from None
         scheme = "https" if ssl_context else "http"
-        for address in runner.addresses:
-            host, port = address[0], address[1]
-            log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
+        if worker is None:
+            log.info("%s", accelerators.description())
+            for address in runner.addresses:
+                host, port = address[0], address[1]
+                log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
+        if on_ready is not None:
+            on_ready()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -121,6 +121,8 @@ class SystemSettings:
     # CA bundle checking client certificates (mutual TLS); None: no client certificate asked.
     client_ca: Path | None = None
     admin_prefix: str = "/_proxy/"
+    # Processes serving the port (SO_REUSEPORT).
+    workers: int = 1
     masterkey: str | None = None
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import StreamReader
 
+from .accelerators import dumps
+
 DONE = b"data: [DONE]\n\n"
 
 
 def frame(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    return b"data: " + dumps(payload) + b"\n\n"
 
 
 def _data_value(line: bytes) -> str:
@@ -20,21 +21,26 @@ def _data_value(line: bytes) -> str:
     return (value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace")
 
 
-async def event_data(content: StreamReader) -> AsyncIterator[str]:
-    """The `data` of each event as it arrives; comments (`:` keep-alives) and other fields skipped."""
+async def event_batches(content: StreamReader) -> AsyncIterator[list[str]]:
+    """The `data` of the events each upstream read completes, as they arrive (one list per read,
+    so a burst of events is translated and written at once); comments (`:` keep-alives) and
+    other fields are skipped."""
     buffer = b""
     data: list[str] = []
     async for chunk in content.iter_any():
         *lines, buffer = (buffer + chunk).split(b"\n")
+        events = []
         for line in lines:
             line = line.rstrip(b"\r")
             if not line:
                 if data:
-                    yield "\n".join(data)
+                    events.append("\n".join(data))
                     data = []
             elif line.startswith(b"data:"):
                 data.append(_data_value(line))
+        if events:
+            yield events
     if buffer.startswith(b"data:"):
         data.append(_data_value(buffer.rstrip(b"\r")))
     if data:
-        yield "\n".join(data)
+        yield ["\n".join(data)]

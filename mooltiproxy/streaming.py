@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .errors import ProxyError, error_body, upstream_error
 from .exchange import Exchange
-from .sse import DONE, event_data, frame
+from .sse import DONE, event_batches, frame
 from .upstream import upstream_failures
 
 log = logging.getLogger("mooltiproxy.streaming")
@@ -40,22 +40,29 @@ async def stream_translated(
         if upstream.status != 200:
             with upstream_failures(target):
                 raise upstream_error(upstream.status, await upstream.read(), target.name)
-        events = event_data(upstream.content)
+        batches = event_batches(upstream.content)
         with upstream_failures(target):
-            first = await anext(events, None)
-        if first is None:
+            batch = await anext(batches, None)
+        if batch is None:
             raise ProxyError(502, f"Target '{target.name}' closed the stream without an event", code="upstream_error")
-        chunks = translator.event(first)
+        # The first event decides between a plain error and a stream.
+        chunks = translator.event(batch[0])
         response = web.StreamResponse(headers=STREAM_HEADERS)
         await response.prepare(request)
-        await _send(response, chunks)
         try:
-            while not translator.finished:
-                with upstream_failures(target):
-                    data = await anext(events, None)
-                if data is None:
+            more, failure = _translate(translator, batch[1:])
+            chunks += more
+            while True:
+                await _send(response, chunks)
+                if failure is not None:
+                    raise failure
+                if translator.finished:
                     break
-                await _send(response, translator.event(data))
+                with upstream_failures(target):
+                    batch = await anext(batches, None)
+                if batch is None:
+                    break
+                chunks, failure = _translate(translator, batch)
             if not translator.complete:
                 raise ProxyError(500, f"Target '{target.name}' ended the stream early", code="incomplete_generation")
         except ProxyError as error:
@@ -63,9 +70,7 @@ async def stream_translated(
             await response.write(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
             await response.write_eof()
             return response
-        await _send(response, translator.end())
-        await response.write(DONE)
-        await response.write_eof()
+        await response.write_eof(b"".join(frame(chunk) for chunk in translator.end()) + DONE)
         return response
     finally:
         # A stream left unread (client gone, stop string reached) closes its connection at once,
@@ -74,6 +79,19 @@ async def stream_translated(
             upstream.release()
         else:
             upstream.close()
+
+
+def _translate(translator: StreamTranslator, batch: list[str]) -> tuple[list[Any], ProxyError | None]:
+    """The chunks of a batch of events, and the error event that cut it short, if one did."""
+    chunks: list[Any] = []
+    for data in batch:
+        if translator.finished:
+            break
+        try:
+            chunks += translator.event(data)
+        except ProxyError as error:
+            return chunks, error
+    return chunks, None
 
 
 async def _send(response: web.StreamResponse, chunks: list[Any]) -> None:

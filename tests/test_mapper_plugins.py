@@ -12,13 +12,16 @@ from conftest import REPO, auth, proxy_config, run_cli
 
 PLUGIN = textwrap.dedent(
     """
+    import json
+
+
     def tagRequest(payload, endpoint):
         return {**payload, "tagged_by": "tagRequest", "endpoint": endpoint.incoming_path}
 
 
     def describeAnswer(payload, endpoint, context):
         return {
-            "upstream_saw": payload["body"],
+            "upstream_saw": json.loads(payload["body"]),
             "client_sent": context.body,
             "target": context.target.name,
             "upstream_header": context.upstream_headers["X-Upstream"],
@@ -61,7 +64,7 @@ def test_user_mappers_are_found_by_name(plugin_module, start_proxy, echo):
     assert echo.last.json() == {"prompt": "hi", "tagged_by": "tagRequest", "endpoint": "/tagged"}
     assert echo.last.headers["Content-Type"] == "application/json"
     assert answer.json() == {
-        "upstream_saw": '{"prompt": "hi", "tagged_by": "tagRequest", "endpoint": "/tagged"}',
+        "upstream_saw": {"prompt": "hi", "tagged_by": "tagRequest", "endpoint": "/tagged"},
         "client_sent": {"prompt": "hi"},
         "target": "echo",
         "upstream_header": "echo",

@@ -6,11 +6,11 @@ sent, also when it arrives split across tokens.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..accelerators import loads
 from ..errors import ProxyError
 from .answer import FINISH_REASONS, new_id, usage
 
@@ -87,7 +87,7 @@ class TGIStreamTranslator:
     def event(self, data: str) -> list[dict[str, Any]]:
         """The chunks for one upstream event; an error event raises its ProxyError."""
         try:
-            event = json.loads(data)
+            event = loads(data)
         except ValueError:
             raise ProxyError(502, "The target sent an event that is not JSON", code="upstream_error") from None
         if not isinstance(event, dict):

@@ -1,0 +1,406 @@
+"""The proxy's cost, measured against a direct call to the same upstream in the same run.
+
+    .venv/bin/python bench/run.py [--duration 10] [--concurrency 1,32] [--workers N]
+                                  [--rss-requests 100000] [--soak SECONDS] [--compare-accelerators]
+                                  [--proxy-url URL --proxy-key KEY]
+
+Starts a fast stand-in TGI (bench/fast_tgi.py, no artificial delay) and the proxy, drives them
+with wrk (installed with apt-get when missing and possible; else a Python load generator) and
+prints, per scenario and concurrency: requests per second, p50 / p99 latency, each throughput as a
+ratio of the direct figure, and the proxy's resident memory. `--proxy-url` measures another proxy
+on the same work instead (it must route /generate, /generate_stream and /v1/chat/completions to
+the stand-in, whose URL the script prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "bench-proxy-key-0123456789abcdef"
+GENERATE = {"inputs": "What is Deep Learning? Explain it in a few words.", "parameters": {"max_new_tokens": 16}}
+CHAT = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "What is Deep Learning?"}],
+    "max_tokens": 16,
+    "temperature": 0,
+}
+CHAT_STREAM = {**CHAT, "max_tokens": 64, "stream": True}
+
+
+class ScenarioFailed(Exception):
+    """The target answered errors: a proxy that does not support this scenario."""
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    rss_mb: float | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not start")
+
+
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(current, peak) resident memory of the largest of these processes, in MB."""
+    current = peak = 0.0
+    for pid in pids:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        except OSError:
+            continue
+        current = max(current, int(fields["VmRSS"].split()[0]) / 1024)
+        peak = max(peak, int(fields["VmHWM"].split()[0]) / 1024)
+    return current, peak
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid]
+    if children.exists():
+        for child in children.read_text().split():
+            found += process_tree(int(child))
+    return found
+
+
+def ensure_wrk() -> str | None:
+    if shutil.which("wrk"):
+        return shutil.which("wrk")
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        print("installing wrk with apt-get ...", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True)
+    return shutil.which("wrk")
+
+
+_DURATION = re.compile(r"([\d.]+)(us|ms|s)")
+
+
+def _ms(text: str) -> float:
+    value, unit = _DURATION.match(text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(wrk: str, url: str, body: dict, key: str | None, concurrency: int, duration: float) -> tuple:
+    script = "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+    if key:
+        script += f"wrk.headers['Authorization'] = 'Bearer {key}'\n"
+    script += f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
+    try:
+        output = subprocess.run(
+            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", file.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(file.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        raise ScenarioFailed(f"{non_2xx.group(1)} of {requests} requests failed")
+    return rps, p50, p99, requests
+
+
+async def _python_load(url: str, body: dict, key: str | None, concurrency: int, duration: float) -> tuple:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    payload = json.dumps(body).encode()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with session.post(url, data=payload, headers=headers) as response:
+                    await response.read()
+                    if response.status >= 400:
+                        raise ScenarioFailed(f"HTTP {response.status}")
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return (
+        len(latencies) / elapsed,
+        latencies[len(latencies) // 2],
+        latencies[int(len(latencies) * 0.99)],
+        len(latencies),
+    )
+
+
+def load(wrk: str | None, url: str, body: dict, key: str | None, concurrency: int, duration: float) -> tuple:
+    if wrk:
+        return run_wrk(wrk, url, body, key, concurrency, duration)
+    return asyncio.run(_python_load(url, body, key, concurrency, duration))
+
+
+async def _first_chunk_ms(url: str, body: dict, key: str | None, samples: int) -> float:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    timings = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(samples):
+            started = time.perf_counter()
+            async with session.post(url, json=body, headers=headers) as response:
+                if response.status != 200:
+                    raise ScenarioFailed(f"HTTP {response.status}")
+                await response.content.readany()
+                timings.append((time.perf_counter() - started) * 1000)
+                await response.read()
+    return statistics.median(timings)
+
+
+def time_to_first_token(tgi: str, proxy: str, key: str | None, samples: int = 300) -> tuple[float, float]:
+    direct = asyncio.run(_first_chunk_ms(f"{tgi}/generate_stream", {**GENERATE, "stream": True}, None, samples))
+    through = asyncio.run(_first_chunk_ms(f"{proxy}/v1/chat/completions", CHAT_STREAM, key, samples))
+    return direct, through
+
+
+def start_proxy(tgi_url: str, port: int, workers: int, pure: bool, folder: Path) -> subprocess.Popen:
+    config = {
+        "system": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "cerbere": {"max_tries": 1000000},
+        "targets": {
+            "default": "tgi",
+            "tgi": {
+                "url": tgi_url,
+                "mapping": {
+                    "/generate": None,
+                    "/generate_stream": None,
+                    "/chat/completions": {
+                        "path": "/generate",
+                        "in": "chatReqOpenAItoTGI",
+                        "out": "chatAnsTGItoOpenAI",
+                        "prompter": "llama2_chat",
+                    },
+                },
+            },
+        },
+    }
+    if workers == 1:
+        del config["system"]["workers"]
+    path = folder / "bench-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "MOOLTIPROXY_KEY": KEY}
+    if pure:
+        env["MOOLTIPROXY_PURE_PYTHON"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "main", "--config", str(path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "proxy.log").open("w"),
+    )
+    wait_for_port(port, process, "the proxy")
+    time.sleep(0.3 * workers)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def table(results: list[Result], direct: dict[int, float]) -> str:
+    lines = [f"{'scenario':<34}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x direct':>10}{'RSS MB':>8}"]
+    for result in results:
+        ratio = result.rps / direct[result.concurrency] if direct.get(result.concurrency) else float("nan")
+        rss = f"{result.rss_mb:.0f}" if result.rss_mb is not None else "-"
+        lines.append(
+            f"{result.name:<34}{result.concurrency:>5}{result.rps:>10.0f}{result.p50_ms:>9.2f}"
+            f"{result.p99_ms:>9.2f}{ratio:>10.2f}{rss:>8}"
+        )
+    return "\n".join(lines)
+
+
+def measure(args, wrk, tgi_url, proxy_url, key, pids, label="") -> list[Result]:
+    results = []
+    scenarios = [
+        ("direct /generate", f"{tgi_url}/generate", GENERATE, None),
+        ("pass-through /generate", f"{proxy_url}/generate", GENERATE, key),
+        ("translated /v1/chat/completions", f"{proxy_url}/v1/chat/completions", CHAT, key),
+        ("direct /generate_stream (64 tokens)", f"{tgi_url}/generate_stream", GENERATE, None),
+        ("streamed chat (64 tokens)", f"{proxy_url}/v1/chat/completions", CHAT_STREAM, key),
+    ]
+    for concurrency in args.concurrency:
+        for name, url, body, auth_key in scenarios:
+            try:
+                load(wrk, url, body, auth_key, concurrency, 1)  # warm-up: connections, caches
+                rps, p50, p99, requests = load(wrk, url, body, auth_key, concurrency, args.duration)
+            except ScenarioFailed as failure:
+                print(f"{name} at concurrency {concurrency}: not measured, {failure}")
+                continue
+            rss = memory_mb(pids)[0] if auth_key and pids else None
+            results.append(Result(name + label, concurrency, rps, p50, p99, requests, rss))
+    return results
+
+
+def report(results: list[Result]) -> None:
+    direct = {r.concurrency: r.rps for r in results if r.name == "direct /generate"}
+    direct_stream = {r.concurrency: r.rps for r in results if r.name.startswith("direct /generate_stream")}
+    plain = [r for r in results if "stream" not in r.name]
+    streams = [r for r in results if "stream" in r.name]
+    print(table(plain, direct))
+    print()
+    print(table(streams, direct_stream))
+    by_name = {(r.name, r.concurrency): r for r in results}
+    if ("direct /generate", 1) in by_name and ("pass-through /generate", 1) in by_name:
+        added = by_name[("pass-through /generate", 1)].p50_ms - by_name[("direct /generate", 1)].p50_ms
+        print(f"\nadded p50 latency at concurrency 1: pass-through {added:.3f} ms")
+    if ("direct /generate", 1) in by_name and ("translated /v1/chat/completions", 1) in by_name:
+        added = by_name[("translated /v1/chat/completions", 1)].p50_ms - by_name[("direct /generate", 1)].p50_ms
+        print(f"added p50 latency at concurrency 1: translated chat {added:.3f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--concurrency", type=lambda text: [int(c) for c in text.split(",")], default=[1, 32])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rss-requests", type=int, default=0, help="then drive this many requests and report RSS")
+    parser.add_argument("--soak", type=float, default=0, help="then a soak of this many seconds, RSS sampled")
+    parser.add_argument(
+        "--compare-accelerators",
+        action="store_true",
+        help="also measure the proxy without uvloop and orjson (MOOLTIPROXY_PURE_PYTHON=1)",
+    )
+    parser.add_argument("--python-load", action="store_true", help="use the Python load generator, not wrk")
+    parser.add_argument(
+        "--upstream",
+        choices=["aiohttp", "raw"],
+        default="aiohttp",
+        help="the stand-in TGI's server: aiohttp (default) or a bare asyncio protocol",
+    )
+    parser.add_argument("--tgi-port", type=int, default=0, help="the stand-in's port (default: a free one)")
+    parser.add_argument("--proxy-url", help="measure this proxy instead of starting mooltiproxy")
+    parser.add_argument("--proxy-key", default=KEY)
+    args = parser.parse_args()
+
+    wrk = None if args.python_load else ensure_wrk()
+    print(
+        f"machine: {os.cpu_count()} cores, {platform_line()}; load generator: {'wrk' if wrk else 'python'}; "
+        f"{args.duration:.0f} s per scenario"
+    )
+    folder = Path(tempfile.mkdtemp(prefix="mooltiproxy-bench-"))
+    tgi_port = args.tgi_port or free_port()
+    tgi = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "fast_tgi.py"), str(tgi_port), args.upstream],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tgi_url = f"http://127.0.0.1:{tgi_port}"
+    wait_for_port(tgi_port, tgi, "the stand-in TGI")
+    print(f"stand-in TGI ({args.upstream}): {tgi_url}")
+    proxies = []
+    try:
+        if args.proxy_url:
+            proxy_url, pids = args.proxy_url.rstrip("/"), []
+        else:
+            port = free_port()
+            proxies.append(start_proxy(tgi_url, port, args.workers, False, folder))
+            proxy_url, pids = f"http://127.0.0.1:{port}", process_tree(proxies[0].pid)
+        results = measure(args, wrk, tgi_url, proxy_url, args.proxy_key, pids)
+        if args.compare_accelerators and not args.proxy_url:
+            stop(proxies.pop())
+            port = free_port()
+            proxies.append(start_proxy(tgi_url, port, args.workers, True, folder))
+            pure_url = f"http://127.0.0.1:{port}"
+            pure = measure(
+                args, wrk, tgi_url, pure_url, args.proxy_key, process_tree(proxies[-1].pid), " [pure Python]"
+            )
+            results += [r for r in pure if not r.name.startswith("direct")]
+            proxy_url = pure_url if False else proxy_url
+        report(results)
+        try:
+            direct_ttft, proxy_ttft = time_to_first_token(tgi_url, proxy_url, args.proxy_key)
+        except (ScenarioFailed, aiohttp.ClientError):
+            direct_ttft = proxy_ttft = float("nan")
+        print(
+            f"time to first streamed token (median of 300): direct {direct_ttft:.3f} ms, through the proxy "
+            f"{proxy_ttft:.3f} ms (+{proxy_ttft - direct_ttft:.3f} ms)"
+        )
+        if pids:
+            print(f"proxy RSS now / peak: {memory_mb(pids)[0]:.1f} / {memory_mb(pids)[1]:.1f} MB")
+        if args.rss_requests and pids:
+            done = 0
+            while done < args.rss_requests:
+                done += load(wrk, f"{proxy_url}/v1/chat/completions", CHAT, args.proxy_key, 32, 5)[3]
+            print(f"after {done} more requests: proxy RSS {memory_mb(pids)[0]:.1f} MB (peak {memory_mb(pids)[1]:.1f})")
+        if args.soak and pids:
+            samples = []
+            deadline = time.monotonic() + args.soak
+            while time.monotonic() < deadline:
+                load(wrk, f"{proxy_url}/v1/chat/completions", CHAT, args.proxy_key, 32, 10)
+                samples.append(memory_mb(pids)[0])
+            print("soak RSS every 10 s (MB): " + " ".join(f"{sample:.1f}" for sample in samples))
+            print(
+                f"soak: first {samples[0]:.1f} MB, last {samples[-1]:.1f} MB, growth {samples[-1] - samples[0]:+.1f} MB"
+            )
+    finally:
+        for process in proxies:
+            stop(process)
+        stop(tgi)
+
+
+def platform_line() -> str:
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    return f"{model}, Python {sys.version.split()[0]}"
+
+
+if __name__ == "__main__":
+    main()

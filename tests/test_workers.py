@@ -1,0 +1,49 @@
+"""system.workers: several processes on one port, sharing bans and strikes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import auth, proxy_config
+
+
+def worker_pids(proxy) -> list[int]:
+    children = Path(f"/proc/{proxy.process.pid}/task/{proxy.process.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def test_workers_share_the_port_and_the_bans(start_proxy, fake_tgi):
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}},
+        system={"workers": 2},
+        cerbere={"max_tries": 4},
+    )
+    proxy = start_proxy(config)
+    assert len(worker_pids(proxy)) == 2
+    for _ in range(10):
+        # A new connection each time: the kernel spreads them over the workers.
+        assert httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200
+    # Strikes add up across processes: max_tries means what it means with one process.
+    statuses = [httpx.get(f"{proxy.url}/info", headers=auth("wrong")).status_code for _ in range(4)]
+    assert statuses == [401] * 4
+    time.sleep(1.2)  # a ban made in one process holds in all within a second
+    assert {httpx.get(f"{proxy.url}/info", headers=auth()).status_code for _ in range(10)} == {403}
+    assert proxy.stop() == 0
+
+
+def test_a_worker_that_dies_is_replaced(start_proxy, fake_tgi):
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}, system={"workers": 2})
+    proxy = start_proxy(config)
+    first = worker_pids(proxy)
+    os.kill(first[0], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (len(worker_pids(proxy)) < 2 or first[0] in worker_pids(proxy)):
+        time.sleep(0.1)
+    assert len(worker_pids(proxy)) == 2 and first[0] not in worker_pids(proxy)
+    assert "worker 0 exited" in proxy.log()
+    assert all(httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200 for _ in range(6))
