@@ -250,12 +250,12 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def table(results: list[Result], direct: dict[int, float]) -> str:
-    lines = [f"{'scenario':<34}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x direct':>10}{'RSS MB':>8}"]
+    lines = [f"{'scenario':<46}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x direct':>10}{'RSS MB':>8}"]
     for result in results:
         ratio = result.rps / direct[result.concurrency] if direct.get(result.concurrency) else float("nan")
         rss = f"{result.rss_mb:.0f}" if result.rss_mb is not None else "-"
         lines.append(
-            f"{result.name:<34}{result.concurrency:>5}{result.rps:>10.0f}{result.p50_ms:>9.2f}"
+            f"{result.name:<46}{result.concurrency:>5}{result.rps:>10.0f}{result.p50_ms:>9.2f}"
             f"{result.p99_ms:>9.2f}{ratio:>10.2f}{rss:>8}"
         )
     return "\n".join(lines)
@@ -348,42 +348,48 @@ def main() -> None:
             proxies.append(start_proxy(tgi_url, port, args.workers, False, folder))
             proxy_url, pids = f"http://127.0.0.1:{port}", process_tree(proxies[0].pid)
         results = measure(args, wrk, tgi_url, proxy_url, args.proxy_key, pids)
-        if args.compare_accelerators and not args.proxy_url:
-            stop(proxies.pop())
-            port = free_port()
-            proxies.append(start_proxy(tgi_url, port, args.workers, True, folder))
-            pure_url = f"http://127.0.0.1:{port}"
-            pure = measure(
-                args, wrk, tgi_url, pure_url, args.proxy_key, process_tree(proxies[-1].pid), " [pure Python]"
-            )
-            results += [r for r in pure if not r.name.startswith("direct")]
-            proxy_url = pure_url if False else proxy_url
-        report(results)
         try:
             direct_ttft, proxy_ttft = time_to_first_token(tgi_url, proxy_url, args.proxy_key)
         except (ScenarioFailed, aiohttp.ClientError):
             direct_ttft = proxy_ttft = float("nan")
-        print(
-            f"time to first streamed token (median of 300): direct {direct_ttft:.3f} ms, through the proxy "
-            f"{proxy_ttft:.3f} ms (+{proxy_ttft - direct_ttft:.3f} ms)"
-        )
         if pids:
-            print(f"proxy RSS now / peak: {memory_mb(pids)[0]:.1f} / {memory_mb(pids)[1]:.1f} MB")
+            memory_after_scenarios = memory_mb(pids)
         if args.rss_requests and pids:
             done = 0
             while done < args.rss_requests:
                 done += load(wrk, f"{proxy_url}/v1/chat/completions", CHAT, args.proxy_key, 32, 5)[3]
-            print(f"after {done} more requests: proxy RSS {memory_mb(pids)[0]:.1f} MB (peak {memory_mb(pids)[1]:.1f})")
+            rss_line = (
+                f"after {done} more requests: proxy RSS {memory_mb(pids)[0]:.1f} MB (peak {memory_mb(pids)[1]:.1f})"
+            )
         if args.soak and pids:
             samples = []
             deadline = time.monotonic() + args.soak
             while time.monotonic() < deadline:
                 load(wrk, f"{proxy_url}/v1/chat/completions", CHAT, args.proxy_key, 32, 10)
                 samples.append(memory_mb(pids)[0])
-            print("soak RSS every 10 s (MB): " + " ".join(f"{sample:.1f}" for sample in samples))
+        if args.compare_accelerators and not args.proxy_url:
+            stop(proxies.pop())
+            port = free_port()
+            proxies.append(start_proxy(tgi_url, port, args.workers, True, folder))
+            pure_pids = process_tree(proxies[-1].pid)
+            pure = measure(args, wrk, tgi_url, f"http://127.0.0.1:{port}", args.proxy_key, pure_pids, " [pure Python]")
+            results += [r for r in pure if not r.name.startswith("direct")]
+        report(results)
+        print(
+            f"time to first streamed token (median of 300): direct {direct_ttft:.3f} ms, through the proxy "
+            f"{proxy_ttft:.3f} ms (+{proxy_ttft - direct_ttft:.3f} ms)"
+        )
+        if pids:
             print(
-                f"soak: first {samples[0]:.1f} MB, last {samples[-1]:.1f} MB, growth {samples[-1] - samples[0]:+.1f} MB"
+                f"proxy RSS after the scenarios, now / peak: {memory_after_scenarios[0]:.1f} / "
+                f"{memory_after_scenarios[1]:.1f} MB"
             )
+        if args.rss_requests and pids:
+            print(rss_line)
+        if args.soak and pids:
+            print("soak RSS every 10 s (MB): " + " ".join(f"{sample:.1f}" for sample in samples))
+            growth = samples[-1] - samples[0]
+            print(f"soak: first {samples[0]:.1f} MB, last {samples[-1]:.1f} MB, growth {growth:+.1f} MB")
     finally:
         for process in proxies:
             stop(process)
