@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         report(args.config, error)
         return 1
-    setup_logging(debug=config.system.debug)
+    setup_logging(debug=config.system.debug, json_lines=config.system.log_format == "json")
     for warning in config.warnings:
         log.warning("%s", warning)
     try:

@@ -1,12 +1,14 @@
 """The proxy's own API, under a reserved prefix (default /_proxy/) that is never forwarded.
 
-GET health answers without a key and tells nothing of the internals; the ban list and lifting a
-ban need the proxy key itself.
+GET health answers without a key and tells nothing of the internals; metrics, the ban list and
+lifting a ban need the proxy key itself (metrics are open with system.metrics_public).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -14,20 +16,43 @@ from .bans import BanStore
 from .client_address import parse_address
 from .errors import ProxyError
 from .keys import MASTER
+from .metrics import render
 from .settings import ClientKey
 
 _HEALTHY = json.dumps({"status": "ok"}).encode()
 
 
 class Admin:
-    def __init__(self, prefix: str, store: BanStore):
+    def __init__(
+        self,
+        prefix: str,
+        store: BanStore,
+        metrics: Callable[[], Awaitable[dict[str, Any]]],
+        metrics_public: bool,
+    ):
         self.prefix = prefix
         self.health_path = prefix + "health"
+        self.metrics_path = prefix + "metrics"
         self._store = store
+        self._metrics = metrics
+        self._metrics_public = metrics_public
+
+    def answers_without_key(self, request: web.BaseRequest) -> bool:
+        return request.method == "GET" and (
+            request.path == self.health_path or (self._metrics_public and request.path == self.metrics_path)
+        )
+
+    async def open_route(self, request: web.BaseRequest) -> web.Response:
+        return self.health() if request.path == self.health_path else await self.metrics()
 
     @staticmethod
     def health() -> web.Response:
         return web.Response(body=_HEALTHY, content_type="application/json")
+
+    async def metrics(self) -> web.Response:
+        banned = len(await self._store.bans())
+        text = render(await self._metrics(), banned)
+        return web.Response(text=text, content_type="text/plain", headers={"Cache-Control": "no-store"})
 
     async def handle(self, request: web.BaseRequest, path: str, client: ClientKey) -> web.Response:
         if client.name != MASTER:
@@ -47,6 +72,9 @@ class Admin:
             return web.json_response({"lifted": str(address)})
         if path == self.health_path:
             return self.health()
+        if path == self.metrics_path:
+            _allow(request, "GET")
+            return await self.metrics()
         raise ProxyError(404, f"No admin route '{path}'", code="unknown_route")
 
 

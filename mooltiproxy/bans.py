@@ -53,6 +53,11 @@ class BanStore:
     async def close(self) -> None:
         pass
 
+    def configure(self, max_tries: int, ban_seconds: float) -> None:
+        """A reloaded config's settings; bans and strikes already counted stay."""
+        self._max_tries = max_tries
+        self._ban_seconds = ban_seconds
+
     def is_banned(self, address: str) -> bool:
         ban = self._bans.get(address)
         if ban is None:

@@ -29,7 +29,8 @@ class Streamed(dict):
 class RequestContext:
     """What a mapper may need beyond its payload.
 
-    `client_name`: the name of the client's key; `body`: the client's original JSON body;
+    `request_id`: X-Request-ID (the client's, or one made up); `client_name`: the name of the
+    client's key; `body`: the client's original JSON body;
     `target` / `endpoint`: where the request goes;
     `upstream_status` / `upstream_headers`: the (first) upstream answer's; `answer_headers`:
     the headers of every answer of a fan-out; `state`: a dict a request mapper can use to
@@ -37,8 +38,13 @@ class RequestContext:
     """
 
     __slots__ = (
+        "request_id",
         "client_ip",
         "client_name",
+        "answered_by",
+        "upstream_seconds",
+        "prompt_tokens",
+        "completion_tokens",
         "target",
         "endpoint",
         "raw_body",
@@ -49,9 +55,15 @@ class RequestContext:
         "_body",
     )
 
-    def __init__(self, client_ip: str):
+    def __init__(self, client_ip: str, request_id: str):
+        self.request_id = request_id
         self.client_ip = client_ip
         self.client_name = "-"
+        # Filled in on the way, for the access log and the metrics.
+        self.answered_by: str | None = None
+        self.upstream_seconds: float | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
         self.target: Target | None = None
         self.endpoint: Endpoint | None = None
         self.raw_body: bytes = b""

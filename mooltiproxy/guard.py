@@ -9,6 +9,7 @@ from aiohttp import web
 from .bans import BanStore
 from .client_address import IPAddress, client_address
 from .keys import KeyRing
+from .metrics import Metrics
 from .settings import ClientKey, GuardSettings
 
 log = logging.getLogger("mooltiproxy.guard")
@@ -19,10 +20,11 @@ def address_key(address: IPAddress | None) -> str:
 
 
 class Guard:
-    def __init__(self, settings: GuardSettings, keys: KeyRing, store: BanStore):
+    def __init__(self, settings: GuardSettings, keys: KeyRing, store: BanStore, metrics: Metrics):
         self._settings = settings
         self._keys = keys
         self.store = store
+        self._metrics = metrics
 
     def address_of(self, request: web.BaseRequest) -> IPAddress | None:
         return client_address(request.remote, request.headers, self._settings.trusted_proxies)
@@ -42,7 +44,9 @@ class Guard:
         """Counts a failed authentication; whitelisted addresses are never banned."""
         if address is not None and address in self._settings.whitelist:
             return
+        self._metrics.add("mooltiproxy_strikes_total")
         if await self.store.strike(address_key(address)):
+            self._metrics.add("mooltiproxy_bans_total")
             log.warning(
                 "client %s banned after %d failed authentications", address_key(address), self._settings.max_tries
             )

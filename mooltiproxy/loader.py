@@ -142,6 +142,9 @@ class _Builder:
             client_ca=folder / section["client_ca"] if section["client_ca"] else None,
             admin_prefix=section["admin_prefix"],
             workers=section["workers"],
+            shutdown_grace=section["shutdown_grace"],
+            log_format=section["log_format"],
+            metrics_public=section["metrics_public"],
             masterkey=section["masterkey"],
         )
 
@@ -176,20 +179,21 @@ class _Builder:
             self.warnings.append(f"targets.{name}.key: an upstream key is written in the config file; prefer envkey")
         elif "envkey" in entry:
             key = self.environ[entry["envkey"]]
-        base_url = entry["url"].rstrip("/")
+        urls = [entry["url"]] if "url" in entry else entry["urls"]
         return Target(
             name=name,
-            url=base_url,
+            urls=tuple(url.rstrip("/") for url in urls),
             key=key,
             preserve_method=entry["preserveMethod"],
             max_connections=entry["max_connections"],
             verify=entry["verify"] if isinstance(entry["verify"], bool) else self.source.parent / entry["verify"],
-            endpoints={
-                incoming: self._endpoint(incoming, base_url, spec) for incoming, spec in entry["mapping"].items()
-            },
+            endpoints={incoming: self._endpoint(incoming, spec) for incoming, spec in entry["mapping"].items()},
+            retries=entry["retries"],
+            fallback=tuple(entry["fallback"]),
+            models=tuple(entry["models"]),
         )
 
-    def _endpoint(self, incoming: str, base_url: str, spec: dict) -> Endpoint:
+    def _endpoint(self, incoming: str, spec: dict) -> Endpoint:
         upstream_path = spec.get("path", incoming)
         template_name = spec.get("template")
         prompter_name = spec.get("prompter")
@@ -202,9 +206,9 @@ class _Builder:
         return Endpoint(
             incoming_path=incoming,
             upstream_path=upstream_path,
-            upstream_url=base_url + upstream_path,
-            stream_url=base_url + stream_path if stream_path else None,
+            stream_path=stream_path,
             stream_translator=getattr(self.mappers[spec["out"]], "stream_translator", None),
+            error_hook=getattr(self.mappers[spec["out"]], "on_upstream_error", None),
             request_mapper_name=spec["in"],
             answer_mapper_name=spec["out"],
             request_mapper=self._mapper(spec["in"]),

@@ -1,69 +1,79 @@
-"""The request pipeline: guard -> route -> map request -> upstream -> map answer or relay."""
+"""The request pipeline: guard -> route (target, fallbacks) -> forward; and reloads."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
-from .accelerators import dumps, loads
 from .admin import Admin
-from .context import FanOut, RequestContext, Streamed
+from .context import RequestContext
 from .cors import is_preflight, preflight_response
-from .errors import ProxyError, error_response, upstream_error
-from .exchange import Exchange
+from .errors import ProxyError, error_response
+from .exchange import TargetFailed
+from .forwarding import Forwarder
 from .guard import Guard
-from .headers import upstream_request_headers
 from .logs import log_access
-from .relay import relay
+from .metrics import Metrics
+from .models import LISTING_PATHS, ModelCatalog
 from .routing import split_request_target
-from .settings import Config, Endpoint, Mapper, Target
-from .streaming import stream_translated
+from .settings import ClientKey, Config, Endpoint, Target
 from .upstream import UpstreamPool
 
 log = logging.getLogger("mooltiproxy.proxy")
 
-
-@dataclass(frozen=True, slots=True)
-class _UpstreamCall:
-    bodies: list[bytes | None]
-    fanned_out: bool = False
-    streamed: bool = False
-
-
-def _with_query(url: str, query: str) -> str:
-    return f"{url}?{query}" if query else url
-
-
-_DEBUG_BODY_LIMIT = 64 * 1024
 _CLIENT_CLOSED = 499  # nginx's convention, for the access log only
 
 
+@dataclass(frozen=True, slots=True)
+class RoutingState:
+    """Everything a config decides; a reload swaps it whole, in-flight requests keep theirs."""
+
+    config: Config
+    guard: Guard
+    admin: Admin
+    pool: UpstreamPool
+    forwarder: Forwarder
+    catalog: ModelCatalog
+    authorizations: dict[str, str | None]
+    model_routes: dict[str, str]
+
+
+def routing_state(config: Config, guard: Guard, admin: Admin, pool: UpstreamPool, metrics: Metrics) -> RoutingState:
+    # Precomputed so that the hot path only looks things up.
+    authorizations = {name: f"Bearer {t.key}" if t.key else None for name, t in config.targets.items()}
+    return RoutingState(
+        config=config,
+        guard=guard,
+        admin=admin,
+        pool=pool,
+        forwarder=Forwarder(pool, authorizations, metrics, config.system.debug),
+        catalog=ModelCatalog(config.targets, pool),
+        authorizations=authorizations,
+        model_routes={model: name for name, target in config.targets.items() for model in target.models},
+    )
+
+
 class Proxy:
-    def __init__(self, config: Config, guard: Guard, admin: Admin, pool: UpstreamPool):
-        self._config = config
-        self._guard = guard
-        self._admin = admin
-        self._pool = pool
-        self._debug = config.system.debug
-        self._max_body_size = config.system.max_body_size
-        self._client_timeout = config.system.client_timeout
-        # Precomputed so the hot path only looks things up.
-        self._authorizations = {
-            name: f"Bearer {target.key}" if target.key else None for name, target in config.targets.items()
-        }
+    def __init__(self, state: RoutingState, metrics: Metrics):
+        self.state = state
+        self._metrics = metrics
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        context = RequestContext(request.remote or "-")
+        state = self.state
+        context = RequestContext(request.remote or "-", _request_id(request.headers.get("X-Request-ID")))
+        request["context"] = context
         response: web.StreamResponse | None = None
         try:
-            response = await self._dispatch(request, context)
+            response = await self._dispatch(state, request, context)
         except ProxyError as error:
+            if error.code is not None and error.code.startswith("upstream_"):
+                self._metrics.add("mooltiproxy_upstream_errors_total", target=_target_of(context), kind=error.code)
             response = error_response(error)
         except ConnectionResetError:
             # The client went away while the answer was being written to it.
@@ -75,37 +85,48 @@ class Proxy:
                 request.path,
                 type(exc).__name__,
                 exc,
-                exc_info=self._debug,
+                exc_info=state.config.system.debug,
             )
             response = error_response(ProxyError(500, "Internal proxy error", code="internal_error"))
         finally:
             # Reached on cancellation too (the client went away): still one access line.
-            log_access(
-                context.client_ip,
-                context.client_name,
-                request.method,
-                request.path,
-                context.target.name if context.target else "-",
-                response.status if response is not None else _CLIENT_CLOSED,
-                time.perf_counter() - started,
-            )
+            elapsed = time.perf_counter() - started
+            status = response.status if response is not None else _CLIENT_CLOSED
+            log_access(context, request.method, request.path, status, elapsed)
+            self._count(context, status, elapsed)
         return response
 
-    async def _dispatch(self, request: web.BaseRequest, context: RequestContext) -> web.StreamResponse:
-        if request.path == self._admin.health_path and request.method == "GET":
-            return self._admin.health()
-        address = self._guard.address_of(request)
+    def _count(self, context: RequestContext, status: int, elapsed: float) -> None:
+        target = _target_of(context)
+        route = context.endpoint.incoming_path if context.endpoint else "-"
+        metrics = self._metrics
+        metrics.add("mooltiproxy_requests_total", target=target, route=route, status=str(status))
+        metrics.observe("mooltiproxy_request_duration_seconds", elapsed, target=target, route=route)
+        if context.upstream_seconds is not None:
+            metrics.observe("mooltiproxy_upstream_duration_seconds", context.upstream_seconds, target=target)
+        if context.prompt_tokens:
+            metrics.add("mooltiproxy_prompt_tokens_total", context.prompt_tokens, target=target)
+        if context.completion_tokens:
+            metrics.add("mooltiproxy_generated_tokens_total", context.completion_tokens, target=target)
+
+    async def _dispatch(
+        self, state: RoutingState, request: web.BaseRequest, context: RequestContext
+    ) -> web.StreamResponse:
+        if state.admin.answers_without_key(request):
+            return await state.admin.open_route(request)
+        guard = state.guard
+        address = guard.address_of(request)
         if address is not None:
             context.client_ip = str(address)
-        refusal = self._guard.refusal(address)
+        refusal = guard.refusal(address)
         if refusal is not None:
             log.warning("refused %s client %s", refusal, context.client_ip)
             raise ProxyError(403, "Access denied", code=f"ip_{refusal}")
         if is_preflight(request):
             return preflight_response(request)
-        client = self._guard.identify(request.headers.get("Authorization"))
+        client = guard.identify(request.headers.get("Authorization"))
         if client is None:
-            await self._guard.strike(address)
+            await guard.strike(address)
             log.warning("client %s: missing or invalid API key", context.client_ip)
             raise ProxyError(
                 401,
@@ -115,128 +136,111 @@ class Proxy:
             )
         context.client_name = client.name
         path, query = split_request_target(request.raw_path)
-        if path.startswith(self._admin.prefix):
-            return await self._admin.handle(request, path, client)
-        target = self._choose_target(request)
+        if path.startswith(state.admin.prefix):
+            return await state.admin.handle(request, path, client)
+        context.raw_body = await self._read_body(state, request)
+        target = self._choose_target(state, request, context)
         context.target = target
-        if client.targets is not None and target.name not in client.targets:
-            raise ProxyError(
-                403, f"Client '{client.name}' may not use target '{target.name}'", code="target_not_allowed"
-            )
+        _check_allowed(client, target)
+        candidates = self._candidates(state, client, target, path)
+        if not candidates:
+            if request.method == "GET" and path in LISTING_PATHS:
+                return await state.catalog.listing(client, state.authorizations)
+            raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
+        return await self._forward(state, request, context, candidates, query)
+
+    async def _forward(
+        self,
+        state: RoutingState,
+        request: web.BaseRequest,
+        context: RequestContext,
+        candidates: list[tuple[Target, Endpoint]],
+        query: str,
+    ) -> web.StreamResponse:
+        """The target, then its fallbacks in order while they fail."""
+        for index, (target, endpoint) in enumerate(candidates):
+            can_fall_back = index + 1 < len(candidates)
+            try:
+                return await state.forwarder.forward(
+                    request, context, target, endpoint, query, can_fall_back=can_fall_back
+                )
+            except TargetFailed as failure:
+                log.warning(
+                    "target %s failed (%s); falling back on %s",
+                    target.name,
+                    failure.error.message,
+                    candidates[index + 1][0].name,
+                )
+                self._metrics.add("mooltiproxy_upstream_errors_total", target=target.name, kind="fallback")
+        raise AssertionError("the last candidate cannot fall back")
+
+    @staticmethod
+    def _candidates(state: RoutingState, client: ClientKey, target: Target, path: str) -> list[tuple[Target, Endpoint]]:
         endpoint = target.find_endpoint(path)
         if endpoint is None:
-            raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
-        context.endpoint = endpoint
-        context.raw_body = await self._read_body(request)
-        return await self._forward(request, context, target, endpoint, query)
+            return []
+        candidates = [(target, endpoint)]
+        for name in target.fallback:
+            fallback = state.config.targets[name]
+            fallback_endpoint = fallback.find_endpoint(path)
+            # A client limited to some targets never falls back outside them.
+            if fallback_endpoint is not None and (client.targets is None or name in client.targets):
+                candidates.append((fallback, fallback_endpoint))
+        return candidates
 
-    def _choose_target(self, request: web.BaseRequest) -> Target:
-        name = request.headers.get("target") or self._config.default_target
-        target = self._config.targets.get(name)
+    @staticmethod
+    def _choose_target(state: RoutingState, request: web.BaseRequest, context: RequestContext) -> Target:
+        """The `target` header; else the target claiming the body's model; else the default."""
+        name = request.headers.get("target")
+        if not name and state.model_routes and context.raw_body:
+            try:
+                model = context.body.get("model")
+            except ProxyError:
+                model = None
+            name = state.model_routes.get(model) if isinstance(model, str) else None
+        name = name or state.config.default_target
+        target = state.config.targets.get(name)
         if target is None:
             raise ProxyError(404, f"Unknown target '{name}'", code="unknown_target", param="target")
         return target
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        too_large = ProxyError(413, f"Request body larger than {self._max_body_size} bytes", code="request_too_large")
-        if request.content_length is not None and request.content_length > self._max_body_size:
+    @staticmethod
+    async def _read_body(state: RoutingState, request: web.BaseRequest) -> bytes:
+        limit = state.config.system.max_body_size
+        too_large = ProxyError(413, f"Request body larger than {limit} bytes", code="request_too_large")
+        if request.content_length is not None and request.content_length > limit:
             raise too_large
-        if request.content.is_eof():  # the usual case: the body came with the head
-            return await request.read()
         try:
-            async with asyncio.timeout(self._client_timeout):
+            if request.content.is_eof():  # the usual case: the body came with the head
+                return await request.read()
+            async with asyncio.timeout(state.config.system.client_timeout):
                 return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
         except TimeoutError:
             raise ProxyError(408, "The request body took too long to arrive", code="request_timeout") from None
 
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        context: RequestContext,
-        target: Target,
-        endpoint: Endpoint,
-        query: str,
-    ) -> web.StreamResponse:
-        call = self._map_request(context, endpoint)
-        reads_answer = endpoint.answer_mapper is not None
-        headers = upstream_request_headers(
-            request.headers,
-            self._authorizations[target.name],
-            json_body=endpoint.request_mapper is not None,
-            reads_answer=reads_answer,
-        )
-        session = self._pool.session(target.name)
-        if call.streamed:
-            if endpoint.stream_url is None or endpoint.stream_translator is None:
-                raise ProxyError(400, "Streaming is not supported on this endpoint", param="stream")
-            exchange = Exchange(session, target, request.method, _with_query(endpoint.stream_url, query), headers)
-            translator = endpoint.stream_translator(endpoint, context)
-            return await stream_translated(request, exchange, call.bodies[0], translator)
-        exchange = Exchange(session, target, request.method, _with_query(endpoint.upstream_url, query), headers)
-        if not reads_answer:
-            upstream = await exchange.open(call.bodies[0])
-            context.upstream_status = upstream.status
-            context.upstream_headers = upstream.headers
-            try:
-                return await relay(request, upstream, target)
-            finally:
-                upstream.release()
-        answers = await exchange.read_all(call.bodies)
-        failed = next((answer for answer in answers if not 200 <= answer.status < 300), None)
-        if failed is not None:
-            self._debug_body("error from upstream for %s", endpoint.incoming_path, failed.body)
-            raise upstream_error(failed.status, failed.body, target.name)
-        context.upstream_status = answers[0].status
-        context.upstream_headers = answers[0].headers
-        context.answer_headers = [answer.headers for answer in answers]
-        payloads = [self._parse_answer(answer.body, endpoint, target) for answer in answers]
-        payload = FanOut(payloads) if call.fanned_out else payloads[0]
-        mapped = self._apply(endpoint.answer_mapper_name, endpoint.answer_mapper, payload, endpoint, context)
-        body = dumps(mapped)
-        self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
-        return web.Response(status=answers[0].status, body=body, content_type="application/json")
 
-    def _map_request(self, context: RequestContext, endpoint: Endpoint) -> _UpstreamCall:
-        """What to send upstream: the body as it came, or what the request mapper made of it."""
-        if endpoint.request_mapper is None:
-            self._debug_body("request body for %s", endpoint.incoming_path, context.raw_body)
-            return _UpstreamCall([context.raw_body or None])
-        mapped = self._apply(endpoint.request_mapper_name, endpoint.request_mapper, context.body, endpoint, context)
-        fanned_out = isinstance(mapped, FanOut)
-        if fanned_out and endpoint.answer_mapper is None:
-            raise ProxyError(500, "A fan-out needs an answer mapper to merge the answers", code="mapper_error")
-        bodies = [dumps(payload) for payload in (mapped if fanned_out else [mapped])]
-        for body in bodies:
-            self._debug_body("request mapped by %s", endpoint.request_mapper_name, body)
-        return _UpstreamCall(bodies, fanned_out=fanned_out, streamed=isinstance(mapped, Streamed))
+def _check_allowed(client: ClientKey, target: Target) -> None:
+    if client.targets is not None and target.name not in client.targets:
+        raise ProxyError(403, f"Client '{client.name}' may not use target '{target.name}'", code="target_not_allowed")
 
-    def _parse_answer(self, answer: bytes, endpoint: Endpoint, target: Target) -> Any:
-        self._debug_body("answer from upstream for %s", endpoint.incoming_path, answer)
-        try:
-            return loads(answer)
-        except ValueError:
-            raise ProxyError(502, f"Target '{target.name}' answered invalid JSON", code="upstream_error") from None
 
-    def _apply(self, name: str, mapper: Mapper, payload: Any, endpoint: Endpoint, context: RequestContext) -> Any:
-        try:
-            return mapper(payload, endpoint, context)
-        except ProxyError:
-            raise
-        except Exception as exc:
-            # A bug in a mapper: the operator needs its name, the client only a 500.
-            log.error(
-                "mapper %s failed on %s: %s: %s",
-                name,
-                endpoint.incoming_path,
-                type(exc).__name__,
-                exc,
-                exc_info=self._debug,
-            )
-            raise ProxyError(500, f"The proxy failed to translate this request ({name})", code="mapper_error") from None
+def _target_of(context: RequestContext) -> str:
+    return context.answered_by or (context.target.name if context.target else "-")
 
-    def _debug_body(self, message: str, name: str, body: bytes | None) -> None:
-        if self._debug and body:
-            text = body[:_DEBUG_BODY_LIMIT].decode("utf-8", "replace")
-            log.debug(message + ": %s", name, text)
+
+def _request_id(given: str | None) -> str:
+    """The client's X-Request-ID when it is a sane one, else a new one."""
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: the request id and the target that answered, on every response."""
+    context = request.get("context")
+    if context is not None:
+        response.headers["X-Request-ID"] = context.request_id
+        if context.answered_by is not None:
+            response.headers["X-Mooltiproxy-Target"] = context.answered_by

@@ -280,6 +280,22 @@ def build_schema(
             return [vol.Invalid(f"'{MASTER_CLIENT}' names the proxy key's holder", path=[MASTER_CLIENT])]
         return []
 
+    def models_claimed_once(targets: dict) -> list[vol.Invalid]:
+        owners: dict[str, str] = {}
+        errors = []
+        for name, entry in targets.items():
+            models = entry.get("models") if isinstance(entry, dict) else None
+            for model in models if isinstance(models, list) else []:
+                if isinstance(model, str) and owners.setdefault(model, name) != name:
+                    errors.append(
+                        vol.Invalid(f"model '{model}' is claimed by {owners[model]} too", path=[name, "models"])
+                    )
+        for name, entry in targets.items():
+            fallback = entry.get("fallback") if isinstance(entry, dict) else None
+            if isinstance(fallback, list) and name in fallback:
+                errors.append(vol.Invalid("a target cannot fall back on itself", path=[name, "fallback"]))
+        return errors
+
     def default_is_a_target(targets: dict) -> list[vol.Invalid]:
         default = targets.get("default")
         names = [name for name in _names(targets) if name != "default"]
@@ -288,10 +304,21 @@ def build_schema(
         known = ", ".join(names) or "none defined"
         return [vol.Invalid(f"'{default}' is not a defined target (targets: {known})", path=["default"])]
 
+    def one_url_source(target: dict) -> list[vol.Invalid]:
+        if "url" in target and "urls" in target:
+            return [vol.Invalid("give url or urls, not both", path=["urls"])]
+        if "url" not in target and "urls" not in target:
+            return [vol.Invalid("required key is missing (or urls: a list of them)", path=["url"])]
+        return []
+
     target = _checked(
         vol.Schema(
             {
-                vol.Required("url"): _http_url,
+                vol.Optional("url"): _http_url,
+                vol.Optional("urls"): vol.All([_http_url], vol.Length(min=1)),
+                vol.Optional("retries", default=0): _integer(0, 10),
+                vol.Optional("fallback", default=[]): [_known_name("target", target_names)],
+                vol.Optional("models", default=[]): [str],
                 vol.Optional("key"): vol.Any(None, str),
                 vol.Optional("envkey"): str,
                 vol.Optional("preserveMethod", default=False): bool,
@@ -303,6 +330,7 @@ def build_schema(
             }
         ),
         envkey_is_set,
+        one_url_source,
     )
     client = _checked(
         vol.Schema(
@@ -333,6 +361,11 @@ def build_schema(
                         vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),
                         vol.Optional("admin_prefix", default="/_proxy/"): _admin_prefix,
                         vol.Optional("workers", default=1): _integer(1, 256),
+                        vol.Optional("shutdown_grace", default=30.0): _number(0, exclusive=False),
+                        vol.Optional("log_format", default="text"): vol.In(
+                            ["text", "json"], msg="expected text or json"
+                        ),
+                        vol.Optional("metrics_public", default=False): bool,
                         vol.Optional("masterkey", default=None): vol.Any(None, str),
                     }
                 )
@@ -351,7 +384,7 @@ def build_schema(
             ),
             vol.Optional("clients", default=None): _section(_checked(vol.Schema({str: client}), master_is_reserved)),
             vol.Required("targets"): _checked(
-                vol.Schema({vol.Required("default"): str, str: target}), default_is_a_target
+                vol.Schema({vol.Required("default"): str, str: target}), default_is_a_target, models_claimed_once
             ),
             # Role markers of the `fromTemplate` prompter; roles beyond the usual ones are allowed.
             vol.Optional("templates", default=None): _section(vol.Schema({str: template_entry_validator(folder)})),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sqlite3
 import ssl
@@ -17,7 +18,10 @@ from .cors import add_allow_origin
 from .errors import ConfigError
 from .guard import Guard
 from .keys import keyring
-from .proxy import Proxy
+from .loader import load_config
+from .masterkey import resolve_master_key
+from .metrics import Metrics, SharedMetrics
+from .proxy import Proxy, RoutingState, routing_state, stamp_response
 from .settings import Config, GuardSettings, SystemSettings
 from .upstream import UpstreamPool
 
@@ -34,29 +38,91 @@ def ban_store(settings: GuardSettings) -> BanStore:
     return BanStore(settings.max_tries, settings.ban_seconds)
 
 
-def build_app(config: Config, master_key: str) -> web.Application:
-    pool = UpstreamPool(config.targets, config.system)
-    store = ban_store(config.guard)
-    guard = Guard(config.guard, keyring(master_key, config.clients), store)
-    proxy = Proxy(config, guard, Admin(config.system.admin_prefix, store), pool)
-    app = web.Application(client_max_size=config.system.max_body_size)
-    app.router.add_route("*", "/{path:.*}", proxy.handle)
-    app.on_response_prepare.append(add_allow_origin)
+# What a reload cannot change: the listening socket, the processes, the ban file.
+RESTART_ONLY = ("host", "port", "ssl", "certfile", "keyfile", "client_ca", "workers", "max_body_size")
 
-    async def open_resources(_: web.Application) -> None:
+
+class Runtime:
+    """What outlives a reload (the ban store, the metrics) and what a reload swaps (RoutingState)."""
+
+    def __init__(self, config: Config, master_key: str):
+        self.config = config
+        self.master_key = master_key
+        self.store = ban_store(config.guard)
+        self.metrics = Metrics()
+        # With several workers, metrics are summed across processes through the shared file.
+        self.shared_metrics = SharedMetrics(config.guard.ban_file, self.metrics) if config.system.workers > 1 else None
+        self.proxy = Proxy(self._state(config, UpstreamPool(config.targets, config.system)), self.metrics)
+        self._retiring: set[asyncio.Task] = set()
+
+    def _state(self, config: Config, pool: UpstreamPool) -> RoutingState:
+        guard = Guard(config.guard, keyring(self.master_key, config.clients), self.store, self.metrics)
+        admin = Admin(config.system.admin_prefix, self.store, self._metrics_snapshot, config.system.metrics_public)
+        return routing_state(config, guard, admin, pool, self.metrics)
+
+    async def _metrics_snapshot(self) -> dict:
+        if self.shared_metrics is not None:
+            return await self.shared_metrics.collect()
+        return self.metrics.snapshot()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.system.max_body_size)
+        app.router.add_route("*", "/{path:.*}", self.proxy.handle)
+        app.on_response_prepare.append(add_allow_origin)
+        app.on_response_prepare.append(stamp_response)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _open(self, _: web.Application) -> None:
         try:
-            await store.open()
+            await self.store.open()
+            if self.shared_metrics is not None:
+                await self.shared_metrics.open()
         except sqlite3.Error as exc:
-            raise ConfigError([f"cerbere.ban_file: cannot use '{config.guard.ban_file}': {exc}"]) from None
-        await pool.open()
+            raise ConfigError([f"cerbere.ban_file: cannot use '{self.config.guard.ban_file}': {exc}"]) from None
+        await self.proxy.state.pool.open()
 
-    async def close_resources(_: web.Application) -> None:
-        await pool.close()
-        await store.close()
+    async def _close(self, _: web.Application) -> None:
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.proxy.state.pool.close()
+        if self.shared_metrics is not None:
+            await self.shared_metrics.close()
+        await self.store.close()
 
-    app.on_startup.append(open_resources)
-    app.on_cleanup.append(close_resources)
-    return app
+    def reload(self) -> None:
+        """SIGHUP: the config file read again; a valid one is swapped in, an invalid one is logged."""
+        try:
+            config = load_config(self.config.source)
+            master_key, _ = resolve_master_key(config.system.masterkey, os.environ)
+            if master_key != self.master_key:
+                raise ConfigError(["the proxy key cannot change without a restart"])
+            old_state = self.proxy.state
+            new_state = self._state(config, old_state.pool.replace(config.targets, config.system))
+        except ConfigError as error:
+            log.error("reload refused, the running config stays: %d problem(s)", len(error.problems))
+            for problem in error.problems:
+                log.error("  %s", problem)
+            return
+        for name in RESTART_ONLY:
+            if getattr(config.system, name) != getattr(self.config.system, name):
+                log.warning("reload: system.%s changes only with a restart", name)
+        if config.guard.ban_file != self.config.guard.ban_file:
+            log.warning("reload: cerbere.ban_file changes only with a restart")
+        self.store.configure(config.guard.max_tries, config.guard.ban_seconds)
+        self.proxy.state = new_state
+        self.config = config
+        # Sessions of changed or removed targets still serve in-flight requests: closed later.
+        task = asyncio.create_task(self._retire(old_state.pool.sessions_not_in(new_state.pool), config))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        log.info("config reloaded: %s", config.summary())
+
+    @staticmethod
+    async def _retire(sessions: list, config: Config) -> None:
+        await asyncio.sleep(config.system.shutdown_grace)
+        for session in sessions:
+            await session.close()
 
 
 def tls_context(system: SystemSettings) -> ssl.SSLContext:
@@ -88,8 +154,9 @@ async def serve(config: Config, master_key: str, worker: int | None = None, on_r
     """
     system = config.system
     ssl_context = tls_context(system) if system.ssl else None
+    runtime = Runtime(config, master_key)
     runner = web.AppRunner(
-        build_app(config, master_key),
+        runtime.app(),
         access_log=None,
         handle_signals=False,
         # A connection must bring a whole request head within client_timeout (slow clients are
@@ -99,6 +166,8 @@ async def serve(config: Config, master_key: str, worker: int | None = None, on_r
         handler_cancellation=True,
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
+        # Stopping lets in-flight requests and streams finish for up to this long.
+        shutdown_timeout=system.shutdown_grace,
     )
     await runner.setup()
     try:
@@ -122,6 +191,7 @@ async def serve(config: Config, master_key: str, worker: int | None = None, on_r
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, runtime.reload)
         await stop.wait()
         log.info("shutting down")
     finally:

@@ -29,7 +29,6 @@ class Endpoint:
 
     incoming_path: str
     upstream_path: str
-    upstream_url: str
     request_mapper_name: str = "identity"
     answer_mapper_name: str = "identity"
     # None means identity: the body is relayed as bytes, never parsed.
@@ -45,8 +44,11 @@ class Endpoint:
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
     strip_bos: bool = True
     # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
-    stream_url: str | None = None
+    stream_path: str | None = None
     stream_translator: StreamTranslatorFactory | None = None
+    # The answer mapper's say on an upstream error: hook(error, payload_sent, context) returns a
+    # payload to send once more instead, or None; it may raise a ProxyError of its own.
+    error_hook: Callable[..., Any] | None = None
 
     @property
     def passes_through(self) -> bool:
@@ -56,13 +58,19 @@ class Endpoint:
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
-    url: str
+    urls: tuple[str, ...]  # balanced round-robin; failing ones are left aside for a while
     key: str | None
     preserve_method: bool
     max_connections: int
     endpoints: Mapping[str, Endpoint]
     # Upstream TLS: verify certificates (True), don't (False), or against this CA bundle.
     verify: bool | Path = True
+    # Attempts after the first on connection errors, timeouts, 429, 502, 503, 504.
+    retries: int = 0
+    # Targets tried in order when this one fails.
+    fallback: tuple[str, ...] = ()
+    # Model names routed to this target when a request has no `target` header.
+    models: tuple[str, ...] = ()
 
     def find_endpoint(self, path: str) -> Endpoint | None:
         """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
@@ -123,6 +131,11 @@ class SystemSettings:
     admin_prefix: str = "/_proxy/"
     # Processes serving the port (SO_REUSEPORT).
     workers: int = 1
+    # Seconds in-flight requests and streams get to finish when the proxy stops.
+    shutdown_grace: float = 30.0
+    log_format: str = "text"  # or "json": one JSON object per line
+    # GET {admin_prefix}metrics without the proxy key.
+    metrics_public: bool = False
     masterkey: str | None = None
 
 

@@ -11,6 +11,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from .balancer import Balancer
 from .errors import ProxyError
 from .settings import SystemSettings, Target
 
@@ -21,27 +22,36 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class UpstreamPool:
-    """One pooled ClientSession per target, opened at start-up and closed at shutdown."""
+    """One pooled ClientSession (and URL balancer) per target, opened at start-up, closed at
+    shutdown; a reload keeps those of the targets whose connection settings did not change."""
 
     def __init__(self, targets: Mapping[str, Target], system: SystemSettings):
         self._targets = targets
-        # `timeout` bounds the silence between two reads, never the whole answer, so a long
-        # generation or stream is not cut while it keeps producing.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=system.connect_timeout, sock_read=system.timeout
-        )
+        self._system = system
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._balancers: dict[str, Balancer] = {}
+        self._shapes: dict[str, tuple] = {}
 
     async def open(self) -> None:
         for name, target in self._targets.items():
-            self._sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=target.max_connections, limit_per_host=0, ssl=_tls_verification(target)
-                ),
-                timeout=self._timeout,
-                # Sessions are shared by all clients: never keep an upstream's cookies.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            self._sessions[name] = self._new_session(target)
+            self._shapes[name] = self._shape(target)
+            self._balancers[name] = Balancer(target.urls)
+
+    def replace(self, targets: Mapping[str, Target], system: SystemSettings) -> UpstreamPool:
+        """A pool for a reloaded config; the sessions it no longer uses are left to `retire`."""
+        pool = UpstreamPool(targets, system)
+        for name, target in targets.items():
+            kept = name in self._sessions and self._shapes[name] == pool._shape(target)
+            pool._sessions[name] = self._sessions[name] if kept else pool._new_session(target)
+            pool._shapes[name] = pool._shape(target)
+            same_urls = name in self._balancers and self._balancers[name].urls == target.urls
+            pool._balancers[name] = self._balancers[name] if same_urls else Balancer(target.urls)
+        return pool
+
+    def sessions_not_in(self, other: UpstreamPool) -> list[aiohttp.ClientSession]:
+        kept = set(map(id, other._sessions.values()))
+        return [session for session in self._sessions.values() if id(session) not in kept]
 
     async def close(self) -> None:
         for session in self._sessions.values():
@@ -50,6 +60,29 @@ class UpstreamPool:
 
     def session(self, target_name: str) -> aiohttp.ClientSession:
         return self._sessions[target_name]
+
+    def balancer(self, target_name: str) -> Balancer:
+        return self._balancers[target_name]
+
+    def _shape(self, target: Target) -> tuple:
+        """What a session is built from: when it changes, a reload makes a new one."""
+        system = self._system
+        return (target.max_connections, target.verify, system.connect_timeout, system.timeout)
+
+    def _new_session(self, target: Target) -> aiohttp.ClientSession:
+        # `timeout` bounds the silence between two reads, never the whole answer, so a long
+        # generation or stream is not cut while it keeps producing.
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=self._system.connect_timeout, sock_read=self._system.timeout
+        )
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=target.max_connections, limit_per_host=0, ssl=_tls_verification(target)
+            ),
+            timeout=timeout,
+            # Sessions are shared by all clients: never keep an upstream's cookies.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
 
 def _tls_verification(target: Target) -> bool | ssl.SSLContext:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import tempfile
@@ -80,6 +81,7 @@ class _Supervisor:
         self._processes = [process for process, _ in started]
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
         deadline = time.monotonic() + START_TIMEOUT
         for process, ready in started:
             while not ready.wait(0.05):
@@ -100,6 +102,11 @@ class _Supervisor:
             time.sleep(0.2)
         self._join()
         return 0
+
+    def _reload(self, *_: object) -> None:
+        for process in self._processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
 
     def _stop(self, *_: object) -> None:
         self._stopping = True

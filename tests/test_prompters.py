@@ -32,7 +32,6 @@ def endpoint(template: PromptTemplate | None = None, **settings) -> Endpoint:
     return Endpoint(
         incoming_path="/chat/completions",
         upstream_path="/generate",
-        upstream_url="http://x/generate",
         template=template,
         **settings,
     )
