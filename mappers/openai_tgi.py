@@ -6,9 +6,11 @@ parallel, each with its own seed when a seed is given; the answers are merged in
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mooltiproxy.context import FanOut, RequestContext, Streamed
+from mooltiproxy.errors import ProxyError
 from mooltiproxy.settings import Endpoint
 from mooltiproxy.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.tgi.request import MAX_CHOICES, invalid, tgi_request
@@ -120,8 +122,44 @@ def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTransl
     return TGIStreamTranslator("chat", _model(context), context.state[_STOPS], context.state[_INCLUDE_USAGE])
 
 
+# TGI's own words when a request does not fit the model's context window.
+_TOO_LONG = re.compile(r"must be <= (\d+)\. Given: (\d+) `inputs` tokens and (\d+) `max_new_tokens`")
+_INPUT_TOO_LONG = re.compile(r"`inputs` must have less than (\d+) tokens\. Given: (\d+)")
+
+
+def _context_window(error: ProxyError, sent: dict, context: RequestContext) -> dict | None:
+    """TGI's 422 for a prompt that does not fit: an unset max_tokens is clamped to the room left
+    (the request is sent once more), else OpenAI's context_length_exceeded."""
+    too_long = _TOO_LONG.search(error.message) if error.status == 422 else None
+    if too_long is not None:
+        limit, prompt_tokens, new_tokens = map(int, too_long.groups())
+        asked = context.body.get("max_tokens") is not None or context.body.get("max_completion_tokens") is not None
+        room = limit - prompt_tokens
+        if not asked and room >= 1:
+            return type(sent)({**sent, "parameters": {**sent["parameters"], "max_new_tokens": room}})
+        raise _context_length_exceeded(limit, prompt_tokens, new_tokens)
+    input_too_long = _INPUT_TOO_LONG.search(error.message) if error.status == 422 else None
+    if input_too_long is not None:
+        limit, prompt_tokens = map(int, input_too_long.groups())
+        raise _context_length_exceeded(limit, prompt_tokens, 0)
+    return None
+
+
+def _context_length_exceeded(limit: int, prompt_tokens: int, new_tokens: int) -> ProxyError:
+    return ProxyError(
+        400,
+        f"This model's maximum context length is {limit} tokens. However, you requested "
+        f"{prompt_tokens + new_tokens} tokens ({prompt_tokens} in the messages, {new_tokens} in the completion). "
+        "Please reduce the length of the messages or completion.",
+        code="context_length_exceeded",
+        param="messages",
+    )
+
+
 textAnsTGItoOpenAI.stream_translator = _text_stream
 chatAnsTGItoOpenAI.stream_translator = _chat_stream
+textAnsTGItoOpenAI.on_upstream_error = _context_window
+chatAnsTGItoOpenAI.on_upstream_error = _context_window
 
 
 def _prompts(prompt: Any) -> list[str]:

@@ -12,6 +12,10 @@ from threaded_server import ThreadedServer
 
 
 class EchoUpstream(ThreadedServer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: dict[str, int] = {}
+
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/redirect/{status}", self.redirect)
@@ -20,6 +24,7 @@ class EchoUpstream(ThreadedServer):
         app.router.add_get("/gzip", self.gzipped)
         app.router.add_get("/big", self.big)
         app.router.add_route("*", "/status/{status}", self.status)
+        app.router.add_route("*", "/flaky/{key}", self.flaky)
         app.router.add_route("*", "/{tail:.*}", self.echo)
         return app
 
@@ -64,6 +69,14 @@ class EchoUpstream(ThreadedServer):
     async def gzipped(self, request: web.Request) -> web.Response:
         body = gzip.compress(json.dumps({"compressed": True, "text": "x" * 2000}).encode())
         return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        """503 for the first `failures` calls with this key, then 200."""
+        key = request.match_info["key"]
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] <= int(request.query.get("failures", "1")):
+            return web.json_response({"error": "busy"}, status=503)
+        return web.json_response({"calls": self.calls[key]})
 
     async def status(self, request: web.Request) -> web.Response:
         status = int(request.match_info["status"])

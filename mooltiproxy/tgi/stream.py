@@ -81,6 +81,11 @@ class TGIStreamTranslator:
         return self._ended_upstream or (self._filter.stopped and not self._include_usage)
 
     @property
+    def usage(self) -> dict[str, int] | None:
+        """TGI's token counts, once its last event has come."""
+        return self._usage
+
+    @property
     def complete(self) -> bool:
         return self._ended_upstream or self._filter.stopped
 
