@@ -144,8 +144,10 @@ def test_error_opening_the_stream_is_a_plain_error(proxy, fake_tgi, failure, exc
 
 def test_validation_error_inside_tgis_stream_is_a_422(proxy, fake_tgi):
     with pytest.raises(openai.UnprocessableEntityError) as raised:
-        client(proxy).chat.completions.create(model="m", messages=MESSAGES, stream=True, max_tokens=5000)
-    assert "`max_new_tokens` must be <= 4096" in raised.value.body["message"]
+        client(proxy).chat.completions.create(
+            model="m", messages=MESSAGES, stream=True, temperature=0.7, extra_body={"top_k": 0}
+        )
+    assert raised.value.body["message"] == "Input validation error: `top_k` must be strictly positive"
 
 
 def test_error_after_the_first_token_is_an_error_event(proxy, fake_tgi):

@@ -312,8 +312,11 @@ def test_tgi_errors_become_openai_errors(proxy, fake_tgi, failure, exception):
 
 def test_tgi_validation_error_is_a_422_with_tgis_message(proxy, fake_tgi):
     with pytest.raises(openai.UnprocessableEntityError) as raised:
-        client(proxy).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=5000)
-    assert "`inputs` tokens + `max_new_tokens` must be <= 4096" in raised.value.body["message"]
+        client(proxy).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.7, extra_body={"top_k": 0}
+        )
+    assert raised.value.body["message"] == "Input validation error: `top_k` must be strictly positive"
+    assert raised.value.body["code"] == "validation"
 
 
 def test_model_chat_template_drops_bos_and_stops_at_end_of_turn(proxy, fake_tgi):
