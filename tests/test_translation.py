@@ -368,3 +368,18 @@ def test_the_config_templates_examples_work(start_proxy, fake_tgi):
     assert prompts["tgi-llama3"].startswith("<|start_header_id|>system<|end_header_id|>\n\nYou are Bob.<|eot_id|>")
     completion = client(proxy, "tgi").completions.create(model="m", prompt="Once", max_tokens=2, temperature=0)
     assert completion.choices[0].text == "Hello! I"
+
+
+def test_without_the_accelerators(start_proxy, fake_tgi):
+    """The stdlib event loop and JSON, as without requirements-fast.txt."""
+    proxy = start_proxy(
+        proxy_config({"tgi": {"url": fake_tgi.url, "mapping": TRANSLATED}}), env={"MOOLTIPROXY_PURE_PYTHON": "1"}
+    )
+    assert "event loop: asyncio, JSON: json" in proxy.log()
+    chat = client(proxy).chat.completions
+    answer = chat.create(model="m", messages=SYSTEM_AND_HISTORY, temperature=0, n=2)
+    assert [choice.message.content for choice in answer.choices] == [fake_tgi.reply] * 2
+    streamed = chat.create(model="m", messages=SYSTEM_AND_HISTORY, temperature=0, stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices) == fake_tgi.reply
+    with pytest.raises(openai.BadRequestError):
+        chat.create(model="m", messages=SYSTEM_AND_HISTORY, seed=-1)
