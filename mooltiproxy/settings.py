@@ -50,10 +50,6 @@ class Endpoint:
     # payload to send once more instead, or None; it may raise a ProxyError of its own.
     error_hook: Callable[..., Any] | None = None
 
-    @property
-    def passes_through(self) -> bool:
-        return self.request_mapper is None and self.answer_mapper is None
-
 
 @dataclass(frozen=True, slots=True)
 class Target:

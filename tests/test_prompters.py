@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from mooltiproxy.errors import ProxyError
+from mooltiproxy.errors import ConfigError, ProxyError
+from mooltiproxy.loader import load_config
 from mooltiproxy.prompting import DEFAULT_SYSTEM_PROMPT, PromptTemplate, compile_template, stop_strings_of
 from mooltiproxy.settings import Endpoint
 from mooltiproxy.template_entries import builtin_templates
@@ -171,3 +172,55 @@ def test_sandbox_blocks_unsafe_templates():
     with pytest.raises(ProxyError) as refused:
         template.render([{"role": "user", "content": "x"}])
     assert refused.value.status == 400
+
+
+def test_templates_from_a_tokenizer_config_and_inline(tmp_path):
+    llama3 = next(case for case in CASES if case["name"] == "meta-llama/Meta-Llama-3-8B-Instruct")
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": {"content": "<|begin_of_text|>", "lstrip": False},
+                "eos_token": "<|eot_id|>",
+                "chat_template": [
+                    {"name": "tool_use", "template": "unused"},
+                    {"name": "default", "template": llama3["chat_template"]},
+                ],
+            }
+        )
+    )
+    (tmp_path / "config.yaml").write_text(
+        "templates:\n"
+        "  FromHub:\n    tokenizer_config: tokenizer_config.json\n"
+        '  Inline:\n    chat_template: "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}[assistant]"\n'
+        "    stop: ['[user]']\n"
+        "targets:\n  default: t\n  t:\n    url: http://127.0.0.1:1\n    mapping:\n"
+        "      /hub: {path: /generate, in: chatReqOpenAItoTGI, out: chatAnsTGItoOpenAI, prompter: chat_template,"
+        " template: FromHub}\n"
+        "      /inline: {path: /generate, in: chatReqOpenAItoTGI, out: chatAnsTGItoOpenAI, prompter: fromTemplate,"
+        " template: Inline}\n"
+    )
+    config = load_config(tmp_path / "config.yaml", environ={})
+    hub = config.targets["t"].endpoints["/hub"]
+    prompt, stops = hub.prompter(llama3["messages"], hub)
+    assert "<|begin_of_text|>" + prompt == llama3["expected"]
+    assert stops == ["<|eot_id|>"]
+    inline = config.targets["t"].endpoints["/inline"]
+    assert inline.prompter(HISTORY[1:2], inline) == ("[user]Hello[assistant]", ["[user]"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("{chat_template: '{% for %}'}", "templates.Bad.chat_template: Jinja syntax error on line 1"),
+        ("{tokenizer_config: missing.json}", "templates.Bad.tokenizer_config: cannot read"),
+        ("{jinja: x, user: y}", "templates.Bad: role markers (user) cannot be mixed with a Jinja template"),
+    ],
+)
+def test_template_entry_errors(tmp_path, entry, problem):
+    (tmp_path / "config.yaml").write_text(
+        f"templates:\n  Bad: {entry}\n"
+        "targets:\n  default: t\n  t:\n    url: http://127.0.0.1:1\n    mapping:\n      /x:\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path / "config.yaml", environ={})
+    assert any(line.startswith(problem) for line in refused.value.problems), refused.value.problems
