@@ -88,7 +88,8 @@ class Forwarder:
         context.upstream_seconds = exchange.seconds
         context.upstream_status, context.upstream_headers = upstream.status, upstream.headers
         _tokens_from_headers(context, upstream.headers)
-        streaming = upstream.content_type == "text/event-stream"
+        # (not .content_type, which parses the header every time it is read)
+        streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if streaming:
             self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
         try:

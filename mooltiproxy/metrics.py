@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,17 @@ DESCRIPTIONS = {
 }
 
 
-def _labels(**labels: str) -> str:
+@lru_cache(maxsize=4096)
+def _rendered(labels: tuple[tuple[str, str], ...]) -> str:
+    """Labels in the exposition format, escaped; label sets repeat, so each is rendered once."""
     return ",".join(
         f'{name}="{str(value).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), "")}"'
-        for name, value in labels.items()
+        for name, value in labels
     )
+
+
+def _labels(**labels: str) -> str:
+    return _rendered(tuple(labels.items()))
 
 
 class Metrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -230,11 +231,16 @@ def _target_of(context: RequestContext) -> str:
     return context.answered_by or (context.target.name if context.target else "-")
 
 
+# New request ids: a random prefix per process and a counter, unique without a system call each.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ids = itertools.count(1)
+
+
 def _request_id(given: str | None) -> str:
     """The client's X-Request-ID when it is a sane one, else a new one."""
     if given and len(given) <= 128 and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ids):012x}"
 
 
 async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
