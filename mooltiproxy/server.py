@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from .errors import ConfigError
 from .guard import Guard
 from .keys import keyring
 from .loader import load_config
+from .logs import setup_logging
 from .masterkey import resolve_master_key
 from .metrics import Metrics, SharedMetrics
 from .proxy import Proxy, RoutingState, routing_state, stamp_response
@@ -93,7 +95,7 @@ class Runtime:
     def reload(self) -> None:
         """SIGHUP: the config file read again; a valid one is swapped in, an invalid one is logged."""
         try:
-            config = load_config(self.config.source)
+            config = self._keep_restart_only(load_config(self.config.source))
             master_key, _ = resolve_master_key(config.system.masterkey, os.environ)
             if master_key != self.master_key:
                 raise ConfigError(["the proxy key cannot change without a restart"])
@@ -104,11 +106,7 @@ class Runtime:
             for problem in error.problems:
                 log.error("  %s", problem)
             return
-        for name in RESTART_ONLY:
-            if getattr(config.system, name) != getattr(self.config.system, name):
-                log.warning("reload: system.%s changes only with a restart", name)
-        if config.guard.ban_file != self.config.guard.ban_file:
-            log.warning("reload: cerbere.ban_file changes only with a restart")
+        setup_logging(config.system.debug, config.system.log_format == "json")
         self.store.configure(config.guard.max_tries, config.guard.ban_seconds)
         self.proxy.state = new_state
         self.config = config
@@ -117,6 +115,26 @@ class Runtime:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
         log.info("config reloaded: %s", config.summary())
+
+    def _keep_restart_only(self, config: Config) -> Config:
+        """The reloaded config, with what only a restart changes kept as it runs (and said)."""
+        running = self.config
+        kept = {}
+        for name in RESTART_ONLY:
+            new, old = getattr(config.system, name), getattr(running.system, name)
+            # Port 0 and a missing ban_file with workers were settled at start: not a change.
+            if new != old and not (name == "port" and new == 0):
+                log.warning("reload: system.%s changes only with a restart", name)
+            kept[name] = old
+        if config.guard.ban_file != running.guard.ban_file and (
+            config.guard.ban_file is not None or running.system.workers == 1
+        ):
+            log.warning("reload: cerbere.ban_file changes only with a restart")
+        return dataclasses.replace(
+            config,
+            system=dataclasses.replace(config.system, **kept),
+            guard=dataclasses.replace(config.guard, ban_file=running.guard.ban_file),
+        )
 
     @staticmethod
     async def _retire(sessions: list, config: Config) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from conftest import auth, proxy_config
 
@@ -47,3 +48,17 @@ def test_a_worker_that_dies_is_replaced(start_proxy, fake_tgi):
     assert len(worker_pids(proxy)) == 2 and first[0] not in worker_pids(proxy)
     assert "worker 0 exited" in proxy.log()
     assert all(httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200 for _ in range(6))
+
+
+def test_every_worker_reloads(start_proxy, fake_tgi):
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}, system={"workers": 2})
+    proxy = start_proxy(config)
+    config["targets"]["tgi"]["mapping"]["/health"] = None
+    proxy.config_path.write_text(yaml.safe_dump(config))
+    proxy.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while proxy.log().count("config reloaded") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proxy.log().count("config reloaded") == 2
+    assert "changes only with a restart" not in proxy.log()
+    assert {httpx.get(f"{proxy.url}/health", headers=auth()).status_code for _ in range(8)} == {200}
