@@ -1,30 +1,35 @@
-"""The voluptuous schema of config.yaml: shapes, types, ranges and names of mappers and prompters.
-
-Cross-references (default target, template names, env keys) are checked by the loader afterwards,
+"""The voluptuous schema of config.yaml: shapes, types, ranges, names of mappers and prompters,
+and the cross-references (default target, templates, env keys, models), checked beside the shapes
 so that every problem is reported in one run.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import voluptuous as vol
 
+from .keys import MASTER
 from .template_entries import builtin_templates, kind_of, template_entry_validator
 
 DEFAULT_MAX_CONNECTIONS = 1024
-MASTER_CLIENT = "master"  # the holder of the proxy key (mooltiproxy.keys.MASTER)
 
 
-def _number(minimum: float, *, exclusive: bool = True) -> Callable[[Any], float]:
+def _number(low: float, high: float = math.inf, *, exclusive: bool = True) -> Callable[[Any], float]:
+    """A number within bounds, excluded or included."""
+
     def validate(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise vol.Invalid("expected a number")
-        if value < minimum or (exclusive and value == minimum):
-            raise vol.Invalid(f"expected a number {'>' if exclusive else '>='} {minimum}, got {value}")
+        inside = low < value < high if exclusive else low <= value <= high
+        if not inside:
+            above, below = (">", "<") if exclusive else (">=", "<=")
+            bounds = f"{above} {low}" + (f" and {below} {high}" if high != math.inf else "")
+            raise vol.Invalid(f"expected a number {bounds}, got {value}")
         return float(value)
 
     return validate
@@ -150,29 +155,16 @@ def _names(section: Any) -> list[str]:
     return [name for name in section if isinstance(name, str)] if isinstance(section, dict) else []
 
 
-def _between(low: float, high: float, *, open_interval: bool) -> Callable[[Any], float]:
-    def validate(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise vol.Invalid("expected a number")
-        inside = low < value < high if open_interval else low <= value <= high
-        if not inside:
-            bounds = f"> {low} and < {high}" if open_interval else f">= {low} and <= {high}"
-            raise vol.Invalid(f"expected a number {bounds}, got {value}")
-        return float(value)
-
-    return validate
-
-
 # TGI parameters an endpoint may default (used when the client leaves the matching field unset),
 # each limited to what TGI accepts.
 TGI_DEFAULTS = vol.Schema(
     {
         vol.Optional("temperature"): _number(0),
-        vol.Optional("top_p"): _between(0, 1, open_interval=True),
-        vol.Optional("typical_p"): _between(0, 1, open_interval=True),
+        vol.Optional("top_p"): _number(0, 1),
+        vol.Optional("typical_p"): _number(0, 1),
         vol.Optional("top_k"): _integer(1),
         vol.Optional("repetition_penalty"): _number(0),
-        vol.Optional("frequency_penalty"): _between(-2, 2, open_interval=False),
+        vol.Optional("frequency_penalty"): _number(-2, 2, exclusive=False),
         vol.Optional("max_new_tokens"): _integer(1),
         vol.Optional("seed"): _integer(0),
         vol.Optional("truncate"): _integer(1),
@@ -276,8 +268,8 @@ def build_schema(
         return envkey_is_set(client)
 
     def master_is_reserved(clients: dict) -> list[vol.Invalid]:
-        if MASTER_CLIENT in clients:
-            return [vol.Invalid(f"'{MASTER_CLIENT}' names the proxy key's holder", path=[MASTER_CLIENT])]
+        if MASTER in clients:
+            return [vol.Invalid(f"'{MASTER}' names the proxy key's holder", path=[MASTER])]
         return []
 
     def models_claimed_once(targets: dict) -> list[vol.Invalid]:
@@ -290,11 +282,14 @@ def build_schema(
                     errors.append(
                         vol.Invalid(f"model '{model}' is claimed by {owners[model]} too", path=[name, "models"])
                     )
-        for name, entry in targets.items():
-            fallback = entry.get("fallback") if isinstance(entry, dict) else None
-            if isinstance(fallback, list) and name in fallback:
-                errors.append(vol.Invalid("a target cannot fall back on itself", path=[name, "fallback"]))
         return errors
+
+    def no_fallback_on_itself(targets: dict) -> list[vol.Invalid]:
+        return [
+            vol.Invalid("a target cannot fall back on itself", path=[name, "fallback"])
+            for name, entry in targets.items()
+            if isinstance(entry, dict) and isinstance(entry.get("fallback"), list) and name in entry["fallback"]
+        ]
 
     def default_is_a_target(targets: dict) -> list[vol.Invalid]:
         default = targets.get("default")
@@ -384,9 +379,12 @@ def build_schema(
             ),
             vol.Optional("clients", default=None): _section(_checked(vol.Schema({str: client}), master_is_reserved)),
             vol.Required("targets"): _checked(
-                vol.Schema({vol.Required("default"): str, str: target}), default_is_a_target, models_claimed_once
+                vol.Schema({vol.Required("default"): str, str: target}),
+                default_is_a_target,
+                models_claimed_once,
+                no_fallback_on_itself,
             ),
-            # Role markers of the `fromTemplate` prompter; roles beyond the usual ones are allowed.
+            # Role markers for `fromTemplate`, or a whole Jinja template (see template_entries).
             vol.Optional("templates", default=None): _section(vol.Schema({str: template_entry_validator(folder)})),
         }
     )

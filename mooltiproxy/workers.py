@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import accelerators
 from .errors import ConfigError
+from .server import serve
 from .settings import Config
 
 log = logging.getLogger("mooltiproxy")
@@ -29,8 +30,6 @@ RESTART_DELAY = 1.0
 
 
 def _worker(config: Config, master_key: str, index: int, ready: Event) -> None:
-    from .server import serve  # noqa: PLC0415 - imported in the child, after the fork
-
     try:
         accelerators.run(serve(config, master_key, worker=index, on_ready=ready.set))
     except ConfigError as error:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..accelerators import loads
 from ..errors import ProxyError
-from .answer import FINISH_REASONS, new_id, usage
+from .answer import FINISH_REASONS, cut_at_stop, new_id, usage
 
 # TGI's error_type -> the HTTP status TGI would have answered outside a stream.
 ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
@@ -29,11 +29,11 @@ class StopFilter:
         if self.stopped or not text:
             return ""
         buffer = self._pending + text
-        cut = min((index for index in (buffer.find(stop) for stop in self._stops) if index >= 0), default=-1)
-        if cut >= 0:
+        before, found = cut_at_stop(buffer, self._stops)
+        if found:
             self.stopped = True
             self._pending = ""
-            return buffer[:cut]
+            return before
         held = max((self._partial_match(buffer, stop) for stop in self._stops), default=0)
         self._pending = buffer[len(buffer) - held :] if held else ""
         return buffer[: len(buffer) - held]
