@@ -8,13 +8,13 @@ import random
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .balancer import Balancer
+from .connection import UpstreamResponse
 from .errors import ProxyError
 from .settings import Target
-from .upstream import send, upstream_failures
+from .upstream import TargetConnections, send, upstream_failures
 
 # Answers worth another attempt (and, when the attempts are spent, a fallback target).
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -39,7 +39,7 @@ class Answer:
 class Exchange:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        connections: TargetConnections,
         target: Target,
         balancer: Balancer,
         method: str,
@@ -48,7 +48,7 @@ class Exchange:
         *,
         can_fall_back: bool,
     ):
-        self._session = session
+        self._connections = connections
         self.target = target
         self._balancer = balancer
         self._method = method
@@ -57,8 +57,9 @@ class Exchange:
         self._can_fall_back = can_fall_back
         self.seconds: float | None = None  # how long the upstream took to answer
 
-    async def open(self, body: bytes | None, *, decompress: bool = False) -> aiohttp.ClientResponse:
-        """The response with its body unread; the caller releases it.
+    async def open(self, body: bytes | None, *, decompress: bool = False) -> UpstreamResponse:
+        """The response with its body unread (decoded as it is read, when `decompress`); the caller
+        releases it.
 
         Connection failures and 429 / 502 / 503 / 504 are tried again (target.retries times, with
         backoff and jitter); when the attempts are spent and a fallback exists, TargetFailed.
@@ -70,13 +71,7 @@ class Exchange:
             base = self._balancer.pick()
             try:
                 response = await send(
-                    self._session,
-                    self.target,
-                    self._method,
-                    base + self._path,
-                    self._headers,
-                    body,
-                    decompress=decompress,
+                    self._connections, self.target, self._method, base + self._path, self._headers, body
                 )
             except ProxyError as error:
                 self._balancer.eject(base)
@@ -96,6 +91,13 @@ class Exchange:
                     ProxyError(response.status, f"Target '{self.target.name}' answered {response.status}")
                 )
             self.seconds = time.perf_counter() - started
+            if decompress:
+                try:
+                    with upstream_failures(self.target):
+                        response.decode_content()
+                except ProxyError:
+                    response.close()
+                    raise
             return response
         raise AssertionError("unreachable")
 

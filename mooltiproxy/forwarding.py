@@ -64,7 +64,7 @@ class Forwarder:
 
         def exchange(path: str) -> Exchange:
             return Exchange(
-                self._pool.session(target.name),
+                self._pool.connections(target.name),
                 target,
                 self._pool.balancer(target.name),
                 request.method,

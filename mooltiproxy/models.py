@@ -8,8 +8,8 @@ import logging
 import time
 from collections.abc import Mapping
 
-import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .accelerators import loads
 from .settings import ClientKey, Target
@@ -19,7 +19,7 @@ log = logging.getLogger("mooltiproxy.models")
 
 LISTING_PATHS = frozenset({"/models", "/v1/models"})
 INFO_TTL_SECONDS = 60.0
-INFO_TIMEOUT = aiohttp.ClientTimeout(total=3)
+INFO_TIMEOUT_SECONDS = 3.0
 
 
 class ModelCatalog:
@@ -50,14 +50,18 @@ class ModelCatalog:
 
     async def _info_model_id(self, target: Target, authorization: str | None) -> str | None:
         """The model_id of TGI's /info, or None when the target has no such thing."""
-        headers = {"Authorization": authorization} if authorization else {}
+        headers = CIMultiDict({"Authorization": authorization} if authorization else {})
         url = self._pool.balancer(target.name).pick() + "/info"
         try:
-            async with self._pool.session(target.name).get(url, headers=headers, timeout=INFO_TIMEOUT) as answer:
-                if answer.status != 200:
-                    return None
-                model_id = loads(await answer.read()).get("model_id")
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+            async with asyncio.timeout(INFO_TIMEOUT_SECONDS):
+                answer = await self._pool.connections(target.name).request("GET", url, headers, None)
+                try:
+                    if answer.status != 200:
+                        return None
+                    model_id = loads(await answer.read()).get("model_id")
+                finally:
+                    answer.release()
+        except (OSError, ValueError, AttributeError) as exc:  # timeouts included
             log.info("no model id from target %s's /info: %s", target.name, type(exc).__name__)
             return None
         return model_id if isinstance(model_id, str) else None

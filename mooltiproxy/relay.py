@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 from aiohttp import web
 
+from .connection import UpstreamResponse
 from .headers import client_response_headers
 from .settings import Target
 from .upstream import upstream_failures
@@ -18,7 +18,7 @@ log = logging.getLogger("mooltiproxy.relay")
 BUFFERED_BODY_LIMIT = 64 * 1024
 
 
-async def relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse, target: Target) -> web.StreamResponse:
+async def relay(request: web.BaseRequest, upstream: UpstreamResponse, target: Target) -> web.StreamResponse:
     """The body is relayed as received, still encoded, so its headers stay true."""
     headers = client_response_headers(upstream.headers)
     length = upstream.content_length
@@ -29,9 +29,9 @@ async def relay(request: web.BaseRequest, upstream: aiohttp.ClientResponse, targ
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.chunks():
             await response.write(chunk)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except OSError as exc:  # timeouts included
         # The status is already sent: cut the connection so the client cannot take a truncated
         # body for a complete one.
         log.warning("target %s failed in the middle of a response: %s", target.name, type(exc).__name__)

@@ -55,7 +55,6 @@ class Runtime:
         # With several workers, metrics are summed across processes through the shared file.
         self.shared_metrics = SharedMetrics(config.guard.ban_file, self.metrics) if config.system.workers > 1 else None
         self.proxy = Proxy(self._state(config, UpstreamPool(config.targets, config.system)), self.metrics)
-        self._retiring: set[asyncio.Task] = set()
 
     def _state(self, config: Config, pool: UpstreamPool) -> RoutingState:
         guard = Guard(config.guard, keyring(self.master_key, config.clients), self.store, self.metrics)
@@ -86,8 +85,7 @@ class Runtime:
         await self.proxy.state.pool.open()
 
     async def _close(self, _: web.Application) -> None:
-        await asyncio.gather(*self._retiring, return_exceptions=True)
-        await self.proxy.state.pool.close()
+        self.proxy.state.pool.close()
         if self.shared_metrics is not None:
             await self.shared_metrics.close()
         await self.store.close()
@@ -110,10 +108,8 @@ class Runtime:
         self.store.configure(config.guard.max_tries, config.guard.ban_seconds)
         self.proxy.state = new_state
         self.config = config
-        # Sessions of changed or removed targets still serve in-flight requests: closed later.
-        task = asyncio.create_task(self._retire(old_state.pool.sessions_not_in(new_state.pool), config))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        # Connections of changed or removed targets close once their in-flight answers are done.
+        old_state.pool.retire(new_state.pool)
         log.info("config reloaded: %s", config.summary())
 
     def _keep_restart_only(self, config: Config) -> Config:
@@ -135,12 +131,6 @@ class Runtime:
             system=dataclasses.replace(config.system, **kept),
             guard=dataclasses.replace(config.guard, ban_file=running.guard.ban_file),
         )
-
-    @staticmethod
-    async def _retire(sessions: list, config: Config) -> None:
-        await asyncio.sleep(config.system.shutdown_grace)
-        for session in sessions:
-            await session.close()
 
 
 def tls_context(system: SystemSettings) -> ssl.SSLContext:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import StreamReader
-
 from .accelerators import dumps
 
 DONE = b"data: [DONE]\n\n"
@@ -21,13 +19,13 @@ def _data_value(line: bytes) -> str:
     return (value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace")
 
 
-async def event_batches(content: StreamReader) -> AsyncIterator[list[str]]:
+async def event_batches(content: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
     """The `data` of the events each upstream read completes, as they arrive (one list per read,
     so a burst of events is translated and written at once); comments (`:` keep-alives) and
     other fields are skipped."""
     buffer = b""
     data: list[str] = []
-    async for chunk in content.iter_any():
+    async for chunk in content:
         *lines, buffer = (buffer + chunk).split(b"\n")
         events = []
         for line in lines:

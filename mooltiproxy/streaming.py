@@ -40,7 +40,7 @@ async def stream_translated(
         if upstream.status != 200:
             with upstream_failures(target):
                 raise upstream_error(upstream.status, await upstream.read(), target.name)
-        batches = event_batches(upstream.content)
+        batches = event_batches(upstream.chunks())
         with upstream_failures(target):
             batch = await anext(batches, None)
         if batch is None:
@@ -75,10 +75,7 @@ async def stream_translated(
     finally:
         # A stream left unread (client gone, stop string reached) closes its connection at once,
         # which ends the generation upstream.
-        if upstream.content.is_eof():
-            upstream.release()
-        else:
-            upstream.close()
+        upstream.release()
 
 
 def _translate(translator: StreamTranslator, batch: list[str]) -> tuple[list[Any], ProxyError | None]:

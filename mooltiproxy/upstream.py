@@ -1,17 +1,20 @@
-"""Pooled connections to the targets and the forwarding of one request, redirects included."""
+"""Pooled keep-alive connections to the targets, and the forwarding of one request, redirects
+included."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
 
 from .balancer import Balancer
+from .connection import UpstreamConnection, UpstreamResponse
 from .errors import ProxyError
 from .settings import SystemSettings, Target
 
@@ -19,76 +22,208 @@ log = logging.getLogger("mooltiproxy.upstream")
 
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# An idle connection older than this is closed rather than reused: servers drop theirs after a
+# while (aiohttp after 15 s, uvicorn after 5 s), and a request sent on one they are dropping fails.
+IDLE_SECONDS = 4.0
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class CannotConnect(ConnectionError):
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class TooManyRedirects(ConnectionError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    host: str
+    port: int
+    host_header: str
+    tls: ssl.SSLContext | None
+
+
+class TargetConnections:
+    """Keep-alive connections to one target's URLs (and where they redirect); at most
+    `max_connections` requests in flight, the others wait their turn."""
+
+    def __init__(self, target: Target, system: SystemSettings):
+        self._tls = _tls_context(target.verify)
+        self._connect_timeout = system.connect_timeout
+        # `timeout` bounds the silence between two reads, never the whole answer, so a long
+        # generation or stream is not cut while it keeps producing.
+        self._read_timeout = system.timeout
+        self._slots = asyncio.Semaphore(target.max_connections)
+        self._origins: dict[str, Origin] = {}
+        self._idle: dict[Origin, list[UpstreamConnection]] = {}
+        self._closing = False
+
+    async def request(self, method: str, url: str, headers: CIMultiDict, body: bytes | None) -> UpstreamResponse:
+        """The answer once its head has arrived; the caller releases it."""
+        origin, path = self._split(url)
+        head = _request_head(method, path, origin.host_header, headers, body)
+        await self._slots.acquire()
+        try:
+            # A kept-alive connection the upstream closed meanwhile gets one more try on a new one.
+            for reused in (True, False):
+                connection = self._idle_connection(origin) if reused else None
+                if connection is None:
+                    connection, reused = await self._connect(origin), False
+                connection.lend(self._released)
+                try:
+                    return await connection.request(head, body, no_body=method == "HEAD")
+                except BaseException as exc:
+                    stale = isinstance(exc, ConnectionError) and reused and connection.received_nothing
+                    connection.discard()
+                    if not stale:
+                        raise
+            raise AssertionError("unreachable")
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def close(self) -> None:
+        """Idle connections close now, those in use when their answer is released."""
+        self._closing = True
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.discard()
+        self._idle.clear()
+
+    def _released(self, connection: UpstreamConnection, reusable: bool) -> None:
+        self._slots.release()
+        if reusable and not self._closing:
+            connection.idle_since = asyncio.get_running_loop().time()
+            self._idle.setdefault(connection.origin, []).append(connection)
+        elif not connection.closed:
+            connection.discard()
+
+    def _idle_connection(self, origin: Origin) -> UpstreamConnection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        too_old = asyncio.get_running_loop().time() - IDLE_SECONDS
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely to be dropped
+            if not connection.closed and connection.idle_since > too_old:
+                return connection
+            connection.discard()
+        return None
+
+    async def _connect(self, origin: Origin) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: UpstreamConnection(origin, self._read_timeout),
+                    origin.host,
+                    origin.port,
+                    ssl=origin.tls,
+                    server_hostname=origin.host if origin.tls else None,
+                )
+        except OSError as exc:
+            raise CannotConnect(exc) from None
+        return connection
+
+    def _split(self, url: str) -> tuple[Origin, str]:
+        """The origin (cached per scheme://host:port) and the request target of a URL."""
+        slash = url.find("/", url.find("://") + 3)
+        key, path = (url, "/") if slash < 0 else (url[:slash], url[slash:])
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = self._origin(key)
+        return origin, path
+
+    def _origin(self, key: str) -> Origin:
+        parts = urlsplit(key)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            raise CannotConnect(OSError(f"not an http(s) origin: {key!r}"))
+        tls = self._tls if parts.scheme == "https" else None
+        port = parts.port or (443 if tls else 80)
+        return Origin(parts.hostname, port, parts.netloc.rpartition("@")[2], tls)
+
+
+def _tls_context(verify: object) -> ssl.SSLContext:
+    if verify is True:
+        return ssl.create_default_context()
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify)
+
+
+def _request_head(method: str, path: str, host: str, headers: CIMultiDict, body: bytes | None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    elif method in _BODY_METHODS:
+        lines.append("Content-Length: 0\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    # Every CR and LF is one of ours (the first line holds two): nothing in a header or the path
+    # can split the request.
+    if head.count("\r") != len(lines) + 1 or head.count("\n") != len(lines) + 1:
+        raise ValueError("CR or LF in the request line or a header")
+    # Header values came decoded with surrogateescape: this gives the client's bytes back.
+    return head.encode("utf-8", "surrogateescape")
 
 
 class UpstreamPool:
-    """One pooled ClientSession (and URL balancer) per target, opened at start-up, closed at
+    """The connections of every target (and its URL balancer), opened at start-up, closed at
     shutdown; a reload keeps those of the targets whose connection settings did not change."""
 
     def __init__(self, targets: Mapping[str, Target], system: SystemSettings):
         self._targets = targets
         self._system = system
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._connections: dict[str, TargetConnections] = {}
         self._balancers: dict[str, Balancer] = {}
         self._shapes: dict[str, tuple] = {}
 
     async def open(self) -> None:
         for name, target in self._targets.items():
-            self._sessions[name] = self._new_session(target)
+            self._connections[name] = TargetConnections(target, self._system)
             self._shapes[name] = self._shape(target)
             self._balancers[name] = Balancer(target.urls)
 
     def replace(self, targets: Mapping[str, Target], system: SystemSettings) -> UpstreamPool:
-        """A pool for a reloaded config; the sessions it no longer uses are left to `retire`."""
+        """A pool for a reloaded config; the connections it no longer uses are left to `retire`."""
         pool = UpstreamPool(targets, system)
         for name, target in targets.items():
-            kept = name in self._sessions and self._shapes[name] == pool._shape(target)
-            pool._sessions[name] = self._sessions[name] if kept else pool._new_session(target)
+            kept = name in self._connections and self._shapes[name] == pool._shape(target)
+            pool._connections[name] = self._connections[name] if kept else TargetConnections(target, system)
             pool._shapes[name] = pool._shape(target)
             same_urls = name in self._balancers and self._balancers[name].urls == target.urls
             pool._balancers[name] = self._balancers[name] if same_urls else Balancer(target.urls)
         return pool
 
-    def sessions_not_in(self, other: UpstreamPool) -> list[aiohttp.ClientSession]:
-        kept = set(map(id, other._sessions.values()))
-        return [session for session in self._sessions.values() if id(session) not in kept]
+    def retire(self, successor: UpstreamPool) -> None:
+        """Closes the connections the successor does not use (in-flight answers finish first)."""
+        kept = set(map(id, successor._connections.values()))
+        for connections in self._connections.values():
+            if id(connections) not in kept:
+                connections.close()
 
-    async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+    def close(self) -> None:
+        for connections in self._connections.values():
+            connections.close()
+        self._connections.clear()
 
-    def session(self, target_name: str) -> aiohttp.ClientSession:
-        return self._sessions[target_name]
+    def connections(self, target_name: str) -> TargetConnections:
+        return self._connections[target_name]
 
     def balancer(self, target_name: str) -> Balancer:
         return self._balancers[target_name]
 
     def _shape(self, target: Target) -> tuple:
-        """What a session is built from: when it changes, a reload makes a new one."""
+        """What the connections are made with: when it changes, a reload makes new ones."""
         system = self._system
         return (target.max_connections, target.verify, system.connect_timeout, system.timeout)
-
-    def _new_session(self, target: Target) -> aiohttp.ClientSession:
-        # `timeout` bounds the silence between two reads, never the whole answer, so a long
-        # generation or stream is not cut while it keeps producing.
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=self._system.connect_timeout, sock_read=self._system.timeout
-        )
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=target.max_connections, limit_per_host=0, ssl=_tls_verification(target)
-            ),
-            timeout=timeout,
-            # Sessions are shared by all clients: never keep an upstream's cookies.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-
-
-def _tls_verification(target: Target) -> bool | ssl.SSLContext:
-    if isinstance(target.verify, bool):
-        return target.verify
-    return ssl.create_default_context(cafile=target.verify)
 
 
 @contextmanager
@@ -98,72 +233,55 @@ def upstream_failures(target: Target) -> Iterator[None]:
         yield
     except TimeoutError:
         raise ProxyError(504, f"Target '{target.name}' did not answer in time", code="upstream_timeout") from None
-    except aiohttp.TooManyRedirects:
+    except TooManyRedirects:
         raise ProxyError(
             502, f"Target '{target.name}' redirected more than {MAX_REDIRECTS} times", code="upstream_error"
         ) from None
-    except aiohttp.ClientConnectorError as exc:
-        log.warning("cannot connect to target %s: %s", target.name, exc.os_error)
+    except CannotConnect as exc:
+        log.warning("cannot connect to target %s: %s", target.name, exc.error)
         raise ProxyError(502, f"Cannot connect to target '{target.name}'", code="upstream_unreachable") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        log.warning("target %s failed: %s", target.name, type(exc).__name__)
+    except OSError as exc:  # ConnectionError included: closed connections, invalid answers
+        log.warning("target %s failed: %s: %s", target.name, type(exc).__name__, exc)
         raise ProxyError(502, f"Target '{target.name}' failed to answer", code="upstream_error") from None
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    connections: TargetConnections,
     target: Target,
     method: str,
     url: str,
     headers: CIMultiDict,
     body: bytes | None,
-    *,
-    decompress: bool,
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
+    """The answer, redirects followed: like browsers (a POST redirected by 301 / 302 / 303 becomes a
+    GET without body), or re-sending the method and body when the target has preserveMethod."""
     with upstream_failures(target):
-        if target.preserve_method:
-            return await _send_following_redirects(session, method, URL(url, encoded=True), headers, body, decompress)
-        return await session.request(
-            method,
-            URL(url, encoded=True),
-            headers=headers,
-            data=body,
-            allow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            auto_decompress=decompress,
-        )
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await connections.request(method, url, headers, body)
+            location = response.headers.get("Location")
+            if response.status not in REDIRECT_STATUSES or not location:
+                return response
+            response.release()
+            next_url = urljoin(url, location)
+            if urlsplit(next_url).scheme not in ("http", "https"):
+                raise ConnectionError("redirect to a non-HTTP location")
+            if not target.preserve_method and (
+                (response.status == 303 and method != "HEAD") or (response.status in (301, 302) and method == "POST")
+            ):
+                method, body = "GET", None
+                headers = headers.copy()
+                headers.popall("Content-Type", None)
+            if not _keeps_credentials(url, next_url):
+                headers = headers.copy()
+                headers.popall("Authorization", None)
+            url = next_url
+        raise TooManyRedirects()
 
 
-async def _send_following_redirects(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: URL,
-    headers: CIMultiDict,
-    body: bytes | None,
-    decompress: bool,
-) -> aiohttp.ClientResponse:
-    """Follows redirects itself, re-sending the original method and body (preserveMethod)."""
-    for _ in range(MAX_REDIRECTS + 1):
-        response = await session.request(
-            method, url, headers=headers, data=body, allow_redirects=False, auto_decompress=decompress
-        )
-        location = response.headers.get("Location")
-        if response.status not in REDIRECT_STATUSES or not location:
-            return response
-        response.release()
-        next_url = url.join(URL(location))
-        if next_url.scheme not in ("http", "https"):
-            raise aiohttp.ClientError("redirect to a non-HTTP location")
-        if not _keeps_credentials(url, next_url):
-            headers = headers.copy()
-            headers.popall("Authorization", None)
-        url = next_url
-    raise aiohttp.TooManyRedirects(response.request_info, response.history)
-
-
-def _keeps_credentials(current: URL, following: URL) -> bool:
+def _keeps_credentials(current: str, following: str) -> bool:
     """The target's key follows a redirect on the same host (an http -> https upgrade included)."""
-    if current.host != following.host:
+    here, there = urlsplit(current), urlsplit(following)
+    if here.hostname != there.hostname:
         return False
-    same_origin = current.scheme == following.scheme and current.port == following.port
-    return same_origin or (current.scheme == "http" and following.scheme == "https")
+    same_origin = here.scheme == there.scheme and here.port == there.port
+    return same_origin or (here.scheme == "http" and there.scheme == "https")
