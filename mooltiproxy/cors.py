@@ -20,8 +20,8 @@ def preflight_response(request: web.BaseRequest) -> web.Response:
     return web.Response(status=200, headers=headers)
 
 
-async def add_allow_origin(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """on_response_prepare hook: every response to a cross-origin request carries its Origin back."""
+def add_allow_origin(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Every response to a cross-origin request carries its Origin back."""
     origin = request.headers.get("Origin")
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin

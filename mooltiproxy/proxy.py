@@ -21,6 +21,7 @@ from .guard import Guard
 from .logs import log_access
 from .metrics import Metrics
 from .models import LISTING_PATHS, ModelCatalog
+from .responses import stamp
 from .routing import split_request_target
 from .settings import ClientKey, Config, Endpoint, Target
 from .upstream import UpstreamPool
@@ -95,6 +96,8 @@ class Proxy:
             status = response.status if response is not None else _CLIENT_CLOSED
             log_access(context, request.method, request.path, status, elapsed)
             self._count(context, status, elapsed)
+        if not response.prepared:
+            stamp(request, response)
         return response
 
     def _count(self, context: RequestContext, status: int, elapsed: float) -> None:
@@ -241,12 +244,3 @@ def _request_id(given: str | None) -> str:
     if given and len(given) <= 128 and given.isprintable():
         return given
     return f"{_ID_PREFIX}{next(_ids):012x}"
-
-
-async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare hook: the request id and the target that answered, on every response."""
-    context = request.get("context")
-    if context is not None:
-        response.headers["X-Request-ID"] = context.request_id
-        if context.answered_by is not None:
-            response.headers["X-Mooltiproxy-Target"] = context.answered_by

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from .connection import UpstreamResponse
 from .headers import client_response_headers
+from .responses import start_stream
 from .settings import Target
 from .upstream import upstream_failures
 
@@ -27,7 +28,7 @@ async def relay(request: web.BaseRequest, upstream: UpstreamResponse, target: Ta
             body = await upstream.read()
         return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-    await response.prepare(request)
+    await start_stream(request, response)
     try:
         async for chunk in upstream.chunks():
             await response.write(chunk)

@@ -15,7 +15,6 @@ from aiohttp import web
 from . import accelerators
 from .admin import Admin
 from .bans import BanStore, SQLiteBanStore
-from .cors import add_allow_origin
 from .errors import ConfigError
 from .guard import Guard
 from .keys import keyring
@@ -23,7 +22,7 @@ from .loader import load_config
 from .logs import setup_logging
 from .masterkey import resolve_master_key
 from .metrics import Metrics, SharedMetrics
-from .proxy import Proxy, RoutingState, routing_state, stamp_response
+from .proxy import Proxy, RoutingState, routing_state
 from .settings import Config, GuardSettings, SystemSettings
 from .upstream import UpstreamPool
 
@@ -66,16 +65,27 @@ class Runtime:
             return await self.shared_metrics.collect()
         return self.metrics.snapshot()
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.system.max_body_size)
-        app.router.add_route("*", "/{path:.*}", self.proxy.handle)
-        app.on_response_prepare.append(add_allow_origin)
-        app.on_response_prepare.append(stamp_response)
-        app.on_startup.append(self._open)
-        app.on_cleanup.append(self._close)
-        return app
+    def server(self) -> web.Server:
+        """aiohttp's low-level server: the proxy routes every request itself."""
+        system = self.config.system
+        return web.Server(
+            self.proxy.handle,
+            request_factory=self._request,
+            # A client that goes away cancels its handler, which closes the upstream request at once.
+            handler_cancellation=True,
+            access_log=None,
+            # A connection must bring a whole request head within client_timeout (slow clients are
+            # cut) and is closed after as long idle.
+            keepalive_timeout=system.client_timeout,
+            max_line_size=MAX_LINE_SIZE,
+            max_field_size=MAX_FIELD_SIZE,
+        )
 
-    async def _open(self, _: web.Application) -> None:
+    def _request(self, message, payload, protocol, writer, task) -> web.BaseRequest:  # noqa: ANN001 (aiohttp's)
+        max_size = self.config.system.max_body_size
+        return web.BaseRequest(message, payload, protocol, writer, task, task.get_loop(), client_max_size=max_size)
+
+    async def open(self) -> None:
         try:
             await self.store.open()
             if self.shared_metrics is not None:
@@ -84,7 +94,7 @@ class Runtime:
             raise ConfigError([f"cerbere.ban_file: cannot use '{self.config.guard.ban_file}': {exc}"]) from None
         await self.proxy.state.pool.open()
 
-    async def _close(self, _: web.Application) -> None:
+    async def close(self) -> None:
         self.proxy.state.pool.close()
         if self.shared_metrics is not None:
             await self.shared_metrics.close()
@@ -163,44 +173,41 @@ async def serve(config: Config, master_key: str, worker: int | None = None, on_r
     system = config.system
     ssl_context = tls_context(system) if system.ssl else None
     runtime = Runtime(config, master_key)
-    runner = web.AppRunner(
-        runtime.app(),
-        access_log=None,
-        handle_signals=False,
-        # A connection must bring a whole request head within client_timeout (slow clients are
-        # cut) and is closed after as long idle.
-        keepalive_timeout=system.client_timeout,
-        # A client that goes away cancels its handler, which closes the upstream request at once.
-        handler_cancellation=True,
-        max_line_size=MAX_LINE_SIZE,
-        max_field_size=MAX_FIELD_SIZE,
-        # Stopping lets in-flight requests and streams finish for up to this long.
-        shutdown_timeout=system.shutdown_grace,
-    )
-    await runner.setup()
+    await runtime.open()
+    # Stopping lets in-flight requests and streams finish for up to shutdown_grace.
+    runner = web.ServerRunner(runtime.server(), handle_signals=False, shutdown_timeout=system.shutdown_grace)
     try:
-        site = web.TCPSite(
-            runner, host=system.host, port=system.port, ssl_context=ssl_context, reuse_port=worker is not None
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            where = f"{system.host or '*'}:{system.port}"
-            raise ConfigError([f"cannot listen on {where}: {exc.strerror or exc}"]) from None
-        scheme = "https" if ssl_context else "http"
-        if worker is None:
-            log.info("%s", accelerators.description())
-            for address in runner.addresses:
-                host, port = address[0], address[1]
-                log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
-        if on_ready is not None:
-            on_ready()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, runtime.reload)
-        await stop.wait()
-        log.info("shutting down")
+        await runner.setup()
+        await _serve_until_stopped(runner, runtime, ssl_context, worker, on_ready)
     finally:
         await runner.cleanup()
+        await runtime.close()
+
+
+async def _serve_until_stopped(
+    runner: web.ServerRunner, runtime: Runtime, ssl_context: ssl.SSLContext | None, worker: int | None, on_ready
+) -> None:
+    system = runtime.config.system
+    site = web.TCPSite(
+        runner, host=system.host, port=system.port, ssl_context=ssl_context, reuse_port=worker is not None
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        where = f"{system.host or '*'}:{system.port}"
+        raise ConfigError([f"cannot listen on {where}: {exc.strerror or exc}"]) from None
+    scheme = "https" if ssl_context else "http"
+    if worker is None:
+        log.info("%s", accelerators.description())
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
+    if on_ready is not None:
+        on_ready()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    await stop.wait()
+    log.info("shutting down")

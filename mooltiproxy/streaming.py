@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .errors import ProxyError, error_body, upstream_error
 from .exchange import Exchange
+from .responses import start_stream
 from .sse import DONE, event_batches, frame
 from .upstream import upstream_failures
 
@@ -48,7 +49,7 @@ async def stream_translated(
         # The first event decides between a plain error and a stream.
         chunks = translator.event(batch[0])
         response = web.StreamResponse(headers=STREAM_HEADERS)
-        await response.prepare(request)
+        await start_stream(request, response)
         try:
             more, failure = _translate(translator, batch[1:])
             chunks += more

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ class TargetConnections:
     def _released(self, connection: UpstreamConnection, reusable: bool) -> None:
         self._slots.release()
         if reusable and not self._closing:
-            connection.idle_since = asyncio.get_running_loop().time()
+            connection.idle_since = time.monotonic()
             self._idle.setdefault(connection.origin, []).append(connection)
         elif not connection.closed:
             connection.discard()
@@ -105,7 +106,7 @@ class TargetConnections:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        too_old = asyncio.get_running_loop().time() - IDLE_SECONDS
+        too_old = time.monotonic() - IDLE_SECONDS
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be dropped
             if not connection.closed and connection.idle_since > too_old:
