@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from aiohttp import web
 
@@ -15,7 +16,9 @@ from .settings import ClientKey, GuardSettings
 log = logging.getLogger("mooltiproxy.guard")
 
 
+@lru_cache(maxsize=4096)
 def address_key(address: IPAddress | None) -> str:
+    # Cached: ipaddress renders an address in pure Python, and this runs on every request.
     return str(address) if address is not None else "unknown"
 
 

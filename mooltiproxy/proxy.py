@@ -17,7 +17,7 @@ from .cors import is_preflight, preflight_response
 from .errors import ProxyError, error_response
 from .exchange import TargetFailed
 from .forwarding import Forwarder
-from .guard import Guard
+from .guard import Guard, address_key
 from .logs import log_access
 from .metrics import Metrics
 from .models import LISTING_PATHS, ModelCatalog
@@ -121,7 +121,7 @@ class Proxy:
         guard = state.guard
         address = guard.address_of(request)
         if address is not None:
-            context.client_ip = str(address)
+            context.client_ip = address_key(address)
         refusal = guard.refusal(address)
         if refusal is not None:
             log.warning("refused %s client %s", refusal, context.client_ip)

@@ -84,7 +84,7 @@ class AddressList:
     networks: tuple[IPNetwork, ...] = ()
 
     def __contains__(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return address in self.addresses or any(address in network for network in self.networks)
+        return address in self.addresses or (bool(self.networks) and any(address in net for net in self.networks))
 
 
 @dataclass(frozen=True, slots=True)
