@@ -307,7 +307,11 @@ class UpstreamConnection(asyncio.Protocol):
             if status == 101:
                 raise BadAnswer("unexpected protocol switch")
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-        response = UpstreamResponse(self, status, reason, headers)
+        if "Transfer-Encoding" in headers and "Content-Length" in headers:
+            # The length is not to be trusted, nor forwarded (RFC 9112 6.3), nor is the connection.
+            headers.popall("Content-Length")
+            self._keep_alive = False
+        response = UpstreamResponse(self, status, reason, CIMultiDictProxy(headers))
         self._response = response
         connection = headers.get("Connection", "").lower()
         if "close" in connection or (head.startswith(b"HTTP/1.0") and "keep-alive" not in connection):
@@ -320,8 +324,6 @@ class UpstreamConnection(asyncio.Protocol):
                 self._state = _CHUNK_SIZE
             else:
                 self._state, self._keep_alive = _UNTIL_CLOSE, False
-            if "Content-Length" in headers:  # both: the length is not to be trusted (RFC 9112 6.3)
-                self._keep_alive = False
         elif "Content-Length" in headers:
             lengths = set(headers.getall("Content-Length"))
             length = lengths.pop()
@@ -365,7 +367,7 @@ class UpstreamConnection(asyncio.Protocol):
             waiter.set_result(None)
 
 
-def _parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy[str]]:
+def _parse_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
     """Status, reason and headers; anything that could smuggle or split is refused."""
     if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n") or b"\0" in head:
         raise BadAnswer("stray CR, LF or NUL in the answer head")
@@ -380,4 +382,4 @@ def _parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy[str]]:
         if not colon or not name or name[0] in " \t" or name[-1] in " \t":
             raise BadAnswer("invalid header line")
         headers.add(name, value.strip(" \t"))
-    return int(matched[1]), matched[2] or "", CIMultiDictProxy(headers)
+    return int(matched[1]), matched[2] or "", headers

@@ -1,0 +1,140 @@
+"""The proxy's own HTTP/1.1 client, at the byte level: framing, interim answers, broken answers,
+kept-alive connections the upstream drops."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from scripted_upstream import Script, ScriptedUpstream
+
+from conftest import auth, proxy_config
+
+TEXT = {"path": "/generate", "in": "textReqOpenAItoTGI", "out": "textAnsTGItoOpenAI"}
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedUpstream]:
+    server = ScriptedUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(start_proxy, scripted):
+    mapping = {path: None for path in ("/chunked", "/interim", "/both", "/bad-chunk", "/bad-head", "/eof", "/plain")}
+    mapping["/v1/completions"] = TEXT
+    return start_proxy(proxy_config({"raw": {"url": scripted.url, "mapping": mapping}}, system={"timeout": 2}))
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def test_chunked_answer_split_byte_by_byte(proxy, scripted):
+    body = b'{"text": "' + b"x" * 300 + b'"}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    scripted.scripts["/chunked"] = Script(byte_by_byte(answer + chunked(body, 7)))
+    response = httpx.get(f"{proxy.url}/chunked", headers=auth())
+    assert response.status_code == 200
+    assert response.content == body
+    assert "x-trailer" not in response.headers
+
+
+def test_interim_answers_are_skipped(proxy, scripted):
+    scripted.scripts["/interim"] = Script(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n",
+            b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nhello",
+        ],
+        pause=0.05,
+    )
+    response = httpx.post(f"{proxy.url}/interim", headers=auth(), content=b"{}")
+    assert (response.status_code, response.content, response.headers["x-final"]) == (201, b"hello", "yes")
+
+
+def test_length_and_chunked_together_trust_chunked_and_drop_the_connection(proxy, scripted):
+    scripted.scripts["/both"] = Script(
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"abcdef", 4)]
+    )
+    assert httpx.get(f"{proxy.url}/both", headers=auth()).content == b"abcdef"
+    assert httpx.get(f"{proxy.url}/both", headers=auth()).content == b"abcdef"
+    assert scripted.connections == 2  # never reused after an ambiguous answer
+
+
+def test_keep_alive_connection_is_reused(proxy, scripted):
+    scripted.scripts["/plain"] = Script([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    for _ in range(5):
+        assert httpx.get(f"{proxy.url}/plain", headers=auth()).content == b"ok"
+    assert scripted.connections == 1
+
+
+def test_a_kept_alive_connection_the_upstream_dropped_is_replaced(proxy, scripted):
+    # The upstream closes idle connections after 0.2 s without saying so beforehand.
+    scripted.scripts["/plain"] = Script([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], close_after_seconds=0.2)
+    assert httpx.get(f"{proxy.url}/plain", headers=auth()).status_code == 200
+    time.sleep(0.5)
+    assert httpx.get(f"{proxy.url}/plain", headers=auth()).content == b"ok"
+    assert scripted.connections == 2
+
+
+def test_body_delimited_by_the_close(proxy, scripted):
+    scripted.scripts["/eof"] = Script(
+        [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", b"until ", b"the end"], pause=0.05, close_after=True
+    )
+    response = httpx.get(f"{proxy.url}/eof", headers=auth())
+    assert (response.status_code, response.content) == (200, b"until the end")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Split: a\nInjected: yes\r\nContent-Length: 0\r\n\r\n",  # bare LF
+        b"HTTP/1.1 200 OK\r\n Folded: yes\r\nContent-Length: 0\r\n\r\n",  # obsolete line folding
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",  # conflicting lengths
+        b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
+        b"HTTP/2 200\r\nContent-Length: 0\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+    ],
+)
+def test_invalid_answer_head_is_502(proxy, scripted, head):
+    scripted.scripts["/bad-head"] = Script([head], close_after=True)
+    response = httpx.get(f"{proxy.url}/bad-head", headers=auth())
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert "injected" not in response.headers
+
+
+def test_invalid_chunk_after_the_head_cuts_the_client_connection(proxy, scripted):
+    scripted.scripts["/bad-chunk"] = Script(
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", b"zz\r\nnope\r\n"], pause=0.05
+    )
+    # The status was sent already: the client must see a cut, never a complete-looking body.
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(f"{proxy.url}/bad-chunk", headers=auth())
+
+
+def test_translated_answer_chunked_and_gzipped_is_decoded(proxy, scripted):
+    body = gzip.compress(json.dumps({"generated_text": " decoded"}).encode())
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    scripted.scripts["/generate"] = Script(byte_by_byte(head) + [chunked(body, 5)])
+    response = httpx.post(
+        f"{proxy.url}/v1/completions", headers=auth(), json={"model": "m", "prompt": "p", "max_tokens": 3}
+    )
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["text"] == " decoded"
+    # The proxy asked for no encoding, since it reads the answer itself.
+    assert b"accept-encoding: identity" in scripted.requests[-1].lower()
