@@ -70,21 +70,13 @@ class UpstreamResponse:
         """The whole body."""
         while not self._eof:
             await self._connection.wait()
-        body = b"".join(self._chunks)
-        self._chunks.clear()
-        self._size = 0
-        self._connection.consumed()
-        return self._decoded(body, final=True)
+        return self._take()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives: whatever is buffered at each step, joined."""
         while True:
             if self._chunks:
-                data = b"".join(self._chunks)
-                self._chunks.clear()
-                self._size = 0
-                self._connection.consumed()
-                data = self._decoded(data, final=self._eof)
+                data = self._take()
                 if data:
                     yield data
             elif self._eof:
@@ -98,12 +90,17 @@ class UpstreamResponse:
     def close(self) -> None:
         self._connection.release(reusable=False)
 
-    def _decoded(self, data: bytes, final: bool) -> bytes:
+    def _take(self) -> bytes:
+        """Everything buffered, decoded; reading from the upstream goes on if it was paused."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        self._connection.consumed()
         if self._decoder is None:
             return data
         try:
             data = self._decoder.decompress(data)
-            return data + self._decoder.flush() if final else data
+            return data + self._decoder.flush() if self._eof else data
         except zlib.error as exc:
             raise BadAnswer(f"undecodable body: {exc}") from None
 
@@ -240,11 +237,8 @@ class UpstreamConnection(asyncio.Protocol):
             state = self._state
             if state == _HEAD:
                 self._received = True
-                end = data.find(b"\r\n\r\n")
+                end = self._find(data, b"\r\n\r\n", MAX_HEAD_SIZE, "answer head")
                 if end < 0:
-                    if len(data) > MAX_HEAD_SIZE:
-                        raise BadAnswer("answer head too large")
-                    self._buffer = data
                     return
                 self._start(data[:end])
                 data = data[end + 4 :]
@@ -263,11 +257,8 @@ class UpstreamConnection(asyncio.Protocol):
                         self._state = _CHUNK_END
                 data = rest
             elif state == _CHUNK_SIZE:
-                end = data.find(b"\r\n")
+                end = self._find(data, b"\r\n", MAX_CHUNK_LINE, "chunk size line")
                 if end < 0:
-                    if len(data) > MAX_CHUNK_LINE:
-                        raise BadAnswer("chunk size line too long")
-                    self._buffer = data
                     return
                 size = data[:end].split(b";", 1)[0].strip(b" \t")
                 if not _HEX.fullmatch(size):
@@ -285,11 +276,8 @@ class UpstreamConnection(asyncio.Protocol):
                 data = data[2:]
             elif state == _TRAILERS:
                 # Trailer fields, if any, are dropped; an empty line ends the answer.
-                end = 0 if data.startswith(b"\r\n") else data.find(b"\r\n\r\n")
+                end = 0 if data.startswith(b"\r\n") else self._find(data, b"\r\n\r\n", MAX_HEAD_SIZE, "trailers")
                 if end < 0:
-                    if len(data) > MAX_HEAD_SIZE:
-                        raise BadAnswer("trailers too large")
-                    self._buffer = data
                     return
                 data = data[end + (2 if end == 0 else 4) :]
                 self._finish()
@@ -300,6 +288,15 @@ class UpstreamConnection(asyncio.Protocol):
                 self.closed = True
                 self.transport.close()
                 return
+
+    def _find(self, data: bytes, delimiter: bytes, limit: int, what: str) -> int:
+        """Where `delimiter` is in `data`; -1 when it has not come yet (data kept for the next read)."""
+        end = data.find(delimiter)
+        if end < 0:
+            if len(data) > limit:
+                raise BadAnswer(f"{what} too large")
+            self._buffer = data
+        return end
 
     def _start(self, head: bytes) -> None:
         status, reason, headers = _parse_head(head)

@@ -70,7 +70,7 @@ class Runtime:
         system = self.config.system
         return web.Server(
             self.proxy.handle,
-            request_factory=self._request,
+            request_factory=self._request_factory(system.max_body_size),
             # A client that goes away cancels its handler, which closes the upstream request at once.
             handler_cancellation=True,
             access_log=None,
@@ -81,9 +81,15 @@ class Runtime:
             max_field_size=MAX_FIELD_SIZE,
         )
 
-    def _request(self, message, payload, protocol, writer, task) -> web.BaseRequest:  # noqa: ANN001 (aiohttp's)
-        max_size = self.config.system.max_body_size
-        return web.BaseRequest(message, payload, protocol, writer, task, task.get_loop(), client_max_size=max_size)
+    @staticmethod
+    def _request_factory(max_body_size: int):  # noqa: ANN205 (aiohttp's factory signature)
+        """Requests that may carry bodies up to max_body_size (a restart-only setting)."""
+        loop = asyncio.get_running_loop()
+
+        def request(message, payload, protocol, writer, task) -> web.BaseRequest:  # noqa: ANN001
+            return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_size)
+
+        return request
 
     async def open(self) -> None:
         try:
