@@ -14,17 +14,17 @@ import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
+
+from .http1 import BadMessage, BodyDecoder, content_length, final_coding_is_chunked, parse_head
 
 MAX_HEAD_SIZE = 64 * 1024
-MAX_CHUNK_LINE = 4096
 # Body bytes buffered for a slow consumer before reading from the upstream is paused.
 HIGH_WATER = 1 << 20
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _STATUS = re.compile(r"HTTP/1\.[01] ([1-5][0-9][0-9])(?: (.*))?")
 
-# Parser states.
-_IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(9)
+# Connection states: no request, waiting for the answer's head, reading its body, answer complete.
+_IDLE, _HEAD, _BODY, _DONE = range(4)
 
 
 class UpstreamClosed(ConnectionError):
@@ -122,7 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_release: Callable[[UpstreamConnection, bool], None] | None = None
         self._state = _IDLE
         self._buffer = b""
-        self._remaining = 0
+        self._body: BodyDecoder | None = None
         self._keep_alive = True
         self._no_body = False
         self._received = False  # any byte of the current answer
@@ -139,7 +139,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._state == _UNTIL_CLOSE:
+        if self._state == _BODY and self._body.until_close:
             self._finish()
         elif self._state not in (_IDLE, _DONE):
             self._fail(UpstreamClosed("the upstream closed the connection"))
@@ -159,8 +159,8 @@ class UpstreamConnection(asyncio.Protocol):
             data, self._buffer = self._buffer + data, b""
         try:
             self._feed(data)
-        except BadAnswer as error:
-            self._fail(error)
+        except BadMessage as error:
+            self._fail(BadAnswer(str(error)))
             self.transport.close()
 
     # The request side
@@ -233,105 +233,61 @@ class UpstreamConnection(asyncio.Protocol):
     # Parsing
 
     def _feed(self, data: bytes) -> None:
-        while data:
-            state = self._state
-            if state == _HEAD:
-                self._received = True
-                end = self._find(data, b"\r\n\r\n", MAX_HEAD_SIZE, "answer head")
-                if end < 0:
-                    return
-                self._start(data[:end])
-                data = data[end + 4 :]
-            elif state == _LENGTH or state == _CHUNK_DATA:
-                remaining = self._remaining
-                if len(data) > remaining:
-                    data, rest = data[:remaining], data[remaining:]
-                else:
-                    rest = b""
-                self._remaining = remaining - len(data)
-                self._deliver(data)
-                if not self._remaining:
-                    if state == _LENGTH:
-                        self._finish()
-                    else:
-                        self._state = _CHUNK_END
-                data = rest
-            elif state == _CHUNK_SIZE:
-                end = self._find(data, b"\r\n", MAX_CHUNK_LINE, "chunk size line")
-                if end < 0:
-                    return
-                size = data[:end].split(b";", 1)[0].strip(b" \t")
-                if not _HEX.fullmatch(size):
-                    raise BadAnswer("invalid chunk size")
-                self._remaining = int(size, 16)
-                self._state = _CHUNK_DATA if self._remaining else _TRAILERS
-                data = data[end + 2 :]
-            elif state == _CHUNK_END:
-                if len(data) < 2:
-                    self._buffer = data
-                    return
-                if data[:2] != b"\r\n":
-                    raise BadAnswer("chunk not followed by CRLF")
-                self._state = _CHUNK_SIZE
-                data = data[2:]
-            elif state == _TRAILERS:
-                # Trailer fields, if any, are dropped; an empty line ends the answer.
-                end = 0 if data.startswith(b"\r\n") else self._find(data, b"\r\n\r\n", MAX_HEAD_SIZE, "trailers")
-                if end < 0:
-                    return
-                data = data[end + (2 if end == 0 else 4) :]
+        while data and self._state == _HEAD:
+            self._received = True
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEAD_SIZE:
+                    raise BadMessage("answer head too large")
+                self._buffer = data
+                return
+            self._start(data[:end])
+            data = data[end + 4 :]
+        if not data:
+            return
+        if self._state == _BODY:
+            if self._body.feed(data):
                 self._finish()
-            elif state == _UNTIL_CLOSE:
-                self._deliver(data)
+                data = self._body.rest
+            else:
                 return
-            else:  # bytes nobody asked for: this connection cannot be trusted again
-                self.closed = True
-                self.transport.close()
-                return
-
-    def _find(self, data: bytes, delimiter: bytes, limit: int, what: str) -> int:
-        """Where `delimiter` is in `data`; -1 when it has not come yet (data kept for the next read)."""
-        end = data.find(delimiter)
-        if end < 0:
-            if len(data) > limit:
-                raise BadAnswer(f"{what} too large")
-            self._buffer = data
-        return end
+        if data:  # bytes nobody asked for: this connection cannot be trusted again
+            self.closed = True
+            self.transport.close()
 
     def _start(self, head: bytes) -> None:
-        status, reason, headers = _parse_head(head)
+        status_line, headers = parse_head(head)
+        matched = _STATUS.fullmatch(status_line)
+        if matched is None:
+            raise BadMessage("invalid status line")
+        status = int(matched[1])
         if 100 <= status < 200:
             if status == 101:
-                raise BadAnswer("unexpected protocol switch")
+                raise BadMessage("unexpected protocol switch")
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         if "Transfer-Encoding" in headers and "Content-Length" in headers:
             # The length is not to be trusted, nor forwarded (RFC 9112 6.3), nor is the connection.
             headers.popall("Content-Length")
             self._keep_alive = False
-        response = UpstreamResponse(self, status, reason, CIMultiDictProxy(headers))
+        response = UpstreamResponse(self, status, matched[2] or "", CIMultiDictProxy(headers))
         self._response = response
         connection = headers.get("Connection", "").lower()
         if "close" in connection or (head.startswith(b"HTTP/1.0") and "keep-alive" not in connection):
             self._keep_alive = False
         if self._no_body or status == 204 or status == 304:
             self._finish()
-        elif "Transfer-Encoding" in headers:
-            codings = headers.getall("Transfer-Encoding")
-            if codings[-1].rsplit(",", 1)[-1].strip().lower() == "chunked":
-                self._state = _CHUNK_SIZE
-            else:
-                self._state, self._keep_alive = _UNTIL_CLOSE, False
-        elif "Content-Length" in headers:
-            lengths = set(headers.getall("Content-Length"))
-            length = lengths.pop()
-            if lengths or not length.isdigit() or not length.isascii():
-                raise BadAnswer("invalid Content-Length")
-            self._remaining = response.content_length = int(length)
-            self._state = _LENGTH
-            if not self._remaining:
-                self._finish()
         else:
-            self._state, self._keep_alive = _UNTIL_CLOSE, False
+            if "Transfer-Encoding" in headers:
+                chunked = final_coding_is_chunked(headers)
+                self._body = BodyDecoder(self._deliver, chunked=chunked)
+                self._keep_alive = self._keep_alive and chunked
+            else:
+                length = response.content_length = content_length(headers)
+                self._body = BodyDecoder(self._deliver, length=length)
+                self._keep_alive = self._keep_alive and length is not None
+            self._state = _BODY
+            if self._body.done:
+                self._finish()
         self._wake()
 
     def _deliver(self, data: bytes) -> None:
@@ -362,21 +318,3 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-
-def _parse_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
-    """Status, reason and headers; anything that could smuggle or split is refused."""
-    if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n") or b"\0" in head:
-        raise BadAnswer("stray CR, LF or NUL in the answer head")
-    # Latin-1 maps each byte to one character, so headers relayed to the client keep their bytes.
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    matched = _STATUS.fullmatch(status_line)
-    if matched is None:
-        raise BadAnswer("invalid status line")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name[0] in " \t" or name[-1] in " \t":
-            raise BadAnswer("invalid header line")
-        headers.add(name, value.strip(" \t"))
-    return int(matched[1]), matched[2] or "", headers

@@ -1,0 +1,150 @@
+"""HTTP/1.1 framing shared by the proxy's server and its upstream client: strict head parsing and a
+body decoder (Content-Length, chunked transfer, or until the connection closes).
+
+Strict on purpose: a proxy that reads a message differently from the server behind it can be made
+to smuggle one request inside another, so anything ambiguous is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from multidict import CIMultiDict
+
+MAX_CHUNK_LINE = 4096
+MAX_TRAILERS = 64 * 1024
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+
+# Decoder states.
+_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(7)
+
+
+class BadMessage(ValueError):
+    """Bytes that are not a valid HTTP/1.1 message."""
+
+
+def is_token(text: str) -> bool:
+    return _TOKEN.fullmatch(text) is not None
+
+
+def parse_head(head: bytes) -> tuple[str, CIMultiDict[str]]:
+    """The start line and the header fields of a head (without its final empty line)."""
+    if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n") or b"\0" in head:
+        raise BadMessage("stray CR, LF or NUL in the head")
+    # Latin-1 maps each byte to one character, so relayed headers keep their bytes.
+    start_line, *lines = head.decode("latin-1").split("\r\n")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines:
+        name, colon, value = line.partition(":")
+        # A space before the colon, a folded line or a non-token name could be read two ways.
+        if not colon or _TOKEN.fullmatch(name) is None:
+            raise BadMessage("invalid header line")
+        headers.add(name, value.strip(" \t"))
+    return start_line, headers
+
+
+def content_length(headers: CIMultiDict[str]) -> int | None:
+    """The declared body length; several equal Content-Length fields count as one."""
+    if "Content-Length" not in headers:
+        return None
+    lengths = {value for field in headers.getall("Content-Length") for value in field.split(",")}
+    length = lengths.pop().strip()
+    if lengths or not length.isdigit() or not length.isascii():
+        raise BadMessage("invalid Content-Length")
+    return int(length)
+
+
+def final_coding_is_chunked(headers: CIMultiDict[str]) -> bool:
+    return headers.getall("Transfer-Encoding")[-1].rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+
+class BodyDecoder:
+    """The body that follows a head, fed as its bytes arrive; each piece of body goes to `deliver`.
+
+    `feed` returns True once the body is complete; the bytes that came after it are in `rest`.
+    """
+
+    __slots__ = ("_deliver", "_state", "_remaining", "_pending", "rest")
+
+    def __init__(self, deliver: Callable[[bytes], None], *, length: int | None = None, chunked: bool = False):
+        self._deliver = deliver
+        self._remaining = length or 0
+        self._pending = b""
+        self.rest = b""
+        if chunked:
+            self._state = _CHUNK_SIZE
+        elif length is None:
+            self._state = _UNTIL_CLOSE
+        else:
+            self._state = _LENGTH if length else _DONE
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    @property
+    def until_close(self) -> bool:
+        """The body ends when the connection does (an answer with neither length nor chunks)."""
+        return self._state == _UNTIL_CLOSE
+
+    def feed(self, data: bytes) -> bool:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        while data:
+            state = self._state
+            if state == _LENGTH or state == _CHUNK_DATA:
+                remaining = self._remaining
+                if len(data) > remaining:
+                    data, rest = data[:remaining], data[remaining:]
+                else:
+                    rest = b""
+                self._remaining = remaining - len(data)
+                self._deliver(data)
+                if not self._remaining:
+                    self._state = _DONE if state == _LENGTH else _CHUNK_END
+                data = rest
+            elif state == _CHUNK_SIZE:
+                end = self._line_end(data, b"\r\n", MAX_CHUNK_LINE, "chunk size line")
+                if end < 0:
+                    return False
+                size = data[:end].split(b";", 1)[0].strip(b" \t")
+                if not _HEX.fullmatch(size):
+                    raise BadMessage("invalid chunk size")
+                self._remaining = int(size, 16)
+                self._state = _CHUNK_DATA if self._remaining else _TRAILERS
+                data = data[end + 2 :]
+            elif state == _CHUNK_END:
+                if len(data) < 2:
+                    self._pending = data
+                    return False
+                if data[:2] != b"\r\n":
+                    raise BadMessage("chunk not followed by CRLF")
+                self._state = _CHUNK_SIZE
+                data = data[2:]
+            elif state == _TRAILERS:
+                # Trailer fields, if any, are dropped; an empty line ends the body.
+                end = 0 if data.startswith(b"\r\n") else self._line_end(data, b"\r\n\r\n", MAX_TRAILERS, "trailers")
+                if end < 0:
+                    return False
+                data = data[end + (2 if end == 0 else 4) :]
+                self._state = _DONE
+            elif state == _UNTIL_CLOSE:
+                self._deliver(data)
+                return False
+            else:
+                break
+        if self._state == _DONE:
+            self.rest = data
+            return True
+        return False
+
+    def _line_end(self, data: bytes, delimiter: bytes, limit: int, what: str) -> int:
+        """Where `delimiter` is in `data`; -1 when it has not come yet (data kept for the next feed)."""
+        end = data.find(delimiter)
+        if end < 0:
+            if len(data) > limit:
+                raise BadMessage(f"{what} too large")
+            self._pending = data
+        return end
