@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from .bans import BanStore
 from .client_address import parse_address
 from .errors import ProxyError
 from .keys import MASTER
 from .metrics import render
+from .responses import Response, json_response, text_response
 from .settings import ClientKey
+
+if TYPE_CHECKING:
+    from .http_server import IncomingRequest
 
 _HEALTHY = json.dumps({"status": "ok"}).encode()
 
@@ -37,31 +39,31 @@ class Admin:
         self._metrics = metrics
         self._metrics_public = metrics_public
 
-    def answers_without_key(self, request: web.BaseRequest) -> bool:
+    def answers_without_key(self, request: IncomingRequest) -> bool:
         return request.method == "GET" and (
             request.path == self.health_path or (self._metrics_public and request.path == self.metrics_path)
         )
 
-    async def open_route(self, request: web.BaseRequest) -> web.Response:
+    async def open_route(self, request: IncomingRequest) -> Response:
         return self.health() if request.path == self.health_path else await self.metrics()
 
     @staticmethod
-    def health() -> web.Response:
-        return web.Response(body=_HEALTHY, content_type="application/json")
+    def health() -> Response:
+        return Response(body=_HEALTHY, content_type="application/json")
 
-    async def metrics(self) -> web.Response:
+    async def metrics(self) -> Response:
         banned = len(await self._store.bans())
         text = render(await self._metrics(), banned)
-        return web.Response(text=text, content_type="text/plain", headers={"Cache-Control": "no-store"})
+        return text_response(text, headers={"Cache-Control": "no-store"})
 
-    async def handle(self, request: web.BaseRequest, path: str, client: ClientKey) -> web.Response:
+    async def handle(self, request: IncomingRequest, path: str, client: ClientKey) -> Response:
         if client.name != MASTER:
             raise ProxyError(403, "The admin API needs the proxy key", code="admin_only")
         action = path[len(self.prefix) :]
         if action == "bans":
             _allow(request, "GET")
             bans = [ban.as_json() for ban in await self._store.bans()]
-            return web.json_response({"bans": bans})
+            return json_response({"bans": bans})
         if action.startswith("bans/"):
             _allow(request, "DELETE")
             address = parse_address(action[len("bans/") :])
@@ -69,7 +71,7 @@ class Admin:
                 raise ProxyError(400, "Expected an IP address after bans/", code="invalid_address")
             if not await self._store.lift(str(address)):
                 raise ProxyError(404, f"{address} is not banned", code="not_banned")
-            return web.json_response({"lifted": str(address)})
+            return json_response({"lifted": str(address)})
         if path == self.health_path:
             return self.health()
         if path == self.metrics_path:
@@ -78,6 +80,6 @@ class Admin:
         raise ProxyError(404, f"No admin route '{path}'", code="unknown_route")
 
 
-def _allow(request: web.BaseRequest, method: str) -> None:
+def _allow(request: IncomingRequest, method: str) -> None:
     if request.method != method:
         raise ProxyError(405, f"Use {method} here", code="method_not_allowed", headers={"Allow": method})

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import TYPE_CHECKING
+
+from .responses import Response, StreamResponse
+
+if TYPE_CHECKING:
+    from .http_server import IncomingRequest
 
 
-def is_preflight(request: web.BaseRequest) -> bool:
+def is_preflight(request: IncomingRequest) -> bool:
     return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
 
-def preflight_response(request: web.BaseRequest) -> web.Response:
+def preflight_response(request: IncomingRequest) -> Response:
     headers = {
         "Access-Control-Allow-Methods": request.headers["Access-Control-Request-Method"],
         "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
@@ -17,10 +22,10 @@ def preflight_response(request: web.BaseRequest) -> web.Response:
     }
     if "Origin" not in request.headers:
         headers["Access-Control-Allow-Origin"] = "*"
-    return web.Response(status=200, headers=headers)
+    return Response(200, headers=headers)
 
 
-def add_allow_origin(request: web.BaseRequest, response: web.StreamResponse) -> None:
+def add_allow_origin(request: IncomingRequest, response: Response | StreamResponse) -> None:
     """Every response to a cross-origin request carries its Origin back."""
     origin = request.headers.get("Origin")
     if origin is not None:

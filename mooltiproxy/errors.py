@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from aiohttp import web
+from .responses import Response
 
 # OpenAI's error `type` for each status the proxy produces itself.
 _ERROR_TYPES = {
@@ -58,10 +58,10 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     return json.dumps(payload).encode()
 
 
-def error_response(error: ProxyError) -> web.Response:
-    return web.Response(
-        status=error.status,
-        body=error_body(error.status, error.message, error.code, error.param),
+def error_response(error: ProxyError) -> Response:
+    return Response(
+        error.status,
+        error_body(error.status, error.message, error.code, error.param),
         content_type="application/json",
         headers=error.headers,
     )

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from .accelerators import dumps, loads
@@ -15,8 +14,10 @@ from .context import FanOut, RequestContext, Streamed
 from .errors import ProxyError, upstream_error
 from .exchange import Exchange
 from .headers import upstream_request_headers
+from .http_server import IncomingRequest
 from .metrics import Metrics
 from .relay import relay
+from .responses import Response, StreamResponse
 from .settings import Endpoint, Mapper, Target
 from .streaming import stream_translated
 from .upstream import UpstreamPool
@@ -43,14 +44,14 @@ class Forwarder:
 
     async def forward(
         self,
-        request: web.BaseRequest,
+        request: IncomingRequest,
         context: RequestContext,
         target: Target,
         endpoint: Endpoint,
         query: str,
         *,
         can_fall_back: bool,
-    ) -> web.StreamResponse:
+    ) -> Response | StreamResponse:
         context.target, context.endpoint, context.answered_by = target, endpoint, target.name
         context.state.clear()  # a fallback target maps the request afresh
         call = self._map_request(context, endpoint)
@@ -82,8 +83,8 @@ class Forwarder:
         return await self._read_and_map(context, endpoint, call, exchange(endpoint.upstream_path))
 
     async def _relay(
-        self, request: web.BaseRequest, context: RequestContext, call: UpstreamCall, exchange: Exchange
-    ) -> web.StreamResponse:
+        self, request: IncomingRequest, context: RequestContext, call: UpstreamCall, exchange: Exchange
+    ) -> Response | StreamResponse:
         upstream = await exchange.open(call.bodies[0])
         context.upstream_seconds = exchange.seconds
         context.upstream_status, context.upstream_headers = upstream.status, upstream.headers
@@ -101,12 +102,12 @@ class Forwarder:
 
     async def _stream(
         self,
-        request: web.BaseRequest,
+        request: IncomingRequest,
         context: RequestContext,
         endpoint: Endpoint,
         call: UpstreamCall,
         exchange: Exchange,
-    ) -> web.StreamResponse:
+    ) -> Response | StreamResponse:
         body = call.bodies[0]
         for last_try in (False, True):
             translator = endpoint.stream_translator(endpoint, context)
@@ -130,7 +131,7 @@ class Forwarder:
 
     async def _read_and_map(
         self, context: RequestContext, endpoint: Endpoint, call: UpstreamCall, exchange: Exchange
-    ) -> web.Response:
+    ) -> Response:
         bodies = call.bodies
         for last_try in (False, True):
             answers = await exchange.read_all(bodies)
@@ -157,7 +158,7 @@ class Forwarder:
             )
         body = dumps(mapped)
         self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
-        return web.Response(status=answers[0].status, body=body, content_type="application/json")
+        return Response(answers[0].status, body, content_type="application/json")
 
     def _on_error(self, endpoint: Endpoint, error: ProxyError, sent: Any, context: RequestContext) -> Any:
         """The answer mapper's error hook: a payload to try once more, None, or its own error."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from .bans import BanStore
 from .client_address import IPAddress, client_address
 from .keys import KeyRing
 from .metrics import Metrics
 from .settings import ClientKey, GuardSettings
+
+if TYPE_CHECKING:
+    from .http_server import IncomingRequest
 
 log = logging.getLogger("mooltiproxy.guard")
 
@@ -29,7 +31,7 @@ class Guard:
         self.store = store
         self._metrics = metrics
 
-    def address_of(self, request: web.BaseRequest) -> IPAddress | None:
+    def address_of(self, request: IncomingRequest) -> IPAddress | None:
         return client_address(request.remote, request.headers, self._settings.trusted_proxies)
 
     def refusal(self, address: IPAddress | None) -> str | None:

@@ -11,27 +11,10 @@ import time
 from functools import cache
 from typing import TextIO
 
-from aiohttp.http_exceptions import HttpProcessingError
-
 from .context import RequestContext
 
 access_log = logging.getLogger("mooltiproxy.access")
 _access_formatter: _Formatter | None = None  # set by setup_logging
-
-
-class _MalformedRequestFilter(logging.Filter):
-    """aiohttp logs each malformed request (bad request line, oversized header...) with a traceback,
-    after answering it with 400 / 431: one warning line is what an operator needs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exception = record.exc_info[1] if record.exc_info else None
-        if isinstance(exception, HttpProcessingError):
-            record.msg = "refused a malformed request: %s"
-            record.args = (exception.message.splitlines()[0] if exception.message else type(exception).__name__,)
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
 
 
 class _Formatter(logging.Formatter):
@@ -115,11 +98,6 @@ def setup_logging(debug: bool, json_lines: bool = False) -> None:
     handler.setFormatter(formatter)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
     _access_formatter = formatter if access_log.isEnabledFor(logging.INFO) else None
-    # aiohttp's own access log is replaced by ours, which knows the target.
-    logging.getLogger("aiohttp.access").disabled = True
-    server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(existing, _MalformedRequestFilter) for existing in server_log.filters):
-        server_log.addFilter(_MalformedRequestFilter())
     if debug:
         # Debug output is about the proxy's traffic, not the event loop's internals.
         logging.getLogger("asyncio").setLevel(logging.INFO)

@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Mapping
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from .accelerators import loads
+from .responses import Response, json_response
 from .settings import ClientKey, Target
 from .upstream import UpstreamPool
 
@@ -28,7 +28,7 @@ class ModelCatalog:
         self._pool = pool
         self._cache: dict[str, tuple[float, str | None]] = {}
 
-    async def listing(self, client: ClientKey, authorizations: Mapping[str, str | None]) -> web.Response:
+    async def listing(self, client: ClientKey, authorizations: Mapping[str, str | None]) -> Response:
         names = [name for name in self._targets if client.targets is None or name in client.targets]
         ids = await asyncio.gather(*(self._model_ids(name, authorizations[name]) for name in names))
         data, seen = [], set()
@@ -37,7 +37,7 @@ class ModelCatalog:
                 if model not in seen:
                     seen.add(model)
                     data.append({"id": model, "object": "model", "created": 0, "owned_by": name})
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def _model_ids(self, name: str, authorization: str | None) -> list[str]:
         target = self._targets[name]

@@ -9,8 +9,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from .admin import Admin
 from .context import RequestContext
 from .cors import is_preflight, preflight_response
@@ -18,12 +16,14 @@ from .errors import ProxyError, error_response
 from .exchange import TargetFailed
 from .forwarding import Forwarder
 from .guard import Guard, address_key
+from .http_server import IncomingRequest
 from .logs import log_access
 from .metrics import Metrics
 from .models import LISTING_PATHS, ModelCatalog
-from .responses import stamp
+from .responses import Response, StreamResponse
 from .routing import split_request_target
 from .settings import ClientKey, Config, Endpoint, Target
+from .stamping import stamp
 from .upstream import UpstreamPool
 
 log = logging.getLogger("mooltiproxy.proxy")
@@ -65,12 +65,12 @@ class Proxy:
         self.state = state
         self._metrics = metrics
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: IncomingRequest) -> Response | StreamResponse:
         started = time.perf_counter()
         state = self.state
         context = RequestContext(request.remote or "-", _request_id(request.headers.get("X-Request-ID")))
-        request["context"] = context
-        response: web.StreamResponse | None = None
+        request.context = context
+        response: Response | StreamResponse | None = None
         try:
             response = await self._dispatch(state, request, context)
         except ProxyError as error:
@@ -79,7 +79,7 @@ class Proxy:
             response = error_response(error)
         except ConnectionResetError:
             # The client went away while the answer was being written to it.
-            response = web.Response(status=_CLIENT_CLOSED)
+            response = Response(_CLIENT_CLOSED)
         except Exception as exc:
             log.error(
                 "internal error on %s %s: %s: %s",
@@ -114,8 +114,8 @@ class Proxy:
             metrics.add("mooltiproxy_generated_tokens_total", context.completion_tokens, target=target)
 
     async def _dispatch(
-        self, state: RoutingState, request: web.BaseRequest, context: RequestContext
-    ) -> web.StreamResponse:
+        self, state: RoutingState, request: IncomingRequest, context: RequestContext
+    ) -> Response | StreamResponse:
         if state.admin.answers_without_key(request):
             return await state.admin.open_route(request)
         guard = state.guard
@@ -156,11 +156,11 @@ class Proxy:
     async def _forward(
         self,
         state: RoutingState,
-        request: web.BaseRequest,
+        request: IncomingRequest,
         context: RequestContext,
         candidates: list[tuple[Target, Endpoint]],
         query: str,
-    ) -> web.StreamResponse:
+    ) -> Response | StreamResponse:
         """The target, then its fallbacks in order while they fail."""
         for index, (target, endpoint) in enumerate(candidates):
             can_fall_back = index + 1 < len(candidates)
@@ -193,7 +193,7 @@ class Proxy:
         return candidates
 
     @staticmethod
-    def _choose_target(state: RoutingState, request: web.BaseRequest, context: RequestContext) -> Target:
+    def _choose_target(state: RoutingState, request: IncomingRequest, context: RequestContext) -> Target:
         """The `target` header; else the target claiming the body's model; else the default."""
         name = request.headers.get("target")
         if not name and state.model_routes and context.raw_body:
@@ -209,18 +209,13 @@ class Proxy:
         return target
 
     @staticmethod
-    async def _read_body(state: RoutingState, request: web.BaseRequest) -> bytes:
-        limit = state.config.system.max_body_size
-        too_large = ProxyError(413, f"Request body larger than {limit} bytes", code="request_too_large")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
+    async def _read_body(state: RoutingState, request: IncomingRequest) -> bytes:
+        """The whole body (413 past system.max_body_size, 408 when it comes too slowly)."""
+        if request.body_complete:  # the usual case: the body came with the head
+            return await request.read()
         try:
-            if request.content.is_eof():  # the usual case: the body came with the head
-                return await request.read()
             async with asyncio.timeout(state.config.system.client_timeout):
                 return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise too_large from None
         except TimeoutError:
             raise ProxyError(408, "The request body took too long to arrive", code="request_timeout") from None
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp import web
-
 from .connection import UpstreamResponse
 from .headers import client_response_headers
-from .responses import start_stream
+from .http_server import IncomingRequest
+from .responses import Response, StreamResponse
 from .settings import Target
+from .stamping import start_stream
 from .upstream import upstream_failures
 
 log = logging.getLogger("mooltiproxy.relay")
@@ -19,15 +19,15 @@ log = logging.getLogger("mooltiproxy.relay")
 BUFFERED_BODY_LIMIT = 64 * 1024
 
 
-async def relay(request: web.BaseRequest, upstream: UpstreamResponse, target: Target) -> web.StreamResponse:
+async def relay(request: IncomingRequest, upstream: UpstreamResponse, target: Target) -> Response | StreamResponse:
     """The body is relayed as received, still encoded, so its headers stay true."""
     headers = client_response_headers(upstream.headers)
     length = upstream.content_length
     if length is not None and length <= BUFFERED_BODY_LIMIT:
         with upstream_failures(target):
             body = await upstream.read()
-        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        return Response(upstream.status, body, reason=upstream.reason, headers=headers)
+    response = StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await start_stream(request, response)
     try:
         async for chunk in upstream.chunks():

@@ -1,4 +1,4 @@
-"""Builds the aiohttp application and serves it until SIGINT / SIGTERM."""
+"""The proxy's runtime (what outlives a reload, what a reload swaps) and serving until SIGINT / SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import signal
 import sqlite3
 import ssl
 
-from aiohttp import web
-
 from . import accelerators
 from .admin import Admin
 from .bans import BanStore, SQLiteBanStore
 from .errors import ConfigError
 from .guard import Guard
+from .http_server import HttpServer
 from .keys import keyring
 from .loader import load_config
 from .logs import setup_logging
@@ -27,10 +26,6 @@ from .settings import Config, GuardSettings, SystemSettings
 from .upstream import UpstreamPool
 
 log = logging.getLogger("mooltiproxy")
-
-# Request line and each header line; longer ones get 400 / 431 from aiohttp itself.
-MAX_LINE_SIZE = 16 * 1024
-MAX_FIELD_SIZE = 16 * 1024
 
 
 def ban_store(settings: GuardSettings) -> BanStore:
@@ -64,32 +59,6 @@ class Runtime:
         if self.shared_metrics is not None:
             return await self.shared_metrics.collect()
         return self.metrics.snapshot()
-
-    def server(self) -> web.Server:
-        """aiohttp's low-level server: the proxy routes every request itself."""
-        system = self.config.system
-        return web.Server(
-            self.proxy.handle,
-            request_factory=self._request_factory(system.max_body_size),
-            # A client that goes away cancels its handler, which closes the upstream request at once.
-            handler_cancellation=True,
-            access_log=None,
-            # A connection must bring a whole request head within client_timeout (slow clients are
-            # cut) and is closed after as long idle.
-            keepalive_timeout=system.client_timeout,
-            max_line_size=MAX_LINE_SIZE,
-            max_field_size=MAX_FIELD_SIZE,
-        )
-
-    @staticmethod
-    def _request_factory(max_body_size: int):  # noqa: ANN205 (aiohttp's factory signature)
-        """Requests that may carry bodies up to max_body_size (a restart-only setting)."""
-        loop = asyncio.get_running_loop()
-
-        def request(message, payload, protocol, writer, task) -> web.BaseRequest:  # noqa: ANN001
-            return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_size)
-
-        return request
 
     async def open(self) -> None:
         try:
@@ -180,32 +149,28 @@ async def serve(config: Config, master_key: str, worker: int | None = None, on_r
     ssl_context = tls_context(system) if system.ssl else None
     runtime = Runtime(config, master_key)
     await runtime.open()
-    # Stopping lets in-flight requests and streams finish for up to shutdown_grace.
-    runner = web.ServerRunner(runtime.server(), handle_signals=False, shutdown_timeout=system.shutdown_grace)
+    server = HttpServer(runtime.proxy.handle, client_timeout=system.client_timeout, max_body_size=system.max_body_size)
     try:
-        await runner.setup()
-        await _serve_until_stopped(runner, runtime, ssl_context, worker, on_ready)
+        await _serve_until_stopped(server, runtime, ssl_context, worker, on_ready)
     finally:
-        await runner.cleanup()
+        # Stopping lets in-flight requests and streams finish for up to shutdown_grace.
+        await server.shutdown(system.shutdown_grace)
         await runtime.close()
 
 
 async def _serve_until_stopped(
-    runner: web.ServerRunner, runtime: Runtime, ssl_context: ssl.SSLContext | None, worker: int | None, on_ready
+    server: HttpServer, runtime: Runtime, ssl_context: ssl.SSLContext | None, worker: int | None, on_ready
 ) -> None:
     system = runtime.config.system
-    site = web.TCPSite(
-        runner, host=system.host, port=system.port, ssl_context=ssl_context, reuse_port=worker is not None
-    )
     try:
-        await site.start()
+        await server.listen(system.host, system.port, ssl_context, reuse_port=worker is not None)
     except OSError as exc:
         where = f"{system.host or '*'}:{system.port}"
         raise ConfigError([f"cannot listen on {where}: {exc.strerror or exc}"]) from None
     scheme = "https" if ssl_context else "http"
     if worker is None:
         log.info("%s", accelerators.description())
-        for address in runner.addresses:
+        for address in server.addresses:
             host, port = address[0], address[1]
             log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
     if on_ready is not None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from .errors import ProxyError, error_body, upstream_error
 from .exchange import Exchange
-from .responses import start_stream
+from .http_server import IncomingRequest
+from .responses import StreamResponse
 from .sse import DONE, event_batches, frame
+from .stamping import start_stream
 from .upstream import upstream_failures
 
 log = logging.getLogger("mooltiproxy.streaming")
@@ -33,8 +33,8 @@ class StreamTranslator(Protocol):
 
 
 async def stream_translated(
-    request: web.BaseRequest, exchange: Exchange, body: bytes, translator: StreamTranslator
-) -> web.StreamResponse:
+    request: IncomingRequest, exchange: Exchange, body: bytes, translator: StreamTranslator
+) -> StreamResponse:
     target = exchange.target
     upstream = await exchange.open(body, decompress=True)
     try:
@@ -48,7 +48,7 @@ async def stream_translated(
             raise ProxyError(502, f"Target '{target.name}' closed the stream without an event", code="upstream_error")
         # The first event decides between a plain error and a stream.
         chunks = translator.event(batch[0])
-        response = web.StreamResponse(headers=STREAM_HEADERS)
+        response = StreamResponse(headers=STREAM_HEADERS)
         await start_stream(request, response)
         try:
             more, failure = _translate(translator, batch[1:])
@@ -92,6 +92,6 @@ def _translate(translator: StreamTranslator, batch: list[str]) -> tuple[list[Any
     return chunks, None
 
 
-async def _send(response: web.StreamResponse, chunks: list[Any]) -> None:
+async def _send(response: StreamResponse, chunks: list[Any]) -> None:
     if chunks:
         await response.write(b"".join(frame(chunk) for chunk in chunks))
