@@ -46,12 +46,15 @@ def parse_head(head: bytes) -> tuple[str, CIMultiDict[str]]:
 
 
 def content_length(headers: CIMultiDict[str]) -> int | None:
-    """The declared body length; several equal Content-Length fields count as one."""
-    if "Content-Length" not in headers:
+    """The declared body length; several equal Content-Length values count as one."""
+    fields = headers.getall("Content-Length", ())
+    if not fields:
         return None
-    lengths = {value for field in headers.getall("Content-Length") for value in field.split(",")}
-    length = lengths.pop().strip()
-    if lengths or not length.isdigit() or not length.isascii():
+    length = fields[0]
+    if len(fields) > 1 or "," in length:
+        lengths = {value.strip() for field in fields for value in field.split(",")}
+        length = lengths.pop() if len(lengths) == 1 else ""
+    if not length.isdigit() or not length.isascii():
         raise BadMessage("invalid Content-Length")
     return int(length)
 

@@ -45,11 +45,15 @@ class _Formatter(logging.Formatter):
         )
 
 
-class _CoalescingStream:
-    """stderr, flushed once per event-loop turn rather than once per line.
+# Under load, at most one write of buffered lines to stderr per this many seconds.
+_FLUSH_INTERVAL = 0.01
 
-    Under load, the access lines of all the requests one loop turn served cost one write;
-    outside a running loop (start-up, shutdown) every flush is immediate.
+
+class _CoalescingStream:
+    """stderr, flushed at the next event-loop turn rather than once per line, and under load at most
+    once per _FLUSH_INTERVAL: the access lines of many requests then cost one write.
+
+    Outside a running loop (start-up, shutdown) every flush is immediate.
     """
 
     def __init__(self, stream: TextIO):
@@ -60,6 +64,7 @@ class _CoalescingStream:
             else stream
         )
         self._flush_pending = False
+        self._flushed_at = 0.0
 
     def write(self, text: str) -> int:
         return self._stream.write(text)
@@ -72,10 +77,11 @@ class _CoalescingStream:
             return
         if not self._flush_pending:
             self._flush_pending = True
-            loop.call_soon(self._flush_now)
+            loop.call_at(self._flushed_at + _FLUSH_INTERVAL, self._flush_now)
 
     def _flush_now(self) -> None:
         self._flush_pending = False
+        self._flushed_at = asyncio.get_running_loop().time()
         self._stream.flush()
 
 
