@@ -45,6 +45,15 @@ def parse_head(head: bytes) -> tuple[str, CIMultiDict[str]]:
     return start_line, headers
 
 
+def encode_head(text: str) -> bytes:
+    """A head for the wire: heads are decoded as Latin-1, so this gives their bytes back; text of
+    the proxy's own beyond Latin-1 (a key or target name from the config) goes as UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode()
+
+
 def content_length(headers: CIMultiDict[str]) -> int | None:
     """The declared body length; several equal Content-Length values count as one."""
     fields = headers.getall("Content-Length", ())

@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 
 from .context import RequestContext
 from .errors import ProxyError, error_body
-from .http1 import BadMessage, BodyDecoder, content_length, parse_head
+from .http1 import BadMessage, BodyDecoder, content_length, encode_head, parse_head
 from .responses import Response, StreamResponse
 
 log = logging.getLogger("mooltiproxy.server")
@@ -487,10 +487,7 @@ def _head(
     # answer, so it is checked for rather than trusted.
     if text.count("\n") != len(headers) + (4 if connection else 3):
         raise ValueError("line break in a response header")
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode()
+    return encode_head(text)
 
 
 class HttpServer:

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from .balancer import Balancer
 from .connection import UpstreamConnection, UpstreamResponse
 from .errors import ProxyError
+from .http1 import encode_head
 from .settings import SystemSettings, Target
 
 log = logging.getLogger("mooltiproxy.upstream")
@@ -171,8 +172,7 @@ def _request_head(method: str, path: str, host: str, headers: CIMultiDict, body:
     # can split the request.
     if head.count("\r") != len(lines) + 1 or head.count("\n") != len(lines) + 1:
         raise ValueError("CR or LF in the request line or a header")
-    # Header values came decoded with surrogateescape: this gives the client's bytes back.
-    return head.encode("utf-8", "surrogateescape")
+    return encode_head(head)
 
 
 class UpstreamPool:

@@ -1,0 +1,244 @@
+"""The proxy's own HTTP/1.1 server, at the byte level: pipelining, chunked and compressed request
+bodies, 100-continue, HTTP/1.0, HEAD, absolute-form targets, and the heads it must refuse."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+
+import pytest
+from scripted_upstream import Script, ScriptedUpstream
+
+from conftest import KEY, proxy_config
+
+PATHS = ("/a", "/b", "/c", "/echo")
+
+
+@pytest.fixture
+def proxy(start_proxy, echo):
+    config = proxy_config(
+        {"echo": {"url": echo.url, "mapping": dict.fromkeys(PATHS)}}, system={"max_body_size": 10_000}
+    )
+    return start_proxy(config)
+
+
+def connect(proxy) -> socket.socket:
+    port = int(proxy.url.rsplit(":", 1)[1])
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def request(method: str, target: str, body: bytes = b"", *, headers: str = "", version: str = "1.1") -> bytes:
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    head = f"{method} {target} HTTP/{version}\r\nHost: proxy\r\nAuthorization: Bearer {KEY}\r\n{length}{headers}\r\n"
+    return head.encode() + body
+
+
+class Reader:
+    """Reads answers off a socket one by one (Content-Length or chunked bodies)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = b""
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def _until(self, delimiter: bytes) -> bytes:
+        while delimiter not in self.buffer:
+            if not self._fill():
+                raise ConnectionError("closed")
+        part, _, self.buffer = self.buffer.partition(delimiter)
+        return part
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise ConnectionError("closed")
+        part, self.buffer = self.buffer[:size], self.buffer[size:]
+        return part
+
+    def answer(self, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+        status_line, *lines = self._until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        status = int(status_line.split()[1])
+        if head_only or status in (100, 204, 304):
+            return status, headers, b""
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while size := int(self._until(b"\r\n").split(b";")[0], 16):
+                body += self._exactly(size)
+                self._until(b"\r\n")
+            self._until(b"\r\n")
+            return status, headers, body
+        return status, headers, self._exactly(int(headers["content-length"]))
+
+    def closed(self) -> bool:
+        return not self.buffer and not self._fill()
+
+
+def test_pipelined_requests_are_answered_in_order(proxy, echo):
+    with connect(proxy) as sock:
+        sock.sendall(request("GET", "/a?n=1") + request("POST", "/b", b'{"n": 2}') + request("GET", "/c"))
+        reader = Reader(sock)
+        answers = [reader.answer() for _ in range(3)]
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    echoed = [json.loads(body) for _, _, body in answers]
+    assert [(e["method"], e["path"], e["query"]) for e in echoed] == [
+        ("GET", "/a", "n=1"),
+        ("POST", "/b", ""),
+        ("GET", "/c", ""),
+    ]
+    assert echoed[1]["body"] == '{"n": 2}'
+
+
+def test_chunked_request_body_arrives_whole(proxy, echo):
+    body = b'{"text": "' + b"y" * 500 + b'"}'
+    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(body[i : i + 9]), body[i : i + 9]) for i in range(0, len(body), 9))
+    with connect(proxy) as sock:
+        sock.sendall(request("POST", "/echo", headers="Transfer-Encoding: chunked\r\n"))
+        for index in range(0, len(chunked), 50):  # in pieces that split sizes, data and CRLFs
+            sock.sendall(chunked[index : index + 50])
+        sock.sendall(b"0\r\nX-Trailer: dropped\r\n\r\n")
+        status, _, answer = Reader(sock).answer()
+    assert status == 200
+    assert json.loads(answer)["body"] == body.decode()
+    assert echo.last.headers["Content-Length"] == str(len(body))
+    assert "Transfer-Encoding" not in echo.last.headers
+
+
+def test_expect_100_continue(proxy, echo):
+    body = b'{"continued": true}'
+    with connect(proxy) as sock:
+        head = request("POST", "/echo", headers=f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n")
+        sock.sendall(head)
+        reader = Reader(sock)
+        assert reader.answer()[0] == 100
+        sock.sendall(body)
+        status, _, answer = reader.answer()
+    assert status == 200
+    assert json.loads(answer)["body"] == body.decode()
+    assert "Expect" not in echo.last.headers
+
+
+def test_http10_closes_unless_kept_alive(proxy):
+    with connect(proxy) as sock:
+        sock.sendall(request("GET", "/a", version="1.0"))
+        reader = Reader(sock)
+        status, headers, _ = reader.answer()
+        assert (status, headers["connection"]) == (200, "close")
+        assert reader.closed()
+    with connect(proxy) as sock:
+        sock.sendall(request("GET", "/a", headers="Connection: keep-alive\r\n", version="1.0"))
+        reader = Reader(sock)
+        assert reader.answer()[1]["connection"] == "keep-alive"
+        sock.sendall(request("GET", "/b", version="1.0"))
+        assert reader.answer()[0] == 200
+
+
+def test_head_answer_has_no_body_and_the_connection_goes_on(proxy):
+    with connect(proxy) as sock:
+        sock.sendall(request("HEAD", "/a") + request("GET", "/b"))
+        reader = Reader(sock)
+        status, headers, _ = reader.answer(head_only=True)
+        assert status == 200 and int(headers["content-length"]) > 0
+        status, _, body = reader.answer()
+    assert status == 200
+    assert json.loads(body)["path"] == "/b"
+
+
+def test_absolute_form_target(proxy, echo):
+    with connect(proxy) as sock:
+        sock.sendall(request("GET", "http://proxy/c?x=1"))
+        status, _, body = Reader(sock).answer()
+    assert status == 200
+    assert (json.loads(body)["path"], json.loads(body)["query"]) == ("/c", "x=1")
+
+
+def test_compressed_request_body_is_bounded_after_decoding(proxy, echo):
+    before = len(echo.received)
+    bomb = gzip.compress(b"0" * 5_000_000)  # 5 MB once decoded, a few KiB on the wire
+    assert len(bomb) < 10_000
+    with connect(proxy) as sock:
+        sock.sendall(request("POST", "/echo", bomb, headers="Content-Encoding: gzip\r\n"))
+        status, _, body = Reader(sock).answer()
+    assert status == 413
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+    with connect(proxy) as sock:
+        sock.sendall(request("POST", "/echo", b"not gzip", headers="Content-Encoding: gzip\r\n"))
+        assert Reader(sock).answer()[0] == 400
+        sock.sendall(request("POST", "/echo", b"x", headers="Content-Encoding: zstd\r\n"))
+        assert Reader(sock).answer()[0] == 415
+    assert len(echo.received) == before
+
+
+MALFORMED = {
+    "space before the colon": "GET /a HTTP/1.1\r\nHost: proxy\r\nX-Bad : 1\r\n\r\n",
+    "folded header line": "GET /a HTTP/1.1\r\nHost: proxy\r\nX-A: 1\r\n  folded\r\n\r\n",
+    "bare LF": "GET /a HTTP/1.1\nHost: proxy\n\n\r\n\r\n",
+    "length and chunked": "POST /a HTTP/1.1\r\nHost: proxy\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "two lengths": "POST /a HTTP/1.1\r\nHost: proxy\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "negative length": "POST /a HTTP/1.1\r\nHost: proxy\r\nContent-Length: -1\r\n\r\n",
+    "no Host": "GET /a HTTP/1.1\r\nX-A: 1\r\n\r\n",
+    "two Hosts": "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "bad request line": "GET /a\r\nHost: proxy\r\n\r\n",
+    "HTTP/2 preface": "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "space in the target": "GET /a b HTTP/1.1\r\nHost: proxy\r\n\r\n",
+    "chunked in HTTP/1.0": "POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_heads_get_400_and_a_closed_connection(proxy, echo, raw):
+    before = len(echo.received)
+    with connect(proxy) as sock:
+        sock.sendall(raw.encode())
+        reader = Reader(sock)
+        status, headers, body = reader.answer()
+        assert status == 400
+        assert headers["connection"] == "close"
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        assert reader.closed()
+    assert len(echo.received) == before
+
+
+def test_unsupported_transfer_coding_gets_501(proxy):
+    with connect(proxy) as sock:
+        sock.sendall(b"POST /a HTTP/1.1\r\nHost: proxy\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        assert Reader(sock).answer()[0] == 501
+
+
+def test_malformed_chunked_body_gets_400(proxy, echo):
+    before = len(echo.received)
+    with connect(proxy) as sock:
+        sock.sendall(request("POST", "/echo", headers="Transfer-Encoding: chunked\r\n") + b"zz\r\nabc\r\n0\r\n\r\n")
+        reader = Reader(sock)
+        status, _, body = reader.answer()
+        assert status == 400
+        assert json.loads(body)["error"]["code"] == "bad_request"
+    assert len(echo.received) == before
+
+
+def test_oversized_head_gets_431(proxy, echo):
+    before = len(echo.received)
+    with connect(proxy) as sock:
+        sock.sendall(request("GET", "/a", headers="".join(f"X-Pad-{i}: {'p' * 1000}\r\n" for i in range(40))))
+        assert Reader(sock).answer()[0] == 431
+    assert len(echo.received) == before
+
+
+def test_header_bytes_cross_unchanged_both_ways(start_proxy):
+    """Latin-1 in, Latin-1 out: no byte of a header value is re-encoded or dropped, either way."""
+    scripted = ScriptedUpstream().start()
+    try:
+        scripted.scripts["/label"] = Script([b"HTTP/1.1 200 OK\r\nX-Answer: na\xefve\r\nContent-Length: 2\r\n\r\nok"])
+        proxy = start_proxy(proxy_config({"raw": {"url": scripted.url, "mapping": {"/label": None}}}))
+        with connect(proxy) as sock:
+            sock.sendall(request("GET", "/label", headers="X-Label: caf\xe9\r\n").replace(b"caf\xc3\xa9", b"caf\xe9"))
+            head = Reader(sock)._until(b"\r\n\r\n")
+    finally:
+        scripted.stop()
+    assert b"\r\nX-Label: caf\xe9\r\n" in scripted.requests[-1]
+    assert b"\r\nX-Answer: na\xefve\r\n" in head + b"\r\n"
