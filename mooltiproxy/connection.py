@@ -129,6 +129,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._response: UpstreamResponse | None = None
         self._error: Exception | None = None
         self._waiter: asyncio.Future | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._write_ready: asyncio.Future | None = None
         self._reading_paused = False
 
@@ -139,6 +141,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._state == _BODY and self._body.until_close:
             self._finish()
         elif self._state not in (_IDLE, _DONE):
@@ -192,13 +196,24 @@ class UpstreamConnection(asyncio.Protocol):
         if self._error is not None:
             raise self._error
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(self._read_timeout, self._time_out) if self._read_timeout else None
+        if self._read_timeout:
+            # One timer re-armed lazily, not one made and cancelled per wait.
+            self._deadline = self._loop.time() + self._read_timeout
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._deadline, self._check_deadline)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._waiter is None or self.closed:
+            return  # not waiting: the next wait starts the timer again
+        if self._loop.time() >= self._deadline:
+            self._time_out()
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
     def consumed(self) -> None:
         """The consumer took everything buffered: reading goes on if it was paused."""

@@ -14,7 +14,12 @@ from multidict import CIMultiDict
 
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 64 * 1024
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = re.compile(_TOKEN_CHARS)
+# One header line: a token name right before the colon (no space, no folding), and a value without
+# CR, LF or NUL, its surrounding blanks left out. Anchored at line starts, so a line that does not
+# match as a whole is not matched at all.
+_FIELD = re.compile(rf"^({_TOKEN_CHARS}):[ \t]*((?:[^\r\n\0]*[^\r\n\0 \t])?)[ \t]*\r$", re.MULTILINE)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
 # Decoder states.
@@ -31,18 +36,23 @@ def is_token(text: str) -> bool:
 
 def parse_head(head: bytes) -> tuple[str, CIMultiDict[str]]:
     """The start line and the header fields of a head (without its final empty line)."""
-    if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n") or b"\0" in head:
+    lines = head.count(b"\r\n")
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
         raise BadMessage("stray CR, LF or NUL in the head")
     # Latin-1 maps each byte to one character, so relayed headers keep their bytes.
-    start_line, *lines = head.decode("latin-1").split("\r\n")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, colon, value = line.partition(":")
-        # A space before the colon, a folded line or a non-token name could be read two ways.
-        if not colon or _TOKEN.fullmatch(name) is None:
-            raise BadMessage("invalid header line")
-        headers.add(name, value.strip(" \t"))
-    return start_line, headers
+    start_line, _, fields = head.decode("latin-1").partition("\r\n")
+    if not fields:
+        return start_line, CIMultiDict()
+    found = _FIELD.findall(fields + "\r\n")
+    # Every line matched: none could be read two ways.
+    if len(found) != lines:
+        raise BadMessage("invalid header line")
+    return start_line, CIMultiDict(found)
+
+
+def field_lines(headers: CIMultiDict[str]) -> str:
+    """The header fields as head lines, CRLF-separated (none after the last)."""
+    return "\r\n".join(map(": ".join, headers.items()))
 
 
 def encode_head(text: str) -> bytes:

@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 
 from .context import RequestContext
 from .errors import ProxyError, error_body
-from .http1 import BadMessage, BodyDecoder, content_length, encode_head, parse_head
+from .http1 import BadMessage, BodyDecoder, content_length, encode_head, field_lines, parse_head
 from .responses import Response, StreamResponse
 
 log = logging.getLogger("mooltiproxy.server")
@@ -477,7 +477,7 @@ def _head(
     text = "".join(
         (
             f"HTTP/1.1 {status} {reason or _REASONS.get(status, 'Unknown')}\r\n",
-            *[f"{name}: {value}\r\n" for name, value in headers.items()],
+            field_lines(headers) + "\r\n" if headers else "",
             _date_line(),
             connection,
             "\r\n",

@@ -7,8 +7,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -17,7 +16,7 @@ from multidict import CIMultiDict
 from .balancer import Balancer
 from .connection import UpstreamConnection, UpstreamResponse
 from .errors import ProxyError
-from .http1 import encode_head
+from .http1 import encode_head, field_lines
 from .settings import SystemSettings, Target
 
 log = logging.getLogger("mooltiproxy.upstream")
@@ -160,17 +159,15 @@ def _tls_context(verify: object) -> ssl.SSLContext:
 
 
 def _request_head(method: str, path: str, host: str, headers: CIMultiDict, body: bytes | None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
     if body is not None:
-        lines.append(f"Content-Length: {len(body)}\r\n")
-    elif method in _BODY_METHODS:
-        lines.append("Content-Length: 0\r\n")
-    lines.append("\r\n")
-    head = "".join(lines)
-    # Every CR and LF is one of ours (the first line holds two): nothing in a header or the path
-    # can split the request.
-    if head.count("\r") != len(lines) + 1 or head.count("\n") != len(lines) + 1:
+        length = f"Content-Length: {len(body)}\r\n"
+    else:
+        length = "Content-Length: 0\r\n" if method in _BODY_METHODS else ""
+    fields = field_lines(headers) + "\r\n" if headers else ""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{fields}{length}\r\n"
+    # Every CR and LF is one of ours: nothing in a header or the path can split the request.
+    lines = 3 + len(headers) + (1 if length else 0)
+    if head.count("\r") != lines or head.count("\n") != lines:
         raise ValueError("CR or LF in the request line or a header")
     return encode_head(head)
 
@@ -227,23 +224,36 @@ class UpstreamPool:
         return (target.max_connections, target.verify, system.connect_timeout, system.timeout)
 
 
-@contextmanager
-def upstream_failures(target: Target) -> Iterator[None]:
-    """Turns network failures while talking to the target into 502 / 504 ProxyErrors naming it."""
-    try:
-        yield
-    except TimeoutError:
-        raise ProxyError(504, f"Target '{target.name}' did not answer in time", code="upstream_timeout") from None
-    except TooManyRedirects:
-        raise ProxyError(
-            502, f"Target '{target.name}' redirected more than {MAX_REDIRECTS} times", code="upstream_error"
-        ) from None
-    except CannotConnect as exc:
-        log.warning("cannot connect to target %s: %s", target.name, exc.error)
-        raise ProxyError(502, f"Cannot connect to target '{target.name}'", code="upstream_unreachable") from None
-    except OSError as exc:  # ConnectionError included: closed connections, invalid answers
-        log.warning("target %s failed: %s: %s", target.name, type(exc).__name__, exc)
-        raise ProxyError(502, f"Target '{target.name}' failed to answer", code="upstream_error") from None
+class upstream_failures:  # noqa: N801 (used as a function: `with upstream_failures(target):`)
+    """Turns network failures while talking to the target into 502 / 504 ProxyErrors naming it.
+
+    A class rather than a @contextmanager generator: it wraps every upstream call, and costs a
+    third as much."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: Target):
+        self._target = target
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
+        if kind is None or not issubclass(kind, OSError):  # TimeoutError is an OSError too
+            return
+        name = self._target.name
+        if issubclass(kind, TimeoutError):
+            raise ProxyError(504, f"Target '{name}' did not answer in time", code="upstream_timeout") from None
+        if issubclass(kind, TooManyRedirects):
+            raise ProxyError(
+                502, f"Target '{name}' redirected more than {MAX_REDIRECTS} times", code="upstream_error"
+            ) from None
+        if issubclass(kind, CannotConnect):
+            log.warning("cannot connect to target %s: %s", name, exc.error)
+            raise ProxyError(502, f"Cannot connect to target '{name}'", code="upstream_unreachable") from None
+        # ConnectionError included: closed connections, invalid answers
+        log.warning("target %s failed: %s: %s", name, kind.__name__, exc)
+        raise ProxyError(502, f"Target '{name}' failed to answer", code="upstream_error") from None
 
 
 async def send(
