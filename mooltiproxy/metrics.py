@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -43,10 +44,6 @@ def _rendered(labels: tuple[tuple[str, str], ...]) -> str:
     )
 
 
-def _labels(**labels: str) -> str:
-    return _rendered(tuple(labels.items()))
-
-
 class Metrics:
     """This process's figures: {metric: {rendered labels: value}}; histograms keep bucket counts."""
 
@@ -55,17 +52,16 @@ class Metrics:
         self._histograms: dict[str, dict[str, list[float]]] = defaultdict(dict)
 
     def add(self, metric: str, amount: float = 1, **labels: str) -> None:
-        self._values[metric][_labels(**labels)] += amount
+        self._values[metric][_rendered(tuple(labels.items()))] += amount
 
     def observe(self, metric: str, seconds: float, **labels: str) -> None:
-        key = _labels(**labels)
+        key = _rendered(tuple(labels.items()))
         series = self._histograms[metric].get(key)
         if series is None:
             series = self._histograms[metric][key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        for index, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                series[index] += 1
-                break
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
+        if bucket < len(LATENCY_BUCKETS):
+            series[bucket] += 1
         series[-2] += seconds
         series[-1] += 1
 
