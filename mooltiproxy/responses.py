@@ -12,6 +12,13 @@ if TYPE_CHECKING:
     from .http_server import ClientConnection, IncomingRequest
 
 
+def _own_headers(headers: Mapping[str, str] | None) -> CIMultiDict[str]:
+    """A CIMultiDict is taken as it is (the hot path builds a fresh one); anything else is copied."""
+    if isinstance(headers, CIMultiDict):
+        return headers
+    return CIMultiDict(headers) if headers else CIMultiDict()
+
+
 class Response:
     """A response whose body is known whole; the server writes it in one go."""
 
@@ -29,7 +36,7 @@ class Response:
     ):
         self.status = status
         self.reason = reason
-        self.headers: CIMultiDict[str] = CIMultiDict(headers) if headers else CIMultiDict()
+        self.headers = _own_headers(headers)
         self.body = body
         if content_type is not None:
             self.headers["Content-Type"] = content_type
@@ -54,7 +61,7 @@ class StreamResponse:
     def __init__(self, status: int = 200, *, headers: Mapping[str, str] | None = None, reason: str | None = None):
         self.status = status
         self.reason = reason
-        self.headers: CIMultiDict[str] = CIMultiDict(headers) if headers else CIMultiDict()
+        self.headers = _own_headers(headers)
         self.prepared = False
         self._connection: ClientConnection | None = None
 
