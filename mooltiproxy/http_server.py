@@ -120,7 +120,7 @@ class IncomingRequest:
         if self.content_length is not None and self.content_length > limit:
             raise _too_large(limit)
         while not self._complete and not self._too_large and self._error is None:
-            if not self._continue_sent and self.headers.get("Expect", "").lower() == "100-continue":
+            if not self._continue_sent and not self.http10 and self.headers.get("Expect", "").lower() == "100-continue":
                 self._continue_sent = True
                 self.connection.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self._waiter = asyncio.get_running_loop().create_future()
@@ -183,6 +183,8 @@ def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 class ClientConnection(asyncio.Protocol):
+    """One client's connection: reads requests, runs the handler on each in turn, writes answers."""
+
     def __init__(self, server: HttpServer):
         self._server = server
         self._loop = server.loop
