@@ -63,9 +63,6 @@ class UpstreamResponse:
         elif encoding != "identity":
             raise BadAnswer(f"unsupported Content-Encoding {encoding!r}")
 
-    def at_eof(self) -> bool:
-        return self._eof and not self._chunks
-
     async def read(self) -> bytes:
         """The whole body."""
         while not self._eof:

@@ -14,12 +14,11 @@ from multidict import CIMultiDict
 
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 64 * 1024
-_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TOKEN = re.compile(_TOKEN_CHARS)
+TOKEN_PATTERN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # One header line: a token name right before the colon (no space, no folding), and a value without
 # CR, LF or NUL, its surrounding blanks left out. Anchored at line starts, so a line that does not
 # match as a whole is not matched at all.
-_FIELD = re.compile(rf"^({_TOKEN_CHARS}):[ \t]*((?:[^\r\n\0]*[^\r\n\0 \t])?)[ \t]*\r$", re.MULTILINE)
+_FIELD = re.compile(rf"^({TOKEN_PATTERN}):[ \t]*((?:[^\r\n\0]*[^\r\n\0 \t])?)[ \t]*\r$", re.MULTILINE)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
 # Decoder states.
@@ -28,10 +27,6 @@ _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = 
 
 class BadMessage(ValueError):
     """Bytes that are not a valid HTTP/1.1 message."""
-
-
-def is_token(text: str) -> bool:
-    return _TOKEN.fullmatch(text) is not None
 
 
 def parse_head(head: bytes) -> tuple[str, CIMultiDict[str]]:

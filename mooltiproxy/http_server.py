@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 
 from .context import RequestContext
 from .errors import ProxyError, error_body
-from .http1 import BadMessage, BodyDecoder, content_length, encode_head, field_lines, parse_head
+from .http1 import TOKEN_PATTERN, BadMessage, BodyDecoder, content_length, encode_head, field_lines, parse_head
 from .responses import Response, StreamResponse
 
 log = logging.getLogger("mooltiproxy.server")
@@ -39,7 +39,7 @@ _PIPELINE_LIMIT = 256 * 1024
 # After an answer to a request whose body is still coming, the rest is read and dropped for this
 # long before closing: closing at once could reset the connection before the client reads the answer.
 _LINGER_SECONDS = 1.0
-_REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-~]+) HTTP/1\.([01])")
+_REQUEST_LINE = re.compile(rf"({TOKEN_PATTERN}) ([!-~]+) HTTP/1\.([01])")
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _DECODABLE = ("gzip", "x-gzip", "deflate")
 # How a stream's body is framed.
