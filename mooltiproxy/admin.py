@@ -19,7 +19,7 @@ from .responses import Response, json_response, text_response
 from .settings import ClientKey
 
 if TYPE_CHECKING:
-    from .http_server import IncomingRequest
+    from .incoming import IncomingRequest
 
 _HEALTHY = json.dumps({"status": "ok"}).encode()
 

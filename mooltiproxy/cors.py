@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .responses import Response, StreamResponse
 
 if TYPE_CHECKING:
-    from .http_server import IncomingRequest
+    from .incoming import IncomingRequest
 
 
 def is_preflight(request: IncomingRequest) -> bool:

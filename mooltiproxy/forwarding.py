@@ -14,7 +14,7 @@ from .context import FanOut, RequestContext, Streamed
 from .errors import ProxyError, upstream_error
 from .exchange import Exchange
 from .headers import upstream_request_headers
-from .http_server import IncomingRequest
+from .incoming import IncomingRequest
 from .metrics import Metrics
 from .relay import relay
 from .responses import Response, StreamResponse

@@ -13,7 +13,7 @@ from .metrics import Metrics
 from .settings import ClientKey, GuardSettings
 
 if TYPE_CHECKING:
-    from .http_server import IncomingRequest
+    from .incoming import IncomingRequest
 
 log = logging.getLogger("mooltiproxy.guard")
 

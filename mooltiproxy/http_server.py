@@ -5,7 +5,8 @@
 - A whole request head must arrive within `client_timeout`, which also closes idle keep-alive
   connections. Heads are parsed strictly (see http1): a malformed one gets 400, a too large one 431,
   a transfer coding other than chunked 501, and the connection is closed.
-- The body arrives into the request as it comes, up to `max_body_size`; the handler reads it whole.
+- The body arrives into the request (incoming.py) as it comes, up to `max_body_size`; the handler
+  reads it whole.
 - A complete response is written with one write; a stream is sent chunked (or by its length).
 - A client that goes away cancels its request's handler, which closes the upstream request at once.
 """
@@ -17,16 +18,15 @@ import logging
 import re
 import ssl
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 
 from multidict import CIMultiDict
 
-from .context import RequestContext
 from .errors import ProxyError, error_body
 from .http1 import TOKEN_PATTERN, BadMessage, BodyDecoder, content_length, encode_head, field_lines, parse_head
+from .incoming import IncomingRequest
 from .responses import Response, StreamResponse
 
 log = logging.getLogger("mooltiproxy.server")
@@ -41,145 +41,14 @@ _PIPELINE_LIMIT = 256 * 1024
 _LINGER_SECONDS = 1.0
 _REQUEST_LINE = re.compile(rf"({TOKEN_PATTERN}) ([!-~]+) HTTP/1\.([01])")
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
-_DECODABLE = ("gzip", "x-gzip", "deflate")
 # How a stream's body is framed.
 _CHUNKED, _RAW, _NO_BODY = range(3)
 
-Handler = Callable[["IncomingRequest"], Awaitable[Response | StreamResponse]]
+Handler = Callable[[IncomingRequest], Awaitable[Response | StreamResponse]]
 
 
 class UnsupportedTransfer(BadMessage):
     """A transfer coding the server does not implement (501)."""
-
-
-class IncomingRequest:
-    """A request whose head has arrived; its body is read with `read()`."""
-
-    __slots__ = (
-        "method",
-        "raw_path",
-        "path",
-        "http10",
-        "headers",
-        "content_length",
-        "keep_alive",
-        "connection",
-        "context",
-        "_chunks",
-        "_size",
-        "_complete",
-        "_too_large",
-        "_error",
-        "_waiter",
-        "_continue_sent",
-    )
-
-    def __init__(
-        self,
-        connection: ClientConnection,
-        method: str,
-        raw_path: str,
-        http10: bool,
-        headers: CIMultiDict[str],
-        length: int | None,
-        keep_alive: bool,
-    ):
-        self.connection = connection
-        self.method = method
-        self.raw_path = raw_path
-        self.path = raw_path.partition("?")[0]
-        self.http10 = http10
-        self.headers = headers
-        self.content_length = length
-        self.keep_alive = keep_alive
-        self.context: RequestContext | None = None
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._complete = length == 0 or (length is None and "Transfer-Encoding" not in headers)
-        self._too_large = False
-        self._error: ProxyError | None = None
-        self._waiter: asyncio.Future | None = None
-        self._continue_sent = False
-
-    @property
-    def remote(self) -> str | None:
-        return self.connection.remote
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self.connection.transport
-
-    @property
-    def body_complete(self) -> bool:
-        return self._complete
-
-    async def read(self) -> bytes:
-        """The whole body, decoded from its Content-Encoding; raises a ProxyError when it is too
-        large or cannot be decoded."""
-        limit = self.connection.max_body_size
-        if self.content_length is not None and self.content_length > limit:
-            raise _too_large(limit)
-        while not self._complete and not self._too_large and self._error is None:
-            if not self._continue_sent and not self.http10 and self.headers.get("Expect", "").lower() == "100-continue":
-                self._continue_sent = True
-                self.connection.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self._too_large:
-            raise _too_large(limit)
-        if self._error is not None:
-            raise self._error
-        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        encoding = self.headers.get("Content-Encoding")
-        return _decoded(body, encoding.strip().lower(), limit) if encoding else body
-
-    def _append(self, data: bytes) -> None:
-        if self._too_large:
-            return
-        self._size += len(data)
-        if self._size > self.connection.max_body_size:
-            self._too_large = True
-            self._chunks.clear()
-            self._wake()
-        else:
-            self._chunks.append(data)
-
-    def _end_body(self) -> None:
-        self._complete = True
-        self._wake()
-
-    def _fail(self, error: ProxyError) -> None:
-        self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, f"Request body larger than {limit} bytes", code="request_too_large")
-
-
-def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
-    if encoding == "identity":
-        return body
-    if encoding not in _DECODABLE:
-        raise ProxyError(415, f"Unsupported Content-Encoding '{encoding}'", code="unsupported_encoding")
-    decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
-    try:
-        # Bounded: a small compressed body must not expand past the limit in memory.
-        data = decoder.decompress(body, limit + 1)
-    except zlib.error:
-        raise ProxyError(400, f"Request body is not valid {encoding}", code="invalid_body") from None
-    if len(data) > limit or decoder.unconsumed_tail:
-        raise _too_large(limit)
-    if not decoder.eof:
-        raise ProxyError(400, f"Request body is truncated {encoding}", code="invalid_body")
-    return data
 
 
 class ClientConnection(asyncio.Protocol):

@@ -16,7 +16,7 @@ from .errors import ProxyError, error_response
 from .exchange import TargetFailed
 from .forwarding import Forwarder
 from .guard import Guard, address_key
-from .http_server import IncomingRequest
+from .incoming import IncomingRequest
 from .logs import log_access
 from .metrics import Metrics
 from .models import LISTING_PATHS, ModelCatalog

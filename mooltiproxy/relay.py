@@ -6,7 +6,7 @@ import logging
 
 from .connection import UpstreamResponse
 from .headers import client_response_headers
-from .http_server import IncomingRequest
+from .incoming import IncomingRequest
 from .responses import Response, StreamResponse
 from .settings import Target
 from .stamping import start_stream

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
-    from .http_server import ClientConnection, IncomingRequest
+    from .http_server import ClientConnection
+    from .incoming import IncomingRequest
 
 
 def _own_headers(headers: Mapping[str, str] | None) -> CIMultiDict[str]:

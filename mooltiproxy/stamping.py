@@ -8,7 +8,7 @@ from .cors import add_allow_origin
 from .responses import Response, StreamResponse
 
 if TYPE_CHECKING:
-    from .http_server import IncomingRequest
+    from .incoming import IncomingRequest
 
 
 def stamp(request: IncomingRequest, response: Response | StreamResponse) -> None:

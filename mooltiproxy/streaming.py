@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .errors import ProxyError, error_body, upstream_error
 from .exchange import Exchange
-from .http_server import IncomingRequest
+from .incoming import IncomingRequest
 from .responses import StreamResponse
 from .sse import DONE, event_batches, frame
 from .stamping import start_stream
