@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from multidict import CIMultiDictProxy
 
+from .deadline import Deadline
 from .http1 import BadMessage, BodyDecoder, content_length, final_coding_is_chunked, parse_head
 
 MAX_HEAD_SIZE = 64 * 1024
@@ -126,8 +127,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._response: UpstreamResponse | None = None
         self._error: Exception | None = None
         self._waiter: asyncio.Future | None = None
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._silence = Deadline(self._loop, self._time_out)
         self._write_ready: asyncio.Future | None = None
         self._reading_paused = False
 
@@ -138,8 +138,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._silence.cancel()
         if self._state == _BODY and self._body.until_close:
             self._finish()
         elif self._state not in (_IDLE, _DONE):
@@ -194,23 +193,12 @@ class UpstreamConnection(asyncio.Protocol):
             raise self._error
         waiter = self._waiter = self._loop.create_future()
         if self._read_timeout:
-            # One timer re-armed lazily, not one made and cancelled per wait.
-            self._deadline = self._loop.time() + self._read_timeout
-            if self._timer is None:
-                self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+            self._silence.start(self._read_timeout)
         try:
             await waiter
         finally:
             self._waiter = None
-
-    def _check_deadline(self) -> None:
-        self._timer = None
-        if self._waiter is None or self.closed:
-            return  # not waiting: the next wait starts the timer again
-        if self._loop.time() >= self._deadline:
-            self._time_out()
-        else:
-            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+            self._silence.stop()
 
     def consumed(self) -> None:
         """The consumer took everything buffered: reading goes on if it was paused."""

@@ -24,6 +24,7 @@ from http import HTTPStatus
 
 from multidict import CIMultiDict
 
+from .deadline import Deadline
 from .errors import ProxyError, error_body
 from .http1 import TOKEN_PATTERN, BadMessage, BodyDecoder, content_length, encode_head, field_lines, parse_head
 from .incoming import IncomingRequest
@@ -64,8 +65,8 @@ class ClientConnection(asyncio.Protocol):
         self._request: IncomingRequest | None = None  # being served
         self._body: BodyDecoder | None = None  # the served request's body, while it arrives
         self._task: asyncio.Task | None = None
-        self._head_deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        # Idle, or a head that comes too slowly: closed without an answer.
+        self._head_deadline = Deadline(self._loop, self._close_now)
         self._lost = False
         self._lingering = False
         self._reading_paused = False
@@ -88,8 +89,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._head_deadline.cancel()
         if self._task is not None:
             self._task.cancel()
         if self._drain is not None and not self._drain.done():
@@ -152,6 +152,7 @@ class ClientConnection(asyncio.Protocol):
         except BadMessage as error:
             self._refuse(400, str(error))
             return
+        self._head_deadline.stop()
         rest, self._buffer = buffer[end + 4 :], b""
         self._request, self._head_sent, self._ended = request, False, False
         self._task = self._loop.create_task(self._serve(request))
@@ -237,19 +238,10 @@ class ClientConnection(asyncio.Protocol):
         self._loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     def _wait_for_head(self) -> None:
-        # One timer re-armed lazily: keep-alive requests do not each create and cancel one.
-        self._head_deadline = self._loop.time() + self._server.client_timeout
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._head_deadline, self._check_head_deadline)
+        self._head_deadline.start(self._server.client_timeout)
 
-    def _check_head_deadline(self) -> None:
-        self._timer = None
-        if self._request is not None:
-            return  # serving; the timer starts again when the connection waits for the next head
-        if self._loop.time() >= self._head_deadline:
-            self.transport.close()  # idle, or a head that came too slowly: closed without an answer
-        else:
-            self._timer = self._loop.call_at(self._head_deadline, self._check_head_deadline)
+    def _close_now(self) -> None:
+        self.transport.close()
 
     def close_if_idle(self) -> None:
         if self._request is None:
