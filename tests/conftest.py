@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import yaml
 
@@ -136,3 +137,11 @@ def start_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
 
 def auth(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+# A TGI error answer (status, message, error_type) and the openai exception it must become.
+TGI_FAILURES = [
+    ((424, "Request failed during generation", "generation"), openai.APIStatusError),
+    ((429, "Model is overloaded", "overloaded"), openai.RateLimitError),
+    ((500, "Incomplete generation", "incomplete_generation"), openai.InternalServerError),
+]

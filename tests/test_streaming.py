@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import KEY, auth, proxy_config
+from conftest import KEY, TGI_FAILURES, auth, proxy_config
 from test_translation import TRANSLATED
 
 MESSAGES = [{"role": "system", "content": "You are Bob."}, {"role": "user", "content": "Tell me a joke"}]
@@ -126,14 +126,7 @@ def test_stream_path_given_explicitly(proxy, fake_tgi):
     assert fake_tgi.last.path == "/generate_stream"
 
 
-@pytest.mark.parametrize(
-    ("failure", "exception"),
-    [
-        ((424, "Request failed during generation", "generation"), openai.APIStatusError),
-        ((429, "Model is overloaded", "overloaded"), openai.RateLimitError),
-        ((500, "Incomplete generation", "incomplete_generation"), openai.InternalServerError),
-    ],
-)
+@pytest.mark.parametrize(("failure", "exception"), TGI_FAILURES)
 def test_error_opening_the_stream_is_a_plain_error(proxy, fake_tgi, failure, exception):
     fake_tgi.fail_with = failure
     with pytest.raises(exception) as raised:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from conftest import KEY, REPO, proxy_config
+from conftest import KEY, REPO, TGI_FAILURES, proxy_config
 from fake_tgi import tokenize
 
 SYSTEM_AND_HISTORY = [
@@ -29,6 +29,16 @@ TRANSLATED = {
     },
 }
 
+# An endpoint's `defaults`, each named as TGI's parameter.
+TUNED_DEFAULTS = {
+    "temperature": 0.5,
+    "top_p": 0.95,
+    "top_k": 10,
+    "typical_p": 0.95,
+    "repetition_penalty": 1.03,
+    "max_new_tokens": 7,
+}
+
 
 @pytest.fixture
 def proxy(start_proxy, fake_tgi):
@@ -40,14 +50,7 @@ def proxy(start_proxy, fake_tgi):
                 "mapping": {
                     "/chat/completions": {
                         **TRANSLATED["/chat/completions"],
-                        "defaults": {
-                            "temperature": 0.5,
-                            "top_p": 0.95,
-                            "top_k": 10,
-                            "typical_p": 0.95,
-                            "repetition_penalty": 1.03,
-                            "max_new_tokens": 7,
-                        },
+                        "defaults": TUNED_DEFAULTS,
                     }
                 },
             },
@@ -160,17 +163,8 @@ def test_openai_default_sampling(proxy, fake_tgi):
 def test_endpoint_defaults_fill_what_the_client_left_unset(proxy, fake_tgi):
     tuned = client(proxy, "tuned").chat.completions
     tuned.create(model="m", messages=[{"role": "user", "content": "hi"}])
-    assert sent_parameters(fake_tgi) == {
-        "details": True,
-        "do_sample": True,
-        "temperature": 0.5,
-        "top_p": 0.95,
-        "top_k": 10,
-        "typical_p": 0.95,
-        "repetition_penalty": 1.03,
-        "max_new_tokens": 7,
-        "stop": ["[INST]"],
-    }
+    # Every default is sent as TGI's parameter of the same name.
+    assert sent_parameters(fake_tgi) == {"details": True, "do_sample": True, **TUNED_DEFAULTS, "stop": ["[INST]"]}
     tuned.create(model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.8, top_p=1, max_tokens=3)
     parameters = sent_parameters(fake_tgi)
     assert (parameters["temperature"], parameters["max_new_tokens"]) == (0.8, 3)
@@ -293,14 +287,7 @@ def test_json_schema_becomes_a_grammar(proxy, fake_tgi):
     assert sent_parameters(fake_tgi)["grammar"] == {"type": "json", "value": schema}
 
 
-@pytest.mark.parametrize(
-    ("failure", "exception"),
-    [
-        ((424, "Request failed during generation", "generation"), openai.APIStatusError),
-        ((429, "Model is overloaded", "overloaded"), openai.RateLimitError),
-        ((500, "Incomplete generation", "incomplete_generation"), openai.InternalServerError),
-    ],
-)
+@pytest.mark.parametrize(("failure", "exception"), TGI_FAILURES)
 def test_tgi_errors_become_openai_errors(proxy, fake_tgi, failure, exception):
     fake_tgi.fail_with = failure
     with pytest.raises(exception) as raised:
