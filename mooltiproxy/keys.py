@@ -1,4 +1,4 @@
-"""Client keys: kept and compared as SHA-256 digests, in constant time."""
+"""Client keys: kept as SHA-256 digests, compared in constant time; headers once verified are remembered."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from .errors import ConfigError
 from .settings import ClientKey
 
 MASTER = "master"
+# Authorization headers remembered once verified; beyond this many, new ones are verified each time.
+_REMEMBERED_HEADERS = 1024
 
 
 def key_digest(key: str) -> bytes:
@@ -28,8 +30,22 @@ class KeyRing:
 
     def __init__(self, clients: Iterable[ClientKey]):
         self._clients = tuple(clients)
+        # Verified headers, to skip the digest and comparisons when the same header comes again.
+        # Only a header that matched gets in, and a dict probe compares strings only once their
+        # (per-process keyed) 64-bit hashes are equal, so its timing tells nothing about a key.
+        self._verified: dict[str, ClientKey] = {}
 
     def identify(self, authorization: str | None) -> ClientKey | None:
+        if authorization is None:
+            return None
+        client = self._verified.get(authorization)
+        if client is None:
+            client = self._check(authorization)
+            if client is not None and len(self._verified) < _REMEMBERED_HEADERS:
+                self._verified[authorization] = client
+        return client
+
+    def _check(self, authorization: str) -> ClientKey | None:
         token = bearer_token(authorization)
         if token is None:
             return None

@@ -50,7 +50,7 @@ _FLUSH_INTERVAL = 0.01
 
 
 class _CoalescingStream:
-    """stderr, flushed at the next event-loop turn rather than once per line, and under load at most
+    """stderr, written at the next event-loop turn rather than once per line, and under load at most
     once per _FLUSH_INTERVAL: the access lines of many requests then cost one write.
 
     Outside a running loop (start-up, shutdown) every flush is immediate.
@@ -63,25 +63,32 @@ class _CoalescingStream:
             if hasattr(stream, "buffer")
             else stream
         )
-        self._flush_pending = False
+        self._lines: list[str] = []  # written since the last flush
+        self._loop: asyncio.AbstractEventLoop | None = None  # where a flush is pending
         self._flushed_at = 0.0
 
     def write(self, text: str) -> int:
-        return self._stream.write(text)
+        self._lines.append(text)
+        return len(text)
 
     def flush(self) -> None:
+        # A flush already pending answers for this line too: the usual case under load, kept cheap.
+        if self._loop is not None and self._loop.is_running():
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._stream.flush()
+            self._flush_now()
             return
-        if not self._flush_pending:
-            self._flush_pending = True
-            loop.call_at(self._flushed_at + _FLUSH_INTERVAL, self._flush_now)
+        self._loop = loop
+        loop.call_at(self._flushed_at + _FLUSH_INTERVAL, self._flush_now)
 
     def _flush_now(self) -> None:
-        self._flush_pending = False
-        self._flushed_at = asyncio.get_running_loop().time()
+        if self._loop is not None and self._loop.is_running():
+            self._flushed_at = self._loop.time()
+        self._loop = None
+        lines, self._lines = self._lines, []
+        self._stream.write("".join(lines))
         self._stream.flush()
 
 

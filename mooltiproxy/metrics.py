@@ -44,26 +44,41 @@ def _rendered(labels: tuple[tuple[str, str], ...]) -> str:
     )
 
 
+def _observe(series: list[float], seconds: float) -> None:
+    bucket = bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
+    if bucket < len(LATENCY_BUCKETS):
+        series[bucket] += 1
+    series[-2] += seconds
+    series[-1] += 1
+
+
 class Metrics:
     """This process's figures: {metric: {rendered labels: value}}; histograms keep bucket counts."""
 
     def __init__(self) -> None:
         self._values: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._histograms: dict[str, dict[str, list[float]]] = defaultdict(dict)
+        self._routes: dict[tuple[str, str], RouteSeries] = {}
 
     def add(self, metric: str, amount: float = 1, **labels: str) -> None:
         self._values[metric][_rendered(tuple(labels.items()))] += amount
 
     def observe(self, metric: str, seconds: float, **labels: str) -> None:
-        key = _rendered(tuple(labels.items()))
+        _observe(self.histogram(metric, _rendered(tuple(labels.items()))), seconds)
+
+    def histogram(self, metric: str, key: str) -> list[float]:
+        """The bucket counts of one labelled histogram, made empty on first use."""
         series = self._histograms[metric].get(key)
         if series is None:
             series = self._histograms[metric][key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        bucket = bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
-        if bucket < len(LATENCY_BUCKETS):
-            series[bucket] += 1
-        series[-2] += seconds
-        series[-1] += 1
+        return series
+
+    def route(self, target: str, route: str) -> RouteSeries:
+        """What every request answered on this target and route updates, looked up once."""
+        series = self._routes.get((target, route))
+        if series is None:
+            series = self._routes[(target, route)] = RouteSeries(self, target, route)
+        return series
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -73,6 +88,44 @@ class Metrics:
                 for metric, series in self._histograms.items()
             },
         }
+
+
+class RouteSeries:
+    """The series of one (target, route): label sets rendered once, not once per request."""
+
+    __slots__ = ("_metrics", "_target", "_route", "_requests", "_status_keys", "_duration", "_target_key")
+
+    def __init__(self, metrics: Metrics, target: str, route: str):
+        self._metrics, self._target, self._route = metrics, target, route
+        self._requests = metrics._values["mooltiproxy_requests_total"]
+        self._status_keys: dict[int, str] = {}
+        self._duration = metrics.histogram(
+            "mooltiproxy_request_duration_seconds", _rendered((("target", target), ("route", route)))
+        )
+        self._target_key = _rendered((("target", target),))
+
+    def record(
+        self,
+        status: int,
+        seconds: float,
+        upstream_seconds: float | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> None:
+        key = self._status_keys.get(status)
+        if key is None:
+            key = self._status_keys[status] = _rendered(
+                (("target", self._target), ("route", self._route), ("status", str(status)))
+            )
+        self._requests[key] += 1
+        _observe(self._duration, seconds)
+        metrics = self._metrics
+        if upstream_seconds is not None:
+            _observe(metrics.histogram("mooltiproxy_upstream_duration_seconds", self._target_key), upstream_seconds)
+        if prompt_tokens:
+            metrics._values["mooltiproxy_prompt_tokens_total"][self._target_key] += prompt_tokens
+        if completion_tokens:
+            metrics._values["mooltiproxy_generated_tokens_total"][self._target_key] += completion_tokens
 
 
 def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:

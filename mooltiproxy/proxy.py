@@ -15,7 +15,7 @@ from .cors import is_preflight, preflight_response
 from .errors import ProxyError, error_response
 from .exchange import TargetFailed
 from .forwarding import Forwarder
-from .guard import Guard, address_key
+from .guard import Guard
 from .incoming import IncomingRequest
 from .logs import log_access
 from .metrics import Metrics
@@ -101,17 +101,10 @@ class Proxy:
         return response
 
     def _count(self, context: RequestContext, status: int, elapsed: float) -> None:
-        target = _target_of(context)
         route = context.endpoint.incoming_path if context.endpoint else "-"
-        metrics = self._metrics
-        metrics.add("mooltiproxy_requests_total", target=target, route=route, status=str(status))
-        metrics.observe("mooltiproxy_request_duration_seconds", elapsed, target=target, route=route)
-        if context.upstream_seconds is not None:
-            metrics.observe("mooltiproxy_upstream_duration_seconds", context.upstream_seconds, target=target)
-        if context.prompt_tokens:
-            metrics.add("mooltiproxy_prompt_tokens_total", context.prompt_tokens, target=target)
-        if context.completion_tokens:
-            metrics.add("mooltiproxy_generated_tokens_total", context.completion_tokens, target=target)
+        self._metrics.route(_target_of(context), route).record(
+            status, elapsed, context.upstream_seconds, context.prompt_tokens, context.completion_tokens
+        )
 
     async def _dispatch(
         self, state: RoutingState, request: IncomingRequest, context: RequestContext
@@ -119,10 +112,10 @@ class Proxy:
         if state.admin.answers_without_key(request):
             return await state.admin.open_route(request)
         guard = state.guard
-        address = guard.address_of(request)
-        if address is not None:
-            context.client_ip = address_key(address)
-        refusal = guard.refusal(address)
+        caller = guard.caller(request)
+        if caller.address is not None:
+            context.client_ip = caller.key
+        refusal = guard.refusal(caller)
         if refusal is not None:
             log.warning("refused %s client %s", refusal, context.client_ip)
             raise ProxyError(403, "Access denied", code=f"ip_{refusal}")
@@ -130,7 +123,7 @@ class Proxy:
             return preflight_response(request)
         client = guard.identify(request.headers.get("Authorization"))
         if client is None:
-            await guard.strike(address)
+            await guard.strike(caller)
             log.warning("client %s: missing or invalid API key", context.client_ip)
             raise ProxyError(
                 401,

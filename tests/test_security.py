@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
 import socket
 import sqlite3
 import ssl
@@ -11,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import yaml
 from tls import make_ca, make_client_certificate
 
 from mooltiproxy.bans import BanStore, SQLiteBanStore
@@ -50,6 +52,25 @@ def test_named_client_keys(clients_proxy, fake_tgi):
     log = clients_proxy.log()
     assert "client=alice" in log and "client=bob" in log
     assert ALICE_KEY not in log and BOB_KEY not in log
+
+
+def test_a_reload_revokes_keys_and_lists_addresses_at_once(clients_proxy):
+    """Keys and peers already seen are remembered, but never past a reload that changes them."""
+    with httpx.Client(base_url=clients_proxy.url) as client:  # one connection, one peer
+        for _ in range(3):
+            assert client.get("/info", headers=auth(BOB_KEY)).status_code == 200
+        config = yaml.safe_load(clients_proxy.config_path.read_text())
+        del config["clients"]["bob"]
+        clients_proxy.config_path.write_text(yaml.safe_dump(config))
+        clients_proxy.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert client.get("/info", headers=auth(BOB_KEY)).status_code == 401
+        assert client.get("/info", headers=auth(ALICE_KEY)).status_code == 200
+        config["cerbere"] = {"blacklist": ["127.0.0.1"]}
+        clients_proxy.config_path.write_text(yaml.safe_dump(config))
+        clients_proxy.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert client.get("/info", headers=auth(ALICE_KEY)).status_code == 403
 
 
 def test_admin_api_needs_the_proxy_key(clients_proxy):
