@@ -7,6 +7,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -39,6 +40,40 @@ class TooManyRedirects(ConnectionError):
     pass
 
 
+class Slots:
+    """At most `limit` holders at once, the others served in turn: asyncio.Semaphore without the
+    coroutine and the scan of its waiters on every acquisition."""
+
+    def __init__(self, limit: int):
+        self._free = limit
+        self._waiters: deque[asyncio.Future] = deque()
+
+    def take(self) -> bool:
+        """A slot, when one is free and nobody waits before us."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait_for_one(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot just as we were cancelled
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # the slot goes straight to the next in line
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     host: str
@@ -57,7 +92,7 @@ class TargetConnections:
         # `timeout` bounds the silence between two reads, never the whole answer, so a long
         # generation or stream is not cut while it keeps producing.
         self._read_timeout = system.timeout
-        self._slots = asyncio.Semaphore(target.max_connections)
+        self._slots = Slots(target.max_connections)
         self._origins: dict[str, Origin] = {}
         self._idle: dict[Origin, list[UpstreamConnection]] = {}
         self._closing = False
@@ -66,7 +101,8 @@ class TargetConnections:
         """The answer once its head has arrived; the caller releases it."""
         origin, path = self._split(url)
         head = _request_head(method, path, origin.host_header, headers, body)
-        await self._slots.acquire()
+        if not self._slots.take():
+            await self._slots.wait_for_one()
         try:
             # A kept-alive connection the upstream closed meanwhile gets one more try on a new one.
             for reused in (True, False):

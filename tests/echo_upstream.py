@@ -15,6 +15,7 @@ class EchoUpstream(ThreadedServer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.calls: dict[str, int] = {}
+        self.in_flight = self.most_in_flight = 0  # of /slow requests
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -44,7 +45,12 @@ class EchoUpstream(ThreadedServer):
         return web.Response(status=int(request.match_info["status"]), headers={"Location": location})
 
     async def slow(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(float(request.query.get("seconds", "5")))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(float(request.query.get("seconds", "5")))
+        finally:
+            self.in_flight -= 1
         return web.json_response({"slow": True})
 
     async def drip(self, request: web.Request) -> web.StreamResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 
@@ -189,6 +190,25 @@ def test_timeout_bounds_silence_not_total_time(echo_proxy):
     answer = httpx.get(f"{echo_proxy.url}/drip?chunks=6&gap=0.4", headers=auth(), timeout=10)
     assert answer.status_code == 200
     assert answer.text.count("chunk") == 6
+
+
+def test_max_connections_bounds_requests_in_flight(start_proxy, echo):
+    config = proxy_config({"echo": {"url": echo.url, "max_connections": 2, "mapping": {"/slow": None}}})
+    proxy = start_proxy(config)
+    url = f"{proxy.url}/slow?seconds=0.3"
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(headers=auth(), timeout=10) as client:
+            # A request that gives up while it waits for a slot must not keep one.
+            first = await asyncio.gather(
+                *(client.get(url) for _ in range(3)), client.get(url, timeout=0.1), return_exceptions=True
+            )
+            assert isinstance(first[-1], httpx.TimeoutException)
+            answers = await asyncio.gather(*(client.get(url) for _ in range(6)))
+            return [answer.status_code for answer in first[:-1] + answers]
+
+    assert asyncio.run(scenario()) == [200] * 9
+    assert echo.most_in_flight == 2
 
 
 def test_upstream_status_is_relayed(echo_proxy):
