@@ -74,7 +74,9 @@ class Slots:
         self._free += 1
 
 
-@dataclass(frozen=True, slots=True)
+# Compared and hashed by identity: one Origin per scheme://host:port (TargetConnections._split),
+# and it keys the idle connections on every request.
+@dataclass(frozen=True, slots=True, eq=False)
 class Origin:
     host: str
     port: int
