@@ -16,9 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
-HOP_BY_HOP = (
+
+def _names(*names: str) -> tuple[istr, ...]:
+    """Header names as istr: their case-folded form is computed once, not at every lookup."""
+    return tuple(map(istr, names))
+
+
+HOP_BY_HOP = _names(
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -31,24 +37,20 @@ HOP_BY_HOP = (
 )
 _NOT_FORWARDED = (
     *HOP_BY_HOP,
-    "host",
-    "content-length",
-    "content-encoding",
-    "authorization",
-    "cookie",
-    "target",
-    "expect",
+    *_names("host", "content-length", "content-encoding", "authorization", "cookie", "target", "expect"),
 )
 
 
-def _filtered(headers: Mapping[str, str], dropped: tuple[str, ...]) -> CIMultiDict:
+def _filtered(headers: Mapping[str, str], dropped: tuple[istr, ...]) -> CIMultiDict:
     # Copying and removing the few names is several times cheaper than filtering each header.
+    listed = headers.get("Connection")
     kept = CIMultiDict(headers)
-    listed = kept.get("Connection")
-    for name in (*dropped, *listed.split(",")) if listed else dropped:
-        name = name.strip()
+    for name in dropped:
         if name in kept:
             kept.popall(name)
+    if listed:
+        for name in listed.split(","):
+            kept.popall(name.strip(), None)
     return kept
 
 
