@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from collections import deque
 from functools import cache
 from typing import TextIO
 
@@ -63,7 +64,8 @@ class _CoalescingStream:
             if hasattr(stream, "buffer")
             else stream
         )
-        self._lines: list[str] = []  # written since the last flush
+        # Written since the last flush; a deque, so a line logged from another thread is never lost.
+        self._lines: deque[str] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None  # where a flush is pending
         self._flushed_at = 0.0
 
@@ -87,8 +89,8 @@ class _CoalescingStream:
         if self._loop is not None and self._loop.is_running():
             self._flushed_at = self._loop.time()
         self._loop = None
-        lines, self._lines = self._lines, []
-        self._stream.write("".join(lines))
+        lines = self._lines
+        self._stream.write("".join([lines.popleft() for _ in range(len(lines))]))
         self._stream.flush()
 
 
