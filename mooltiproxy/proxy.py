@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 
 from .admin import Admin
@@ -16,6 +14,7 @@ from .errors import ProxyError, error_response
 from .exchange import TargetFailed
 from .forwarding import Forwarder
 from .guard import Guard
+from .ids import unique_id
 from .incoming import IncomingRequest
 from .logs import log_access
 from .metrics import Metrics
@@ -222,13 +221,8 @@ def _target_of(context: RequestContext) -> str:
     return context.answered_by or (context.target.name if context.target else "-")
 
 
-# New request ids: a random prefix per process and a counter, unique without a system call each.
-_ID_PREFIX = uuid.uuid4().hex[:12]
-_ids = itertools.count(1)
-
-
 def _request_id(given: str | None) -> str:
     """The client's X-Request-ID when it is a sane one, else a new one."""
     if given and len(given) <= 128 and given.isprintable():
         return given
-    return f"{_ID_PREFIX}{next(_ids):012x}"
+    return unique_id()

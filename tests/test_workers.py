@@ -26,9 +26,12 @@ def test_workers_share_the_port_and_the_bans(start_proxy, fake_tgi):
     )
     proxy = start_proxy(config)
     assert len(worker_pids(proxy)) == 2
-    for _ in range(10):
-        # A new connection each time: the kernel spreads them over the workers.
-        assert httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200
+    answers = [httpx.get(f"{proxy.url}/info", headers=auth()) for _ in range(20)]
+    # A new connection each time: the kernel spreads them over the workers, and each worker makes
+    # request ids of its own (a forked worker must not repeat its siblings' ids).
+    assert {answer.status_code for answer in answers} == {200}
+    request_ids = [answer.headers["X-Request-ID"] for answer in answers]
+    assert len(set(request_ids)) == 20
     # Strikes add up across processes: max_tries means what it means with one process.
     statuses = [httpx.get(f"{proxy.url}/info", headers=auth("wrong")).status_code for _ in range(4)]
     assert statuses == [401] * 4

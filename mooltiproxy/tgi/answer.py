@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ProxyError
+from ..ids import unique_id
 
 FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 
 
 def new_id(prefix: str) -> str:
-    # Unique, not secret: a system call per answer for os.urandom would cost more than the answer.
-    return f"{prefix}-{random.getrandbits(128):032x}"
+    return f"{prefix}-{unique_id()}"
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
