@@ -22,7 +22,11 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     TGI leaves the stop sequence at the end of generated_text; stops beyond TGI's limit may appear
     anywhere, since only the proxy enforces them.
     """
-    cut = min((index for index in (text.find(stop) for stop in stops) if index >= 0), default=-1)
+    cut = -1
+    for stop in stops:
+        index = text.find(stop)
+        if index >= 0 and (cut < 0 or index < cut):
+            cut = index
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 

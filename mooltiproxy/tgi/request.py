@@ -139,19 +139,15 @@ def tgi_request(
             raise invalid("'best_of' > 1 cannot be used with a 'seed'", "best_of")
         parameters["best_of"] = best_of
 
-    stops = list(dict.fromkeys(stop for stop in [*stop_list(body), *prompt_stops] if stop))
+    stops = [stop for stop in dict.fromkeys([*stop_list(body), *prompt_stops]) if stop]
     if stops:
         parameters["stop"] = stops[:MAX_TGI_STOP_SEQUENCES]
 
     n = _integer(body, "n", 1, MAX_CHOICES) or 1
-    copies = []
-    for index in range(n):
-        copy = dict(parameters)
-        if seed is not None:
-            # Each choice its own seed, so n choices are not n copies of one answer.
-            copy["seed"] = seed + index
-        copies.append(copy)
-    return TGIRequest(copies, stops)
+    if seed is None:
+        return TGIRequest([parameters, *(dict(parameters) for _ in range(n - 1))], stops)
+    # Each choice its own seed, so n choices are not n copies of one answer.
+    return TGIRequest([{**parameters, "seed": seed + index} for index in range(n)], stops)
 
 
 def _grammar(response_format: Any) -> dict[str, Any] | None:
