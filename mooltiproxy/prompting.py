@@ -115,7 +115,7 @@ def stop_strings_of(eos_token: str, source: str, extra: Sequence[str] = ()) -> t
 
 def message_text(message: Any, index: int) -> str:
     """The text of one chat message: a string, or the concatenated text parts of a list."""
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         raise _invalid(f"messages[{index}] must be an object with 'role' and 'content'")
     content = message.get("content")
     if content is None:

@@ -32,7 +32,7 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 def choice_text(answer: Any, stops: Sequence[str]) -> tuple[str, str, int]:
     """(text, OpenAI finish_reason, generated token count) of one TGI answer."""
-    if not isinstance(answer, Mapping) or not isinstance(answer.get("generated_text"), str):
+    if not isinstance(answer, dict) or not isinstance(answer.get("generated_text"), str):
         raise ProxyError(502, "The target's answer has no generated_text", code="upstream_error")
     details = answer.get("details") or {}
     text, stopped = cut_at_stop(answer["generated_text"], stops)
