@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .shared_file import open_shared_file
+
 log = logging.getLogger("mooltiproxy.bans")
 
 # Addresses whose strikes are remembered at once; the oldest are forgotten beyond it, so a flood
@@ -144,19 +146,15 @@ class SQLiteBanStore(BanStore):
 
     # ---- run in the store's thread ----
     def _connect(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self._path, timeout=10, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS bans (address TEXT PRIMARY KEY, since REAL NOT NULL, until REAL NOT NULL)"
+        self._connection = open_shared_file(
+            self._path,
+            [
+                "CREATE TABLE IF NOT EXISTS bans (address TEXT PRIMARY KEY, since REAL NOT NULL, until REAL NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS strikes "
+                "(address TEXT PRIMARY KEY, count INTEGER NOT NULL, updated REAL NOT NULL)",
+                "CREATE INDEX IF NOT EXISTS strikes_by_age ON strikes (updated)",
+            ],
         )
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS strikes "
-            "(address TEXT PRIMARY KEY, count INTEGER NOT NULL, updated REAL NOT NULL)"
-        )
-        connection.execute("CREATE INDEX IF NOT EXISTS strikes_by_age ON strikes (updated)")
-        self._connection = connection
 
     def _disconnect(self) -> None:
         if self._connection is not None:

@@ -18,6 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .shared_file import open_shared_file
+
 log = logging.getLogger("mooltiproxy.metrics")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -204,10 +206,8 @@ class SharedMetrics:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _connect(self) -> None:
-        self._connection = sqlite3.connect(self._path, timeout=10, isolation_level=None)
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS metrics (worker TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated REAL)"
-        )
+        schema = "CREATE TABLE IF NOT EXISTS metrics (worker TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated REAL)"
+        self._connection = open_shared_file(self._path, [schema])
 
     def _publish(self, snapshot: dict[str, Any]) -> None:
         self._connection.execute(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 import yaml
+
+from mooltiproxy.shared_file import open_shared_file
 
 from conftest import auth, proxy_config
 
@@ -65,3 +69,28 @@ def test_every_worker_reloads(start_proxy, fake_tgi):
     assert proxy.log().count("config reloaded") == 2
     assert "changes only with a restart" not in proxy.log()
     assert {httpx.get(f"{proxy.url}/health", headers=auth()).status_code for _ in range(8)} == {200}
+
+
+def _open_at_once(path: Path, barrier, failures) -> None:
+    barrier.wait()
+    try:
+        for _ in range(2):  # a worker opens it twice: bans and metrics
+            open_shared_file(path, ["CREATE TABLE IF NOT EXISTS t (x)"]).close()
+    except sqlite3.Error as exc:
+        failures.put(repr(exc))
+
+
+def test_processes_starting_together_all_open_the_shared_file(tmp_path):
+    """Workers start at the same moment; each must open the new file (it once failed about one
+    start in ten with "database is locked")."""
+    context = multiprocessing.get_context("fork")
+    failures = context.Queue()
+    for round_ in range(20):
+        barrier = context.Barrier(4)
+        path = tmp_path / f"shared{round_}.sqlite"
+        processes = [context.Process(target=_open_at_once, args=(path, barrier, failures)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(30)
+    assert failures.empty(), failures.get()
