@@ -337,18 +337,20 @@ def _head(
     connection = (
         "" if keep_alive and not http10 else "Connection: keep-alive\r\n" if keep_alive else "Connection: close\r\n"
     )
+    # Date is single-valued: a relayed answer keeps the upstream's, the others get the proxy's.
+    date = "" if "Date" in headers else _date_line()
     text = "".join(
         (
             f"HTTP/1.1 {status} {reason or _REASONS.get(status, 'Unknown')}\r\n",
             field_lines(headers) + "\r\n" if headers else "",
-            _date_line(),
+            date,
             connection,
             "\r\n",
         )
     )
     # Header values come from parsed heads or the proxy itself; a line break in one would split the
     # answer, so it is checked for rather than trusted.
-    if text.count("\n") != len(headers) + (4 if connection else 3):
+    if text.count("\n") != len(headers) + 2 + bool(date) + bool(connection):
         raise ValueError("line break in a response header")
     return encode_head(text)
 

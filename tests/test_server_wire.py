@@ -242,3 +242,25 @@ def test_header_bytes_cross_unchanged_both_ways(start_proxy):
         scripted.stop()
     assert b"\r\nX-Label: caf\xe9\r\n" in scripted.requests[-1]
     assert b"\r\nX-Answer: na\xefve\r\n" in head + b"\r\n"
+
+
+def test_one_date_header_the_upstream_one_when_it_sent_one(start_proxy):
+    """Date is a single-valued field: the upstream's is relayed, and the proxy adds its own only to
+    answers without one."""
+    scripted = ScriptedUpstream().start()
+    try:
+        dated = b"HTTP/1.1 200 OK\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Length: 2\r\n\r\nok"
+        scripted.scripts["/dated"] = Script([dated])
+        scripted.scripts["/undated"] = Script([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+        config = proxy_config({"raw": {"url": scripted.url, "mapping": {"/dated": None, "/undated": None}}})
+        proxy = start_proxy(config)
+        heads = []
+        for path in ("/dated", "/undated"):
+            with connect(proxy) as sock:
+                sock.sendall(request("GET", path))
+                heads.append(Reader(sock)._until(b"\r\n\r\n").decode("latin-1").lower())
+    finally:
+        scripted.stop()
+    assert heads[0].count("\r\ndate: ") == 1
+    assert "\r\ndate: mon, 02 jan 2006 15:04:05 gmt" in heads[0]
+    assert heads[1].count("\r\ndate: ") == 1
