@@ -15,7 +15,9 @@ class EchoUpstream(ThreadedServer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.calls: dict[str, int] = {}
-        self.in_flight = self.most_in_flight = 0  # of /slow requests
+        # /slow requests by their `tag` query parameter: in flight now, and at most.
+        self.in_flight: dict[str, int] = {}
+        self.most_in_flight: dict[str, int] = {}
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -45,12 +47,13 @@ class EchoUpstream(ThreadedServer):
         return web.Response(status=int(request.match_info["status"]), headers={"Location": location})
 
     async def slow(self, request: web.Request) -> web.Response:
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        tag = request.query.get("tag", "")
+        self.in_flight[tag] = self.in_flight.get(tag, 0) + 1
+        self.most_in_flight[tag] = max(self.most_in_flight.get(tag, 0), self.in_flight[tag])
         try:
             await asyncio.sleep(float(request.query.get("seconds", "5")))
         finally:
-            self.in_flight -= 1
+            self.in_flight[tag] -= 1
         return web.json_response({"slow": True})
 
     async def drip(self, request: web.Request) -> web.StreamResponse:

@@ -195,7 +195,7 @@ def test_timeout_bounds_silence_not_total_time(echo_proxy):
 def test_max_connections_bounds_requests_in_flight(start_proxy, echo):
     config = proxy_config({"echo": {"url": echo.url, "max_connections": 2, "mapping": {"/slow": None}}})
     proxy = start_proxy(config)
-    url = f"{proxy.url}/slow?seconds=0.3"
+    url = f"{proxy.url}/slow?seconds=0.3&tag=limit"
 
     async def scenario() -> list[int]:
         async with httpx.AsyncClient(headers=auth(), timeout=10) as client:
@@ -208,7 +208,7 @@ def test_max_connections_bounds_requests_in_flight(start_proxy, echo):
             return [answer.status_code for answer in first[:-1] + answers]
 
     assert asyncio.run(scenario()) == [200] * 9
-    assert echo.most_in_flight == 2
+    assert echo.most_in_flight["limit"] == 2
 
 
 def test_upstream_status_is_relayed(echo_proxy):
