@@ -21,7 +21,8 @@ log = logging.getLogger("mooltiproxy.guard")
 
 @lru_cache(maxsize=4096)
 def address_key(address: IPAddress | None) -> str:
-    # Cached: ipaddress renders an address in pure Python, and this runs on every request.
+    # Cached: ipaddress renders an address in pure Python, and behind a trusted proxy this runs on
+    # every request (other peers' callers are remembered whole).
     return str(address) if address is not None else "unknown"
 
 

@@ -65,6 +65,10 @@ class Metrics:
     def add(self, metric: str, amount: float = 1, **labels: str) -> None:
         self._values[metric][_rendered(tuple(labels.items()))] += amount
 
+    def counter(self, metric: str) -> dict[str, float]:
+        """The values of one counter or gauge, by rendered labels."""
+        return self._values[metric]
+
     def observe(self, metric: str, seconds: float, **labels: str) -> None:
         _observe(self.histogram(metric, _rendered(tuple(labels.items()))), seconds)
 
@@ -95,11 +99,23 @@ class Metrics:
 class RouteSeries:
     """The series of one (target, route): label sets rendered once, not once per request."""
 
-    __slots__ = ("_metrics", "_target", "_route", "_requests", "_status_keys", "_duration", "_target_key")
+    __slots__ = (
+        "_metrics",
+        "_target",
+        "_route",
+        "_requests",
+        "_status_keys",
+        "_duration",
+        "_target_key",
+        "_prompt_tokens",
+        "_generated_tokens",
+    )
 
     def __init__(self, metrics: Metrics, target: str, route: str):
         self._metrics, self._target, self._route = metrics, target, route
-        self._requests = metrics._values["mooltiproxy_requests_total"]
+        self._requests = metrics.counter("mooltiproxy_requests_total")
+        self._prompt_tokens = metrics.counter("mooltiproxy_prompt_tokens_total")
+        self._generated_tokens = metrics.counter("mooltiproxy_generated_tokens_total")
         self._status_keys: dict[int, str] = {}
         self._duration = metrics.histogram(
             "mooltiproxy_request_duration_seconds", _rendered((("target", target), ("route", route)))
@@ -121,13 +137,13 @@ class RouteSeries:
             )
         self._requests[key] += 1
         _observe(self._duration, seconds)
-        metrics = self._metrics
         if upstream_seconds is not None:
-            _observe(metrics.histogram("mooltiproxy_upstream_duration_seconds", self._target_key), upstream_seconds)
+            histogram = self._metrics.histogram("mooltiproxy_upstream_duration_seconds", self._target_key)
+            _observe(histogram, upstream_seconds)
         if prompt_tokens:
-            metrics._values["mooltiproxy_prompt_tokens_total"][self._target_key] += prompt_tokens
+            self._prompt_tokens[self._target_key] += prompt_tokens
         if completion_tokens:
-            metrics._values["mooltiproxy_generated_tokens_total"][self._target_key] += completion_tokens
+            self._generated_tokens[self._target_key] += completion_tokens
 
 
 def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
