@@ -22,7 +22,8 @@ from .http1 import BadMessage, BodyDecoder, content_length, final_coding_is_chun
 MAX_HEAD_SIZE = 64 * 1024
 # Body bytes buffered for a slow consumer before reading from the upstream is paused.
 HIGH_WATER = 1 << 20
-_STATUS = re.compile(r"HTTP/1\.[01] ([1-5][0-9][0-9])(?: (.*))?")
+# The reason phrase: tabs, spaces, visible characters and obs-text (RFC 9112 4).
+_STATUS = re.compile(r"HTTP/1\.[01] ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
 
 # Connection states: no request, waiting for the answer's head, reading its body, answer complete.
 _IDLE, _HEAD, _BODY, _DONE = range(4)

@@ -101,6 +101,9 @@ def test_body_delimited_by_the_close(proxy, scripted):
     [
         b"HTTP/1.1 200 OK\r\nX-Split: a\nInjected: yes\r\nContent-Length: 0\r\n\r\n",  # bare LF
         b"HTTP/1.1 200 OK\r\n Folded: yes\r\nContent-Length: 0\r\n\r\n",  # obsolete line folding
+        b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n",  # bare CR in the status line
+        b"HTTP/1.1 200 OK\0\r\nContent-Length: 0\r\n\r\n",  # NUL in the status line
+        b"HTTP/1.1 200 OK\r\nX-Nul: a\0b\r\nContent-Length: 0\r\n\r\n",  # NUL in a value
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",  # conflicting lengths
         b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
         b"HTTP/2 200\r\nContent-Length: 0\r\n\r\n",
