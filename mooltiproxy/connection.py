@@ -234,6 +234,7 @@ class UpstreamConnection(asyncio.Protocol):
     # Parsing
 
     def _feed(self, data: bytes) -> None:
+        head_ended = False
         while data and self._state == _HEAD:
             self._received = True
             end = data.find(b"\r\n\r\n")
@@ -244,10 +245,17 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             self._start(data[:end])
             data = data[end + 4 :]
+            head_ended = True
         if not data:
             return
         if self._state == _BODY:
-            if self._body.feed(data):
+            length = self._response.content_length
+            if head_ended and length is not None and len(data) >= length:
+                # The usual case: the whole body came with the head.
+                self._response._append(data[:length])
+                self._finish()
+                data = data[length:]
+            elif self._body.feed(data):
                 self._finish()
                 data = self._body.rest
             else:

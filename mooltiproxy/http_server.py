@@ -157,10 +157,17 @@ class ClientConnection(asyncio.Protocol):
         self._request, self._head_sent, self._ended = request, False, False
         self._task = self._loop.create_task(self._serve(request))
         if not request._complete:
-            self._body = BodyDecoder(request._append, length=request.content_length, chunked=chunked)
-            if rest:
-                self.data_received(rest)
-        elif rest:
+            length = request.content_length
+            if not chunked and len(rest) >= length:  # the usual case: the body came with the head
+                request._append(rest[:length])
+                request._end_body()
+                rest = rest[length:]
+            else:
+                self._body = BodyDecoder(request._append, length=length, chunked=chunked)
+                if rest:
+                    self.data_received(rest)
+                return
+        if rest:
             self._buffer = rest
 
     def _parse_request(self, head: bytes) -> tuple[IncomingRequest, bool]:

@@ -88,6 +88,17 @@ def test_a_kept_alive_connection_the_upstream_dropped_is_replaced(proxy, scripte
     assert scripted.connections == 2
 
 
+@pytest.mark.parametrize(
+    "pieces", [[b"okEXTRA"], [b"", b"okEXTRA"], [b"o", b"kEXTRA"]], ids=["with-head", "after", "split"]
+)
+def test_bytes_beyond_the_length_are_not_relayed_and_the_connection_is_dropped(proxy, scripted, pieces):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+    scripted.scripts["/plain"] = Script([head + pieces[0], *pieces[1:]], pause=0.05)
+    for _ in range(2):
+        assert httpx.get(f"{proxy.url}/plain", headers=auth()).content == b"ok"
+    assert scripted.connections == 2  # a connection that sent more than its answer is not trusted again
+
+
 def test_body_delimited_by_the_close(proxy, scripted):
     scripted.scripts["/eof"] = Script(
         [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", b"until ", b"the end"], pause=0.05, close_after=True
