@@ -14,7 +14,7 @@ from .balancer import Balancer
 from .connection import UpstreamResponse
 from .errors import ProxyError
 from .settings import Target
-from .upstream import TargetConnections, send, upstream_failures
+from .upstream import TargetConnections, send, upstream_failure
 
 # Answers worth another attempt (and, when the attempts are spent, a fallback target).
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -93,19 +93,19 @@ class Exchange:
             self.seconds = time.perf_counter() - started
             if decompress:
                 try:
-                    with upstream_failures(self.target):
-                        response.decode_content()
-                except ProxyError:
+                    response.decode_content()
+                except OSError as error:
                     response.close()
-                    raise
+                    raise upstream_failure(self.target, error) from None
             return response
         raise AssertionError("unreachable")
 
     async def read(self, body: bytes | None) -> Answer:
         upstream = await self.open(body, decompress=True)
         try:
-            with upstream_failures(self.target):
-                answer = Answer(upstream.status, upstream.headers, await upstream.read())
+            answer = Answer(upstream.status, upstream.headers, await upstream.read())
+        except OSError as error:
+            raise upstream_failure(self.target, error) from None
         finally:
             upstream.release()
         return answer

@@ -10,7 +10,7 @@ from .incoming import IncomingRequest
 from .responses import Response, StreamResponse
 from .settings import Target
 from .stamping import start_stream
-from .upstream import upstream_failures
+from .upstream import upstream_failure
 
 log = logging.getLogger("mooltiproxy.relay")
 
@@ -24,8 +24,10 @@ async def relay(request: IncomingRequest, upstream: UpstreamResponse, target: Ta
     headers = client_response_headers(upstream.headers)
     length = upstream.content_length
     if length is not None and length <= BUFFERED_BODY_LIMIT:
-        with upstream_failures(target):
+        try:
             body = await upstream.read()
+        except OSError as error:
+            raise upstream_failure(target, error) from None
         return Response(upstream.status, body, reason=upstream.reason, headers=headers)
     response = StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await start_stream(request, response)

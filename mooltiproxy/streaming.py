@@ -8,15 +8,17 @@ event, followed by the end of the stream.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from .errors import ProxyError, error_body, upstream_error
 from .exchange import Exchange
 from .incoming import IncomingRequest
 from .responses import StreamResponse
+from .settings import Target
 from .sse import DONE, event_batches, frame
 from .stamping import start_stream
-from .upstream import upstream_failures
+from .upstream import upstream_failure
 
 log = logging.getLogger("mooltiproxy.streaming")
 
@@ -39,11 +41,13 @@ async def stream_translated(
     upstream = await exchange.open(body, decompress=True)
     try:
         if upstream.status != 200:
-            with upstream_failures(target):
-                raise upstream_error(upstream.status, await upstream.read(), target.name)
+            try:
+                answer = await upstream.read()
+            except OSError as error:
+                raise upstream_failure(target, error) from None
+            raise upstream_error(upstream.status, answer, target.name)
         batches = event_batches(upstream.chunks())
-        with upstream_failures(target):
-            batch = await anext(batches, None)
+        batch = await _next_batch(batches, target)
         if batch is None:
             raise ProxyError(502, f"Target '{target.name}' closed the stream without an event", code="upstream_error")
         # The first event decides between a plain error and a stream.
@@ -59,8 +63,7 @@ async def stream_translated(
                     raise failure
                 if translator.finished:
                     break
-                with upstream_failures(target):
-                    batch = await anext(batches, None)
+                batch = await _next_batch(batches, target)
                 if batch is None:
                     break
                 chunks, failure = _translate(translator, batch)
@@ -77,6 +80,13 @@ async def stream_translated(
         # A stream left unread (client gone, stop string reached) closes its connection at once,
         # which ends the generation upstream.
         upstream.release()
+
+
+async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:
+    try:
+        return await anext(batches, None)
+    except OSError as error:
+        raise upstream_failure(target, error) from None
 
 
 def _translate(translator: StreamTranslator, batch: list[str]) -> tuple[list[Any], ProxyError | None]:

@@ -262,36 +262,21 @@ class UpstreamPool:
         return (target.max_connections, target.verify, system.connect_timeout, system.timeout)
 
 
-class upstream_failures:  # noqa: N801 (used as a function: `with upstream_failures(target):`)
-    """Turns network failures while talking to the target into 502 / 504 ProxyErrors naming it.
-
-    A class rather than a @contextmanager generator: it wraps every upstream call, and costs a
-    third as much."""
-
-    __slots__ = ("_target",)
-
-    def __init__(self, target: Target):
-        self._target = target
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
-        if kind is None or not issubclass(kind, OSError):  # TimeoutError is an OSError too
-            return
-        name = self._target.name
-        if issubclass(kind, TimeoutError):
-            raise ProxyError(504, f"Target '{name}' did not answer in time", code="upstream_timeout") from None
-        if issubclass(kind, TooManyRedirects):
-            raise ProxyError(
-                502, f"Target '{name}' redirected more than {MAX_REDIRECTS} times", code="upstream_error"
-            ) from None
-        if issubclass(kind, CannotConnect):
-            log.warning("cannot connect to target %s: %s", name, exc.error)
-            raise ProxyError(502, f"Cannot connect to target '{name}'", code="upstream_unreachable") from None
-        # ConnectionError included: closed connections, invalid answers
-        log.warning("target %s failed: %s: %s", name, kind.__name__, exc)
-        raise ProxyError(502, f"Target '{name}' failed to answer", code="upstream_error") from None
+def upstream_failure(target: Target, error: OSError) -> ProxyError:
+    """A network failure while talking to the target (a timeout, a refused connection, an invalid
+    answer...), as the 502 / 504 ProxyError that names it. Callers catch OSError themselves:
+    a try statement costs nothing until it catches, a context manager costs three calls."""
+    name = target.name
+    if isinstance(error, TimeoutError):
+        return ProxyError(504, f"Target '{name}' did not answer in time", code="upstream_timeout")
+    if isinstance(error, TooManyRedirects):
+        return ProxyError(502, f"Target '{name}' redirected more than {MAX_REDIRECTS} times", code="upstream_error")
+    if isinstance(error, CannotConnect):
+        log.warning("cannot connect to target %s: %s", name, error.error)
+        return ProxyError(502, f"Cannot connect to target '{name}'", code="upstream_unreachable")
+    # ConnectionError included: closed connections, invalid answers
+    log.warning("target %s failed: %s: %s", name, type(error).__name__, error)
+    return ProxyError(502, f"Target '{name}' failed to answer", code="upstream_error")
 
 
 async def send(
@@ -304,7 +289,7 @@ async def send(
 ) -> UpstreamResponse:
     """The answer, redirects followed: like browsers (a POST redirected by 301 / 302 / 303 becomes a
     GET without body), or re-sending the method and body when the target has preserveMethod."""
-    with upstream_failures(target):
+    try:
         for _ in range(MAX_REDIRECTS + 1):
             response = await connections.request(method, url, headers, body)
             location = response.headers.get("Location")
@@ -325,6 +310,8 @@ async def send(
                 headers.popall("Authorization", None)
             url = next_url
         raise TooManyRedirects()
+    except OSError as error:
+        raise upstream_failure(target, error) from None
 
 
 def _keeps_credentials(current: str, following: str) -> bool:
