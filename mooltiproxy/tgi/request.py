@@ -9,8 +9,7 @@ left unset. Values TGI would refuse become a 400 here, with the field named.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ProxyError
 
@@ -24,8 +23,7 @@ _UNSUPPORTED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TGIRequest:
+class TGIRequest(NamedTuple):
     """The parameters of each upstream call (one per choice) and every stop string to enforce."""
 
     copies: list[dict[str, Any]]
@@ -36,29 +34,21 @@ def invalid(message: str, param: str) -> ProxyError:
     return ProxyError(400, message, code="invalid_request_error", param=param)
 
 
-def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
+# Each check is made only when the client sent the field: most requests carry few of them.
+def _number(value: Any, name: str, low: float, high: float) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise invalid(f"'{name}' must be a number between {low} and {high}", name)
     return value
 
 
-def _integer(body: Mapping[str, Any], name: str, low: int, high: int | None = None) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
+def _integer(value: Any, name: str, low: int, high: int | None = None) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
         raise invalid(f"'{name}' must be an integer {bounds}", name)
     return value
 
 
-def stop_list(body: Mapping[str, Any]) -> list[str]:
-    stop = body.get("stop")
-    if stop is None:
-        return []
+def _stop_list(stop: Any) -> list[str]:
     if isinstance(stop, str):
         return [stop]
     if isinstance(stop, list) and all(isinstance(item, str) for item in stop):
@@ -69,68 +59,83 @@ def stop_list(body: Mapping[str, Any]) -> list[str]:
 def tgi_request(
     body: Mapping[str, Any], defaults: Mapping[str, Any], prompt_stops: list[str] = (), *, stream: bool = False
 ) -> TGIRequest:
+    get, default = body.get, defaults.get
     for field, feature in _UNSUPPORTED.items():
-        if body.get(field):
+        if get(field):
             raise invalid(f"{feature} is not supported by this endpoint", field)
 
     parameters: dict[str, Any] = {"details": True}
-    temperature = _number(body, "temperature", 0, 2)
-    top_p = _number(body, "top_p", 0, 1)
-    greedy = temperature == 0 or top_p == 0 or body.get("do_sample") is False
+    temperature = get("temperature")
+    if temperature is not None:
+        _number(temperature, "temperature", 0, 2)
+    top_p = get("top_p")
+    if top_p is not None:
+        _number(top_p, "top_p", 0, 1)
+    greedy = temperature == 0 or top_p == 0 or get("do_sample") is False
     if greedy:
         parameters["do_sample"] = False
     else:
         parameters["do_sample"] = True
-        parameters["temperature"] = temperature if temperature is not None else defaults.get("temperature", 1.0)
+        parameters["temperature"] = temperature if temperature is not None else default("temperature", 1.0)
         if top_p is None:
-            top_p = defaults.get("top_p")
+            top_p = default("top_p")
         if top_p is not None and top_p < 1:
             parameters["top_p"] = top_p
-        for name in ("top_k", "typical_p"):
-            value = body.get(name, defaults.get(name))
-            if name == "typical_p" and value == 1:
-                continue  # no typical filtering, which TGI says by leaving it unset
-            if value is not None:
-                parameters[name] = value
+        top_k = get("top_k", default("top_k"))
+        if top_k is not None:
+            parameters["top_k"] = top_k
+        typical_p = get("typical_p", default("typical_p"))
+        if typical_p is not None and typical_p != 1:  # 1: no typical filtering, which TGI says by leaving it unset
+            parameters["typical_p"] = typical_p
 
-    frequency_penalty = _number(body, "frequency_penalty", -2, 2)
+    frequency_penalty = get("frequency_penalty")
     if frequency_penalty is None:
-        frequency_penalty = defaults.get("frequency_penalty")
+        frequency_penalty = default("frequency_penalty")
+    else:
+        _number(frequency_penalty, "frequency_penalty", -2, 2)
     if frequency_penalty:
         parameters["frequency_penalty"] = frequency_penalty
-    presence_penalty = _number(body, "presence_penalty", -2, 2)
-    repetition_penalty = body.get("repetition_penalty")
+    presence_penalty = get("presence_penalty")
+    if presence_penalty is not None:
+        _number(presence_penalty, "presence_penalty", -2, 2)
+    repetition_penalty = get("repetition_penalty")
     if repetition_penalty is None and presence_penalty:
         repetition_penalty = 1 + PRESENCE_TO_REPETITION * presence_penalty
     if repetition_penalty is None and presence_penalty is None:
-        repetition_penalty = defaults.get("repetition_penalty")
+        repetition_penalty = default("repetition_penalty")
     if repetition_penalty is not None and repetition_penalty != 1:
         parameters["repetition_penalty"] = repetition_penalty
 
     for name in ("truncate", "watermark", "grammar"):
-        value = body.get(name, defaults.get(name))
+        value = get(name, default(name))
         if value is not None:
             parameters[name] = value
-    grammar = _grammar(body.get("response_format"))
-    if grammar is not None and "grammar" not in parameters:
-        parameters["grammar"] = grammar
+    response_format = get("response_format")
+    if response_format is not None:
+        grammar = _grammar(response_format)
+        if grammar is not None and "grammar" not in parameters:
+            parameters["grammar"] = grammar
 
-    max_tokens = _integer(body, "max_completion_tokens", 1)
+    max_tokens = get("max_completion_tokens")
     if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1)
-    if max_tokens is None:
-        max_tokens = defaults.get("max_new_tokens")
+        max_tokens = get("max_tokens")
+        if max_tokens is None:
+            max_tokens = default("max_new_tokens")
+        else:
+            _integer(max_tokens, "max_tokens", 1)
+    else:
+        _integer(max_tokens, "max_completion_tokens", 1)
     if max_tokens is not None:
         parameters["max_new_tokens"] = max_tokens
 
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise invalid("'seed' must be a non-negative integer (TGI's seed is unsigned)", "seed")
+    seed = get("seed")
     if seed is None:
-        seed = defaults.get("seed")
+        seed = default("seed")
+    elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise invalid("'seed' must be a non-negative integer (TGI's seed is unsigned)", "seed")
 
-    best_of = _integer(body, "best_of", 1)
-    if best_of is not None and best_of > 1:
+    best_of = get("best_of")
+    if best_of is not None and _integer(best_of, "best_of", 1) > 1:
         if stream:
             raise invalid("'best_of' > 1 cannot be used with streaming", "best_of")
         if greedy:
@@ -139,13 +144,16 @@ def tgi_request(
             raise invalid("'best_of' > 1 cannot be used with a 'seed'", "best_of")
         parameters["best_of"] = best_of
 
-    stops = [stop for stop in dict.fromkeys([*stop_list(body), *prompt_stops]) if stop]
+    stop = get("stop")
+    stops = [*_stop_list(stop), *prompt_stops] if stop is not None else prompt_stops
+    stops = [stop for stop in dict.fromkeys(stops) if stop] if stops else []
     if stops:
         parameters["stop"] = stops[:MAX_TGI_STOP_SEQUENCES]
 
-    n = _integer(body, "n", 1, MAX_CHOICES) or 1
+    n = get("n")
+    n = 1 if n is None else _integer(n, "n", 1, MAX_CHOICES)
     if seed is None:
-        return TGIRequest([parameters, *(dict(parameters) for _ in range(n - 1))], stops)
+        return TGIRequest([parameters, *(dict(parameters) for _ in range(n - 1))] if n > 1 else [parameters], stops)
     # Each choice its own seed, so n choices are not n copies of one answer.
     return TGIRequest([{**parameters, "seed": seed + index} for index in range(n)], stops)
 
