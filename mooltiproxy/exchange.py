@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -29,8 +29,7 @@ class TargetFailed(Exception):
         self.error = error
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes

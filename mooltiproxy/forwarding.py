@@ -4,8 +4,7 @@ translate its stream, or relay it as it comes."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from multidict import CIMultiDict
 
@@ -27,8 +26,7 @@ log = logging.getLogger("mooltiproxy.proxy")
 _DEBUG_BODY_LIMIT = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamCall:
+class UpstreamCall(NamedTuple):
     payloads: list[Any]  # what the request mapper made (None: the client's body, relayed)
     bodies: list[bytes | None]
     fanned_out: bool = False
