@@ -80,12 +80,11 @@ class IncomingRequest:
         return self._complete
 
     async def read(self) -> bytes:
-        """The whole body, decoded from its Content-Encoding; raises a ProxyError when it is too
-        large or cannot be decoded."""
-        limit = self.connection.max_body_size
-        if self.content_length is not None and self.content_length > limit:
-            raise _too_large(limit)
-        while not self._complete and not self._too_large and self._error is None:
+        """The whole body once it has arrived (see `received`); a body declared too large is not
+        waited for."""
+        length, limit = self.content_length, self.connection.max_body_size
+        waits = length is None or length <= limit
+        while waits and not self._complete and not self._too_large and self._error is None:
             if not self._continue_sent and not self.http10 and self.headers.get("Expect", "").lower() == "100-continue":
                 self._continue_sent = True
                 self.connection.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -94,7 +93,13 @@ class IncomingRequest:
                 await self._waiter
             finally:
                 self._waiter = None
-        if self._too_large:
+        return self.received()
+
+    def received(self) -> bytes:
+        """The whole body, which has arrived (`body_complete`), decoded from its Content-Encoding;
+        raises a ProxyError when it is too large or cannot be decoded."""
+        limit = self.connection.max_body_size
+        if self._too_large or (self.content_length is not None and self.content_length > limit):
             raise _too_large(limit)
         if self._error is not None:
             raise self._error
