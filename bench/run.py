@@ -66,8 +66,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 20
+def wait_for_port(port: int, process: subprocess.Popen, what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"{what} exited with {process.returncode}")
@@ -200,7 +200,10 @@ def time_to_first_token(tgi: str, proxy: str, key: str | None, samples: int = 30
     return direct, through
 
 
-def start_proxy(tgi_url: str, port: int, workers: int, pure: bool, folder: Path) -> subprocess.Popen:
+def start_proxy(
+    tgi_url: str, port: int, workers: int, pure: bool, folder: Path, under: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """The proxy on `port`, routing to the stand-in; `under`: a command it runs under (valgrind)."""
     config = {
         "system": {"host": "127.0.0.1", "port": port, "workers": workers},
         "cerbere": {"max_tries": 1000000},
@@ -229,13 +232,13 @@ def start_proxy(tgi_url: str, port: int, workers: int, pure: bool, folder: Path)
     if pure:
         env["MOOLTIPROXY_PURE_PYTHON"] = "1"
     process = subprocess.Popen(
-        [sys.executable, "-m", "main", "--config", str(path)],
+        [*under, sys.executable, "-m", "main", "--config", str(path)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(folder / "proxy.log").open("w"),
     )
-    wait_for_port(port, process, "the proxy")
+    wait_for_port(port, process, "the proxy", 120 if under else 20)
     time.sleep(0.3 * workers)
     return process
 
