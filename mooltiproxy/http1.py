@@ -112,59 +112,62 @@ class BodyDecoder:
     def feed(self, data: bytes) -> bool:
         if self._pending:
             data, self._pending = self._pending + data, b""
-        while data:
+        # Walked with a position, not by slicing off what was read: a read holding many small
+        # chunks (a burst of streamed tokens) would otherwise copy its rest once per chunk.
+        position, size = 0, len(data)
+        while position < size:
             state = self._state
             if state == _LENGTH or state == _CHUNK_DATA:
-                remaining = self._remaining
-                if len(data) > remaining:
-                    data, rest = data[:remaining], data[remaining:]
-                else:
-                    rest = b""
-                self._remaining = remaining - len(data)
-                self._deliver(data)
+                taken = min(self._remaining, size - position)
+                self._deliver(data[position : position + taken])  # the whole of `data`: no copy
+                position += taken
+                self._remaining -= taken
                 if not self._remaining:
                     self._state = _DONE if state == _LENGTH else _CHUNK_END
-                data = rest
             elif state == _CHUNK_SIZE:
-                end = self._line_end(data, b"\r\n", MAX_CHUNK_LINE, "chunk size line")
+                end = self._line_end(data, position, b"\r\n", MAX_CHUNK_LINE, "chunk size line")
                 if end < 0:
                     return False
-                size = data[:end].split(b";", 1)[0].strip(b" \t")
-                if not _HEX.fullmatch(size):
+                length = data[position:end].split(b";", 1)[0].strip(b" \t")
+                if not _HEX.fullmatch(length):
                     raise BadMessage("invalid chunk size")
-                self._remaining = int(size, 16)
+                self._remaining = int(length, 16)
                 self._state = _CHUNK_DATA if self._remaining else _TRAILERS
-                data = data[end + 2 :]
+                position = end + 2
             elif state == _CHUNK_END:
-                if len(data) < 2:
-                    self._pending = data
+                if size - position < 2:
+                    self._pending = data[position:]
                     return False
-                if data[:2] != b"\r\n":
+                if not data.startswith(b"\r\n", position):
                     raise BadMessage("chunk not followed by CRLF")
                 self._state = _CHUNK_SIZE
-                data = data[2:]
+                position += 2
             elif state == _TRAILERS:
                 # Trailer fields, if any, are dropped; an empty line ends the body.
-                end = 0 if data.startswith(b"\r\n") else self._line_end(data, b"\r\n\r\n", MAX_TRAILERS, "trailers")
-                if end < 0:
-                    return False
-                data = data[end + (2 if end == 0 else 4) :]
+                if data.startswith(b"\r\n", position):
+                    position += 2
+                else:
+                    end = self._line_end(data, position, b"\r\n\r\n", MAX_TRAILERS, "trailers")
+                    if end < 0:
+                        return False
+                    position = end + 4
                 self._state = _DONE
             elif state == _UNTIL_CLOSE:
-                self._deliver(data)
+                self._deliver(data[position:])
                 return False
             else:
                 break
         if self._state == _DONE:
-            self.rest = data
+            self.rest = data[position:]
             return True
         return False
 
-    def _line_end(self, data: bytes, delimiter: bytes, limit: int, what: str) -> int:
-        """Where `delimiter` is in `data`; -1 when it has not come yet (data kept for the next feed)."""
-        end = data.find(delimiter)
+    def _line_end(self, data: bytes, position: int, delimiter: bytes, limit: int, what: str) -> int:
+        """Where `delimiter` is in `data` from `position`; -1 when it has not come yet (the rest
+        is kept for the next feed)."""
+        end = data.find(delimiter, position)
         if end < 0:
-            if len(data) > limit:
+            if len(data) - position > limit:
                 raise BadMessage(f"{what} too large")
-            self._pending = data
+            self._pending = data[position:]
         return end
