@@ -34,7 +34,7 @@ class StopFilter:
             self.stopped = True
             self._pending = ""
             return before
-        held = max((self._partial_match(buffer, stop) for stop in self._stops), default=0)
+        held = self._held_back(buffer)
         self._pending = buffer[len(buffer) - held :] if held else ""
         return buffer[: len(buffer) - held]
 
@@ -42,13 +42,19 @@ class StopFilter:
         rest, self._pending = ("" if self.stopped else self._pending), ""
         return rest
 
-    @staticmethod
-    def _partial_match(buffer: str, stop: str) -> int:
-        """Length of the longest end of the buffer that begins the stop string."""
-        for length in range(min(len(stop) - 1, len(buffer)), 0, -1):
-            if buffer.endswith(stop[:length]):
-                return length
-        return 0
+    def _held_back(self, buffer: str) -> int:
+        """Length of the longest end of the (non-empty) buffer that begins a stop string: the text
+        that may yet become one."""
+        held = 0
+        last = buffer[-1]
+        for stop in self._stops:
+            if last not in stop[:-1]:  # the usual case, one test per token: no end of the buffer begins it
+                continue
+            for length in range(min(len(stop) - 1, len(buffer)), held, -1):
+                if buffer.endswith(stop[:length]):
+                    held = length
+                    break
+        return held
 
 
 def event_error(event: dict) -> ProxyError | None:
