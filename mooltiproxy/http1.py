@@ -15,13 +15,14 @@ from multidict import CIMultiDict
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 64 * 1024
 TOKEN_PATTERN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-# One header line, between the CRLF that ends the line before and its own: a token name right
-# before the colon (no space, no folding), and a value without CR, LF or NUL, its surrounding blanks
-# left out. A line that does not match as a whole is not matched at all. The value's characters are
-# listed rather than negated: a set of ranges is one table lookup per character.
+# One header line, from the CRLF that ends the line before to its own: a token name right before
+# the colon (no space, no folding), and a value without CR, LF or NUL, its surrounding blanks left
+# out. A line that does not match as a whole is not matched at all. Starting with the literal CRLF
+# lets the search skip to line starts, and the value's characters are listed rather than negated:
+# a set of ranges is one table lookup per character.
 _VALUE_CHAR = r"[\x01-\x09\x0b\x0c\x0e-\xff]"  # not NUL, LF or CR
 _VALUE_EDGE = r"[\x01-\x08\x0b\x0c\x0e-\x1f\x21-\xff]"  # nor a blank
-_FIELD = re.compile(rf"(?<=\r\n)({TOKEN_PATTERN}):[ \t]*((?:{_VALUE_CHAR}*{_VALUE_EDGE})?)[ \t]*(?=\r\n)")
+_FIELD = re.compile(rf"\r\n({TOKEN_PATTERN}):[ \t]*((?:{_VALUE_CHAR}*{_VALUE_EDGE})?)[ \t]*(?=\r\n)")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
 # Decoder states.
@@ -40,7 +41,7 @@ def parse_head(head: bytes) -> tuple[str, CIMultiDict[str]]:
     # Latin-1 maps each byte to one character, so relayed headers keep their bytes.
     text = head.decode("latin-1") + "\r\n"
     start_end = text.find("\r\n")
-    found = _FIELD.findall(text, start_end + 2)
+    found = _FIELD.findall(text, start_end)
     # Every line between two CRLFs matched, so none holds a stray CR, LF or NUL, and none could be
     # read two ways.
     if len(found) != text.count("\r\n") - 1:
