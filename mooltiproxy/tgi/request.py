@@ -35,13 +35,12 @@ def invalid(message: str, param: str) -> ProxyError:
 
 
 # Each check is made only when the client sent the field: most requests carry few of them.
-def _number(value: Any, name: str, low: float, high: float) -> Any:
+def _number(value: Any, name: str, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise invalid(f"'{name}' must be a number between {low} and {high}", name)
-    return value
 
 
-def _integer(value: Any, name: str, low: int, high: int | None = None) -> Any:
+def _integer(value: Any, name: str, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
         raise invalid(f"'{name}' must be an integer {bounds}", name)
