@@ -33,13 +33,16 @@ def _response(status: bytes, content_type: bytes, body: bytes, extra: bytes = b"
 
 def _generate(details: bool) -> bytes:
     payload: dict = {"generated_text": GENERATED}
-    if details:
+    if details:  # TGI then lists every generated token, as the proxy's translated requests ask
         payload["details"] = {
             "finish_reason": "length",
             "generated_tokens": 16,
             "seed": None,
             "prefill": [],
-            "tokens": [],
+            "tokens": [
+                {"id": index, "text": text, "logprob": -0.1, "special": False}
+                for index, text in enumerate(TOKEN_TEXTS[:16], start=1)
+            ],
         }
     headers = b"x-prompt-tokens: 12\r\nx-generated-tokens: 16\r\nx-compute-type: gpu+optimized\r\n"
     return _response(b"200 OK", b"application/json", json.dumps(payload).encode(), headers)
