@@ -69,9 +69,6 @@ class Metrics:
         """The values of one counter or gauge, by rendered labels."""
         return self._values[metric]
 
-    def observe(self, metric: str, seconds: float, **labels: str) -> None:
-        _observe(self.histogram(metric, _rendered(tuple(labels.items()))), seconds)
-
     def histogram(self, metric: str, key: str) -> list[float]:
         """The bucket counts of one labelled histogram, made empty on first use."""
         series = self._histograms[metric].get(key)
