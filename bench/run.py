@@ -252,19 +252,21 @@ def stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
-def table(results: list[Result], direct: dict[int, float]) -> str:
-    lines = [f"{'scenario':<46}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x direct':>10}{'RSS MB':>8}"]
+def table(results: list[Result], direct: dict[int, float], relay: dict[int, float]) -> str:
+    header = f"{'scenario':<46}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x direct':>10}{'x relay':>9}"
+    lines = [header + f"{'RSS MB':>8}"]
     for result in results:
         ratio = result.rps / direct[result.concurrency] if direct.get(result.concurrency) else float("nan")
+        of_relay = result.rps / relay[result.concurrency] if relay.get(result.concurrency) else float("nan")
         rss = f"{result.rss_mb:.0f}" if result.rss_mb is not None else "-"
         lines.append(
             f"{result.name:<46}{result.concurrency:>5}{result.rps:>10.0f}{result.p50_ms:>9.2f}"
-            f"{result.p99_ms:>9.2f}{ratio:>10.2f}{rss:>8}"
+            f"{result.p99_ms:>9.2f}{ratio:>10.2f}{of_relay:>9.2f}{rss:>8}"
         )
     return "\n".join(lines)
 
 
-def measure(args, wrk, tgi_url, proxy_url, key, pids, label="") -> list[Result]:
+def measure(args, wrk, tgi_url, proxy_url, key, pids, label="", relay_url=None) -> list[Result]:
     results = []
     scenarios = [
         ("direct /generate", f"{tgi_url}/generate", GENERATE, None),
@@ -273,6 +275,16 @@ def measure(args, wrk, tgi_url, proxy_url, key, pids, label="") -> list[Result]:
         ("direct /generate_stream (64 tokens)", f"{tgi_url}/generate_stream", GENERATE, None),
         ("streamed chat (64 tokens)", f"{proxy_url}/v1/chat/completions", CHAT_STREAM, key),
     ]
+    if relay_url:
+        scenarios[1:1] = [("bare relay /generate", f"{relay_url}/generate", GENERATE, KEY)]
+        scenarios[-1:-1] = [
+            (
+                "bare relay /generate_stream (64 tokens)",
+                f"{relay_url}/generate_stream",
+                {**GENERATE, "stream": True},
+                KEY,
+            )
+        ]
     for concurrency in args.concurrency:
         for name, url, body, auth_key in scenarios:
             try:
@@ -281,7 +293,7 @@ def measure(args, wrk, tgi_url, proxy_url, key, pids, label="") -> list[Result]:
             except ScenarioFailed as failure:
                 print(f"{name} at concurrency {concurrency}: not measured, {failure}")
                 continue
-            rss = memory_mb(pids)[0] if auth_key and pids else None
+            rss = memory_mb(pids)[0] if auth_key and pids and not name.startswith("bare") else None
             results.append(Result(name + label, concurrency, rps, p50, p99, requests, rss))
     return results
 
@@ -289,11 +301,13 @@ def measure(args, wrk, tgi_url, proxy_url, key, pids, label="") -> list[Result]:
 def report(results: list[Result]) -> None:
     direct = {r.concurrency: r.rps for r in results if r.name == "direct /generate"}
     direct_stream = {r.concurrency: r.rps for r in results if r.name.startswith("direct /generate_stream")}
+    relay = {r.concurrency: r.rps for r in results if r.name == "bare relay /generate"}
+    relay_stream = {r.concurrency: r.rps for r in results if r.name.startswith("bare relay /generate_stream")}
     plain = [r for r in results if "stream" not in r.name]
     streams = [r for r in results if "stream" in r.name]
-    print(table(plain, direct))
+    print(table(plain, direct, relay))
     print()
-    print(table(streams, direct_stream))
+    print(table(streams, direct_stream, relay_stream))
     by_name = {(r.name, r.concurrency): r for r in results}
     if ("direct /generate", 1) in by_name and ("pass-through /generate", 1) in by_name:
         added = by_name[("pass-through /generate", 1)].p50_ms - by_name[("direct /generate", 1)].p50_ms
@@ -350,7 +364,16 @@ def main() -> None:
             port = free_port()
             proxies.append(start_proxy(tgi_url, port, args.workers, False, folder))
             proxy_url, pids = f"http://127.0.0.1:{port}", process_tree(proxies[0].pid)
-        results = measure(args, wrk, tgi_url, proxy_url, args.proxy_key, pids)
+        relay_port = free_port()
+        relay = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "plain_relay.py"), str(relay_port), tgi_url, KEY],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        proxies.append(relay)
+        wait_for_port(relay_port, relay, "the bare aiohttp relay")
+        relay_url = f"http://127.0.0.1:{relay_port}"
+        results = measure(args, wrk, tgi_url, proxy_url, args.proxy_key, pids, relay_url=relay_url)
         try:
             direct_ttft, proxy_ttft = time_to_first_token(tgi_url, proxy_url, args.proxy_key)
         except (ScenarioFailed, aiohttp.ClientError):

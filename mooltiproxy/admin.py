@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from aiohttp import web
 
 from .bans import BanStore
 from .client_address import parse_address
 from .errors import ProxyError
 from .keys import MASTER
 from .metrics import render
-from .responses import Response, json_response, text_response
+from .responses import json_response, text_response
 from .settings import ClientKey
-
-if TYPE_CHECKING:
-    from .incoming import IncomingRequest
 
 _HEALTHY = json.dumps({"status": "ok"}).encode()
 
@@ -39,24 +38,24 @@ class Admin:
         self._metrics = metrics
         self._metrics_public = metrics_public
 
-    def answers_without_key(self, request: IncomingRequest) -> bool:
+    def answers_without_key(self, request: web.BaseRequest) -> bool:
         return request.method == "GET" and (
             request.path == self.health_path or (self._metrics_public and request.path == self.metrics_path)
         )
 
-    async def open_route(self, request: IncomingRequest) -> Response:
+    async def open_route(self, request: web.BaseRequest) -> web.Response:
         return self.health() if request.path == self.health_path else await self.metrics()
 
     @staticmethod
-    def health() -> Response:
-        return Response(body=_HEALTHY, content_type="application/json")
+    def health() -> web.Response:
+        return web.Response(body=_HEALTHY, content_type="application/json")
 
-    async def metrics(self) -> Response:
+    async def metrics(self) -> web.Response:
         banned = len(await self._store.bans())
         text = render(await self._metrics(), banned)
-        return text_response(text, headers={"Cache-Control": "no-store"})
+        return text_response(text, headers={"Cache-Control": "no-store"}, content_type="text/plain")
 
-    async def handle(self, request: IncomingRequest, path: str, client: ClientKey) -> Response:
+    async def handle(self, request: web.BaseRequest, path: str, client: ClientKey) -> web.Response:
         if client.name != MASTER:
             raise ProxyError(403, "The admin API needs the proxy key", code="admin_only")
         action = path[len(self.prefix) :]
@@ -80,6 +79,6 @@ class Admin:
         raise ProxyError(404, f"No admin route '{path}'", code="unknown_route")
 
 
-def _allow(request: IncomingRequest, method: str) -> None:
+def _allow(request: web.BaseRequest, method: str) -> None:
     if request.method != method:
         raise ProxyError(405, f"Use {method} here", code="method_not_allowed", headers={"Allow": method})

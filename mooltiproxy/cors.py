@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .responses import Response, StreamResponse
-
-if TYPE_CHECKING:
-    from .incoming import IncomingRequest
+from aiohttp import web
 
 
-def is_preflight(request: IncomingRequest) -> bool:
+def is_preflight(request: web.BaseRequest) -> bool:
     return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
 
-def preflight_response(request: IncomingRequest) -> Response:
+def preflight_response(request: web.BaseRequest) -> web.Response:
     headers = {
         "Access-Control-Allow-Methods": request.headers["Access-Control-Request-Method"],
         "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
@@ -22,10 +17,10 @@ def preflight_response(request: IncomingRequest) -> Response:
     }
     if "Origin" not in request.headers:
         headers["Access-Control-Allow-Origin"] = "*"
-    return Response(200, headers=headers)
+    return web.Response(status=200, headers=headers)
 
 
-def add_allow_origin(request: IncomingRequest, response: Response | StreamResponse) -> None:
+def add_allow_origin(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """Every response to a cross-origin request carries its Origin back."""
     origin = request.headers.get("Origin")
     if origin is not None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from .responses import Response
-
 # OpenAI's error `type` for each status the proxy produces itself.
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -56,15 +54,6 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     error_type = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return json.dumps(payload).encode()
-
-
-def error_response(error: ProxyError) -> Response:
-    return Response(
-        error.status,
-        error_body(error.status, error.message, error.code, error.param),
-        content_type="application/json",
-        headers=error.headers,
-    )
 
 
 def upstream_error(status: int, body: bytes, target_name: str) -> ProxyError:

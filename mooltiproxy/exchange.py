@@ -11,10 +11,9 @@ from typing import NamedTuple
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .balancer import Balancer
-from .connection import UpstreamResponse
 from .errors import ProxyError
 from .settings import Target
-from .upstream import TargetConnections, send, upstream_failure
+from .upstream import UPSTREAM_ERRORS, TargetClient, UpstreamAnswer, send, upstream_failure
 
 # Answers worth another attempt (and, when the attempts are spent, a fallback target).
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -38,7 +37,7 @@ class Answer(NamedTuple):
 class Exchange:
     def __init__(
         self,
-        connections: TargetConnections,
+        client: TargetClient,
         target: Target,
         balancer: Balancer,
         method: str,
@@ -47,7 +46,7 @@ class Exchange:
         *,
         can_fall_back: bool,
     ):
-        self._connections = connections
+        self._client = client
         self.target = target
         self._balancer = balancer
         self._method = method
@@ -56,7 +55,7 @@ class Exchange:
         self._can_fall_back = can_fall_back
         self.seconds: float | None = None  # how long the upstream took to answer
 
-    async def open(self, body: bytes | None, *, decompress: bool = False) -> UpstreamResponse:
+    async def open(self, body: bytes | None, *, decompress: bool = False) -> UpstreamAnswer:
         """The response with its body unread (decoded as it is read, when `decompress`); the caller
         releases it.
 
@@ -70,7 +69,13 @@ class Exchange:
             base = self._balancer.pick()
             try:
                 response = await send(
-                    self._connections, self.target, self._method, base + self._path, self._headers, body
+                    self._client,
+                    self.target,
+                    self._method,
+                    base + self._path,
+                    self._headers,
+                    body,
+                    decompress=decompress,
                 )
             except ProxyError as error:
                 self._balancer.eject(base)
@@ -90,12 +95,6 @@ class Exchange:
                     ProxyError(response.status, f"Target '{self.target.name}' answered {response.status}")
                 )
             self.seconds = time.perf_counter() - started
-            if decompress:
-                try:
-                    response.decode_content()
-                except OSError as error:
-                    response.close()
-                    raise upstream_failure(self.target, error) from None
             return response
         raise AssertionError("unreachable")
 
@@ -103,7 +102,7 @@ class Exchange:
         upstream = await self.open(body, decompress=True)
         try:
             answer = Answer(upstream.status, upstream.headers, await upstream.read())
-        except OSError as error:
+        except UPSTREAM_ERRORS as error:
             raise upstream_failure(self.target, error) from None
         finally:
             upstream.release()

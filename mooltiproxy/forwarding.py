@@ -6,18 +6,17 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
+from aiohttp import web
 from multidict import CIMultiDict
 
 from .accelerators import dumps, loads
 from .context import FanOut, RequestContext, Streamed
 from .errors import ProxyError, upstream_error
 from .exchange import Exchange
-from .headers import upstream_request_headers
-from .incoming import IncomingRequest
+from .headers import forwarding, upstream_request_headers
 from .metrics import Metrics
 from .relay import relay
-from .responses import Response, StreamResponse
-from .settings import Endpoint, Mapper, Target
+from .settings import Endpoint, Mapper, SystemSettings, Target
 from .streaming import stream_translated
 from .upstream import UpstreamPool
 
@@ -34,22 +33,27 @@ class UpstreamCall(NamedTuple):
 
 
 class Forwarder:
-    def __init__(self, pool: UpstreamPool, authorizations: dict[str, str | None], metrics: Metrics, debug: bool):
+    def __init__(
+        self, pool: UpstreamPool, authorizations: dict[str, str | None], metrics: Metrics, system: SystemSettings
+    ):
         self._pool = pool
         self._authorizations = authorizations
         self._metrics = metrics
-        self._debug = debug
+        self._debug = system.debug
+        self._client_timeout = system.client_timeout
+        self._scheme = "https" if system.ssl else "http"
 
     async def forward(
         self,
-        request: IncomingRequest,
+        request: web.BaseRequest,
         context: RequestContext,
         target: Target,
         endpoint: Endpoint,
         query: str,
         *,
         can_fall_back: bool,
-    ) -> Response | StreamResponse:
+        via_trusted_proxy: bool,
+    ) -> web.StreamResponse:
         context.target, context.endpoint, context.answered_by = target, endpoint, target.name
         context.state.clear()  # a fallback target maps the request afresh
         call = self._map_request(context, endpoint)
@@ -60,10 +64,11 @@ class Forwarder:
             reads_answer=endpoint.answer_mapper is not None,
         )
         headers["X-Request-ID"] = context.request_id
+        forwarding(headers, request.remote or "unknown", self._scheme, peer_is_trusted=via_trusted_proxy)
 
         def exchange(path: str) -> Exchange:
             return Exchange(
-                self._pool.connections(target.name),
+                self._pool.client(target.name),
                 target,
                 self._pool.balancer(target.name),
                 request.method,
@@ -81,8 +86,8 @@ class Forwarder:
         return await self._read_and_map(context, endpoint, call, exchange(endpoint.upstream_path))
 
     async def _relay(
-        self, request: IncomingRequest, context: RequestContext, call: UpstreamCall, exchange: Exchange
-    ) -> Response | StreamResponse:
+        self, request: web.BaseRequest, context: RequestContext, call: UpstreamCall, exchange: Exchange
+    ) -> web.StreamResponse:
         upstream = await exchange.open(call.bodies[0])
         context.upstream_seconds = exchange.seconds
         context.upstream_status, context.upstream_headers = upstream.status, upstream.headers
@@ -92,7 +97,7 @@ class Forwarder:
         if streaming:
             self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
         try:
-            return await relay(request, upstream, exchange.target)
+            return await relay(request, context, upstream, exchange.target, self._client_timeout)
         finally:
             upstream.release()
             if streaming:
@@ -100,18 +105,18 @@ class Forwarder:
 
     async def _stream(
         self,
-        request: IncomingRequest,
+        request: web.BaseRequest,
         context: RequestContext,
         endpoint: Endpoint,
         call: UpstreamCall,
         exchange: Exchange,
-    ) -> Response | StreamResponse:
+    ) -> web.StreamResponse:
         body = call.bodies[0]
         for last_try in (False, True):
             translator = endpoint.stream_translator(endpoint, context)
             self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
             try:
-                response = await stream_translated(request, exchange, body, translator)
+                response = await stream_translated(request, context, exchange, body, translator, self._client_timeout)
             except ProxyError as error:  # the stream never started: the client gets a plain error
                 retry = None if last_try else self._on_error(endpoint, error, call.payloads[0], context)
                 if retry is None:
@@ -129,7 +134,7 @@ class Forwarder:
 
     async def _read_and_map(
         self, context: RequestContext, endpoint: Endpoint, call: UpstreamCall, exchange: Exchange
-    ) -> Response:
+    ) -> web.Response:
         bodies = call.bodies
         for last_try in (False, True):
             answers = await exchange.read_all(bodies)
@@ -156,7 +161,7 @@ class Forwarder:
             )
         body = dumps(mapped)
         self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
-        return Response(answers[0].status, body, content_type="application/json")
+        return web.Response(status=answers[0].status, body=body, content_type="application/json")
 
     def _on_error(self, endpoint: Endpoint, error: ProxyError, sent: Any, context: RequestContext) -> Any:
         """The answer mapper's error hook: a payload to try once more, None, or its own error."""

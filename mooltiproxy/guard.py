@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+
+from aiohttp import web
 
 from .bans import BanStore
 from .client_address import IPAddress, client_address, parse_address
 from .keys import KeyRing
 from .metrics import Metrics
 from .settings import ClientKey, GuardSettings
-
-if TYPE_CHECKING:
-    from .incoming import IncomingRequest
 
 log = logging.getLogger("mooltiproxy.guard")
 
@@ -37,6 +35,7 @@ class Caller:
     address: IPAddress | None
     key: str  # how bans and logs name the address
     blacklisted: bool
+    via_trusted_proxy: bool  # the TCP peer is a trusted proxy (its forwarding headers are believed)
 
 
 class Guard:
@@ -49,15 +48,16 @@ class Guard:
         # list lookups, ipaddress hashing in pure Python) would cost more than the rest of the guard.
         self._peers: dict[str | None, Caller] = {}
 
-    def caller(self, request: IncomingRequest) -> Caller:
+    def caller(self, request: web.BaseRequest) -> Caller:
         caller = self._peers.get(request.remote)
         if caller is not None:
             return caller
         settings = self._settings
         address = client_address(request.remote, request.headers, settings.trusted_proxies)
-        caller = Caller(address, address_key(address), address is not None and address in settings.blacklist)
         peer = parse_address(request.remote)
-        if peer is None or peer not in settings.trusted_proxies:  # else each request may name another client
+        trusted = peer is not None and peer in settings.trusted_proxies
+        caller = Caller(address, address_key(address), address is not None and address in settings.blacklist, trusted)
+        if not trusted:  # else each request may name another client
             if len(self._peers) >= _KNOWN_PEERS:
                 self._peers.clear()
             self._peers[request.remote] = caller

@@ -8,12 +8,17 @@ X-Stainless-*, custom ones...), except
   - the client's credentials: Authorization, Proxy-Authorization, Cookie; and the proxy's own
     routing header `target`;
   - Expect (the proxy has read the whole body already).
-The target's own key, when it has one, goes as `Authorization: Bearer ...`.
+The target's own key, when it has one, goes as `Authorization: Bearer ...`. Who the client is goes
+as X-Forwarded-For / X-Forwarded-Proto (see `forwarding`).
 Upstream -> client: everything but hop-by-hop headers.
+
+Both ways, a field whose name or value holds a control character (or bytes that are not UTF-8,
+which could not be written back unchanged) is dropped, never relayed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from multidict import CIMultiDict, istr
@@ -39,9 +44,16 @@ _NOT_FORWARDED = (
     *HOP_BY_HOP,
     *_names("host", "content-length", "content-encoding", "authorization", "cookie", "target", "expect"),
 )
+# What says who the client is; from anyone but a trusted proxy, the proxy's word replaces it.
+_FORWARDING = _names("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host")
+_FORWARDED_FOR, _FORWARDED, _REAL_IP, _FORWARDED_PROTO = _names(
+    "x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto"
+)
+# C0 controls but HTAB, DEL, and the lone surrogates that stand for bytes that are not UTF-8.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 
 
-def _filtered(headers: Mapping[str, str], dropped: tuple[istr, ...]) -> CIMultiDict:
+def _filtered(headers: Mapping[str, str], dropped: tuple[istr, ...]) -> CIMultiDict[str]:
     # Copying and removing the few names is several times cheaper than filtering each header.
     listed = headers.get("Connection")
     kept = CIMultiDict(headers)
@@ -51,12 +63,14 @@ def _filtered(headers: Mapping[str, str], dropped: tuple[istr, ...]) -> CIMultiD
     if listed:
         for name in listed.split(","):
             kept.popall(name.strip(), None)
+    if _UNSAFE.search("".join(map("".join, kept.items()))):
+        kept = CIMultiDict((name, value) for name, value in kept.items() if not _UNSAFE.search(name + value))
     return kept
 
 
 def upstream_request_headers(
     client_headers: Mapping[str, str], authorization: str | None, *, json_body: bool, reads_answer: bool
-) -> CIMultiDict:
+) -> CIMultiDict[str]:
     """`json_body`: the proxy sends a JSON body of its own; `reads_answer`: it decodes the answer."""
     headers = _filtered(client_headers, _NOT_FORWARDED)
     if json_body:
@@ -72,5 +86,32 @@ def upstream_request_headers(
     return headers
 
 
-def client_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict:
+def forwarding(headers: CIMultiDict[str], peer: str, scheme: str, *, peer_is_trusted: bool) -> None:
+    """X-Forwarded-For, Forwarded and X-Real-IP as a target should see them.
+
+    From a trusted proxy, the peer is appended to the chain it sent (it vouches for what it says).
+    From anyone else, whatever the client claimed is replaced by the peer's address: a client
+    never chooses who the target thinks it is.
+    """
+    node = f'"[{peer}]"' if ":" in peer else peer
+    if peer_is_trusted:
+        chain = ", ".join(headers.getall(_FORWARDED_FOR, ()))
+        headers[_FORWARDED_FOR] = f"{chain}, {peer}" if chain else peer
+        if _FORWARDED in headers:
+            headers[_FORWARDED] = ", ".join(headers.getall(_FORWARDED)) + f", for={node}"
+        headers.setdefault(_FORWARDED_PROTO, scheme)
+        return
+    claimed_forwarded, claimed_real_ip = _FORWARDED in headers, _REAL_IP in headers
+    for name in _FORWARDING:
+        if name in headers:
+            headers.popall(name)
+    headers[_FORWARDED_FOR] = peer
+    headers[_FORWARDED_PROTO] = scheme
+    if claimed_forwarded:
+        headers[_FORWARDED] = f"for={node};proto={scheme}"
+    if claimed_real_ip:
+        headers[_REAL_IP] = peer
+
+
+def client_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
     return _filtered(upstream_headers, HOP_BY_HOP)

@@ -19,6 +19,8 @@ from .prompting import PromptTemplate
 from .registry import RegistryError, discover, positional_arity
 from .schema import build_schema
 from .settings import (
+    PASS_THROUGH_METHODS,
+    TRANSLATED_METHODS,
     AddressList,
     ClientKey,
     Config,
@@ -137,6 +139,7 @@ class _Builder:
             debug=section["debug"],
             timeout=section["timeout"],
             connect_timeout=section["connect_timeout"],
+            queue_timeout=section["queue_timeout"],
             max_body_size=section["max_body_size"],
             client_timeout=section["client_timeout"],
             client_ca=folder / section["client_ca"] if section["client_ca"] else None,
@@ -191,6 +194,7 @@ class _Builder:
             retries=entry["retries"],
             fallback=tuple(entry["fallback"]),
             models=tuple(entry["models"]),
+            keepalive=entry["keepalive"],
         )
 
     def _endpoint(self, incoming: str, spec: dict) -> Endpoint:
@@ -203,9 +207,15 @@ class _Builder:
         stream_path = spec.get("stream_path")
         if stream_path is None and upstream_path.endswith("/generate"):
             stream_path = upstream_path + "_stream"  # TGI's streaming twin of /generate
+        translated = spec["in"] != "identity" or spec["out"] != "identity"
+        if "methods" in spec:
+            methods = frozenset(spec["methods"])
+        else:
+            methods = TRANSLATED_METHODS if translated else PASS_THROUGH_METHODS
         return Endpoint(
             incoming_path=incoming,
             upstream_path=upstream_path,
+            methods=methods,
             stream_path=stream_path,
             stream_translator=getattr(self.mappers[spec["out"]], "stream_translator", None),
             error_hook=getattr(self.mappers[spec["out"]], "on_upstream_error", None),

@@ -8,12 +8,13 @@ import logging
 import time
 from collections.abc import Mapping
 
+from aiohttp import web
 from multidict import CIMultiDict
 
 from .accelerators import loads
-from .responses import Response, json_response
+from .responses import json_response
 from .settings import ClientKey, Target
-from .upstream import UpstreamPool
+from .upstream import UPSTREAM_ERRORS, UpstreamPool
 
 log = logging.getLogger("mooltiproxy.models")
 
@@ -28,7 +29,7 @@ class ModelCatalog:
         self._pool = pool
         self._cache: dict[str, tuple[float, str | None]] = {}
 
-    async def listing(self, client: ClientKey, authorizations: Mapping[str, str | None]) -> Response:
+    async def listing(self, client: ClientKey, authorizations: Mapping[str, str | None]) -> web.Response:
         names = [name for name in self._targets if client.targets is None or name in client.targets]
         ids = await asyncio.gather(*(self._model_ids(name, authorizations[name]) for name in names))
         data, seen = [], set()
@@ -54,14 +55,14 @@ class ModelCatalog:
         url = self._pool.balancer(target.name).pick() + "/info"
         try:
             async with asyncio.timeout(INFO_TIMEOUT_SECONDS):
-                answer = await self._pool.connections(target.name).request("GET", url, headers, None)
+                answer = await self._pool.client(target.name).request("GET", url, headers, None)
                 try:
                     if answer.status != 200:
                         return None
                     model_id = loads(await answer.read()).get("model_id")
                 finally:
                     answer.release()
-        except (OSError, ValueError, AttributeError) as exc:  # timeouts included
+        except (*UPSTREAM_ERRORS, ValueError, AttributeError) as exc:  # timeouts included
             log.info("no model id from target %s's /info: %s", target.name, type(exc).__name__)
             return None
         return model_id if isinstance(model_id, str) else None

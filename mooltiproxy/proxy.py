@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from .admin import Admin
 from .context import RequestContext
 from .cors import is_preflight, preflight_response
-from .errors import ProxyError, error_response
+from .errors import ProxyError
 from .exchange import TargetFailed
 from .forwarding import Forwarder
-from .guard import Guard
+from .guard import Caller, Guard
 from .ids import unique_id
-from .incoming import IncomingRequest
+from .incoming import read_body
 from .logs import log_access
 from .metrics import Metrics
 from .models import LISTING_PATHS, ModelCatalog
-from .responses import Response, StreamResponse
+from .responses import error_response
 from .routing import split_request_target
 from .settings import ClientKey, Config, Endpoint, Target
 from .stamping import stamp
@@ -52,7 +53,7 @@ def routing_state(config: Config, guard: Guard, admin: Admin, pool: UpstreamPool
         guard=guard,
         admin=admin,
         pool=pool,
-        forwarder=Forwarder(pool, authorizations, metrics, config.system.debug),
+        forwarder=Forwarder(pool, authorizations, metrics, config.system),
         catalog=ModelCatalog(config.targets, pool),
         authorizations=authorizations,
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
@@ -64,26 +65,28 @@ class Proxy:
         self.state = state
         self._metrics = metrics
 
-    async def handle(self, request: IncomingRequest) -> Response | StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The answer to a request; a streamed one is already written, a complete one is not."""
         started = time.perf_counter()
         state = self.state
         context = RequestContext(request.remote or "-", _request_id(request.headers.get("X-Request-ID")))
-        request.context = context
-        response: Response | StreamResponse | None = None
+        # Raw, as the client sent it: percent-escapes keep control characters out of the log.
+        raw_target = _origin_form(request)
+        response: web.StreamResponse | None = None
         try:
-            response = await self._dispatch(state, request, context)
+            response = await self._dispatch(state, request, context, raw_target)
         except ProxyError as error:
             if error.code is not None and error.code.startswith("upstream_"):
                 self._metrics.add("mooltiproxy_upstream_errors_total", target=_target_of(context), kind=error.code)
             response = error_response(error)
         except ConnectionResetError:
             # The client went away while the answer was being written to it.
-            response = Response(_CLIENT_CLOSED)
+            response = web.Response(status=_CLIENT_CLOSED)
         except Exception as exc:
             log.error(
                 "internal error on %s %s: %s: %s",
                 request.method,
-                request.path,
+                raw_target.partition("?")[0],
                 type(exc).__name__,
                 exc,
                 exc_info=state.config.system.debug,
@@ -93,10 +96,10 @@ class Proxy:
             # Reached on cancellation too (the client went away): still one access line.
             elapsed = time.perf_counter() - started
             status = response.status if response is not None else _CLIENT_CLOSED
-            log_access(context, request.method, request.path, status, elapsed)
+            log_access(context, request.method, raw_target.partition("?")[0], status, elapsed)
             self._count(context, status, elapsed)
         if not response.prepared:
-            stamp(request, response)
+            stamp(request, context, response)
         return response
 
     def _count(self, context: RequestContext, status: int, elapsed: float) -> None:
@@ -106,8 +109,8 @@ class Proxy:
         )
 
     async def _dispatch(
-        self, state: RoutingState, request: IncomingRequest, context: RequestContext
-    ) -> Response | StreamResponse:
+        self, state: RoutingState, request: web.BaseRequest, context: RequestContext, raw_target: str
+    ) -> web.StreamResponse:
         if state.admin.answers_without_key(request):
             return await state.admin.open_route(request)
         guard = state.guard
@@ -131,11 +134,11 @@ class Proxy:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         context.client_name = client.name
-        path, query = split_request_target(request.raw_path)
+        path, query = split_request_target(raw_target)
         if path.startswith(state.admin.prefix):
             return await state.admin.handle(request, path, client)
-        # The usual case, a body that came with its head, is taken without a wait.
-        context.raw_body = request.received() if request.body_complete else await self._read_body(state, request)
+        system = state.config.system
+        context.raw_body = await read_body(request, system.max_body_size, system.client_timeout)
         target = self._choose_target(state, request, context)
         context.target = target
         _check_allowed(client, target)
@@ -144,22 +147,30 @@ class Proxy:
             if request.method == "GET" and path in LISTING_PATHS:
                 return await state.catalog.listing(client, state.authorizations)
             raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
-        return await self._forward(state, request, context, candidates, query)
+        _check_method(request.method, candidates[0][1])
+        return await self._forward(state, request, context, candidates, query, caller)
 
     async def _forward(
         self,
         state: RoutingState,
-        request: IncomingRequest,
+        request: web.BaseRequest,
         context: RequestContext,
         candidates: list[tuple[Target, Endpoint]],
         query: str,
-    ) -> Response | StreamResponse:
+        caller: Caller,
+    ) -> web.StreamResponse:
         """The target, then its fallbacks in order while they fail."""
         for index, (target, endpoint) in enumerate(candidates):
             can_fall_back = index + 1 < len(candidates)
             try:
                 return await state.forwarder.forward(
-                    request, context, target, endpoint, query, can_fall_back=can_fall_back
+                    request,
+                    context,
+                    target,
+                    endpoint,
+                    query,
+                    can_fall_back=can_fall_back,
+                    via_trusted_proxy=caller.via_trusted_proxy,
                 )
             except TargetFailed as failure:
                 log.warning(
@@ -186,7 +197,7 @@ class Proxy:
         return candidates
 
     @staticmethod
-    def _choose_target(state: RoutingState, request: IncomingRequest, context: RequestContext) -> Target:
+    def _choose_target(state: RoutingState, request: web.BaseRequest, context: RequestContext) -> Target:
         """The `target` header; else the target claiming the body's model; else the default."""
         name = request.headers.get("target")
         if not name and state.model_routes and context.raw_body:
@@ -201,14 +212,26 @@ class Proxy:
             raise ProxyError(404, f"Unknown target '{name}'", code="unknown_target", param="target")
         return target
 
-    @staticmethod
-    async def _read_body(state: RoutingState, request: IncomingRequest) -> bytes:
-        """The whole body (413 past system.max_body_size, 408 when it comes too slowly)."""
-        try:
-            async with asyncio.timeout(state.config.system.client_timeout):
-                return await request.read()
-        except TimeoutError:
-            raise ProxyError(408, "The request body took too long to arrive", code="request_timeout") from None
+
+def _check_method(method: str, endpoint: Endpoint) -> None:
+    if method not in endpoint.methods:
+        allowed = ", ".join(sorted(endpoint.methods))
+        raise ProxyError(
+            405,
+            f"Method {method} is not allowed on '{endpoint.incoming_path}' (allowed: {allowed})",
+            code="method_not_allowed",
+            headers={"Allow": allowed},
+        )
+
+
+def _origin_form(request: web.BaseRequest) -> str:
+    """The request target's path and query, as sent; an absolute-form target (http://host/path)
+    gives its path and query."""
+    raw = request.raw_path
+    if raw.startswith("/"):
+        return raw
+    url = request.rel_url
+    return f"{url.raw_path}?{url.raw_query_string}" if url.raw_query_string else url.raw_path
 
 
 def _check_allowed(client: ClientKey, target: Target) -> None:

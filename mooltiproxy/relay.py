@@ -1,16 +1,17 @@
-"""Relays an upstream response to the client chunk by chunk, as it arrives."""
+"""Relays a target's answer to the client: a small one whole, any other chunk by chunk as it arrives."""
 
 from __future__ import annotations
 
 import logging
 
-from .connection import UpstreamResponse
+from aiohttp import web
+
+from .context import RequestContext
 from .headers import client_response_headers
-from .incoming import IncomingRequest
-from .responses import Response, StreamResponse
+from .responses import ClientStream
 from .settings import Target
-from .stamping import start_stream
-from .upstream import upstream_failure
+from .stamping import stamp
+from .upstream import UPSTREAM_ERRORS, UpstreamAnswer, upstream_failure
 
 log = logging.getLogger("mooltiproxy.relay")
 
@@ -19,27 +20,36 @@ log = logging.getLogger("mooltiproxy.relay")
 BUFFERED_BODY_LIMIT = 64 * 1024
 
 
-async def relay(request: IncomingRequest, upstream: UpstreamResponse, target: Target) -> Response | StreamResponse:
-    """The body is relayed as received, still encoded, so its headers stay true."""
+async def relay(
+    request: web.BaseRequest, context: RequestContext, upstream: UpstreamAnswer, target: Target, client_timeout: float
+) -> web.StreamResponse:
+    """The body is relayed as received, still encoded, so its headers stay true. The reason phrase
+    is the status's own: the target's, which nothing reads (RFC 9112 4), is not worth its bytes."""
     headers = client_response_headers(upstream.headers)
     length = upstream.content_length
     if length is not None and length <= BUFFERED_BODY_LIMIT:
         try:
             body = await upstream.read()
-        except OSError as error:
+        except UPSTREAM_ERRORS as error:
             raise upstream_failure(target, error) from None
-        return Response(upstream.status, body, reason=upstream.reason, headers=headers)
-    response = StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-    await start_stream(request, response)
-    try:
-        async for chunk in upstream.chunks():
-            await response.write(chunk)
-    except OSError as exc:  # timeouts included
-        # The status is already sent: cut the connection so the client cannot take a truncated
-        # body for a complete one.
-        log.warning("target %s failed in the middle of a response: %s", target.name, type(exc).__name__)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
+        return web.Response(status=upstream.status, headers=headers, body=body)
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    stamp(request, context, response)
+    stream = ClientStream(request, response, client_timeout)
+    await stream.start()
+    chunks = upstream.chunks()
+    while True:
+        try:
+            chunk = await anext(chunks, None)
+        except UPSTREAM_ERRORS as error:  # timeouts included
+            # The status is already sent: cut the connection so the client cannot take a truncated
+            # body for a complete one.
+            log.warning("target %s failed in the middle of a response: %s", target.name, type(error).__name__)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        if chunk is None:
+            break
+        await stream.write(chunk)
+    await stream.end()
     return response

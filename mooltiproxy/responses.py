@@ -1,79 +1,88 @@
-"""What the proxy answers: a complete response, or a stream whose body is written in pieces."""
+"""The proxy's own answers, as aiohttp responses, and writing any answer to a client that may have
+stopped reading."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from multidict import CIMultiDict
+from aiohttp import web
 
-if TYPE_CHECKING:
-    from .http_server import ClientConnection
-    from .incoming import IncomingRequest
+from .errors import ProxyError, error_body
 
-
-def _own_headers(headers: Mapping[str, str] | None) -> CIMultiDict[str]:
-    """A CIMultiDict is taken as it is (the hot path builds a fresh one); anything else is copied."""
-    if isinstance(headers, CIMultiDict):
-        return headers
-    return CIMultiDict(headers) if headers else CIMultiDict()
+# A head is well under this; what is added to it to decide whether a write can block.
+_HEAD_ALLOWANCE = 16 * 1024
 
 
-class Response:
-    """A response whose body is known whole; the server writes it in one go."""
-
-    __slots__ = ("status", "reason", "headers", "body")
-    prepared = False  # its head is not sent before the handler returns it
-
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"",
-        *,
-        headers: Mapping[str, str] | None = None,
-        reason: str | None = None,
-        content_type: str | None = None,
-    ):
-        self.status = status
-        self.reason = reason
-        self.headers = _own_headers(headers)
-        self.body = body
-        if content_type is not None:
-            self.headers["Content-Type"] = content_type
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(data).encode(), content_type="application/json")
+def text_response(text: str, **kwargs: Any) -> web.Response:
+    return web.Response(text=text, **kwargs)
 
 
-def text_response(text: str, content_type: str = "text/plain", **kwargs: Any) -> Response:
-    return Response(body=text.encode(), content_type=f"{content_type}; charset=utf-8", **kwargs)
+def error_response(error: ProxyError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=error_body(error.status, error.message, error.code, error.param),
+        content_type="application/json",
+        headers=error.headers,
+    )
 
 
-class StreamResponse:
-    """A response whose head is sent first (`prepare`) and whose body follows in pieces.
+def _may_block(transport: asyncio.Transport | None, size: int) -> bool:
+    """Whether writing `size` more bytes may wait for the client: only once the transport's buffer
+    passes its high-water mark, which a client that reads never lets happen."""
+    if transport is None:
+        return False
+    return transport.get_write_buffer_size() + size + _HEAD_ALLOWANCE > transport.get_write_buffer_limits()[1]
 
-    The body is framed by the Content-Length header when there is one, else sent chunked.
-    """
 
-    __slots__ = ("status", "reason", "headers", "prepared", "_connection")
+async def bounded(request: web.BaseRequest, write: Any, size: int, seconds: float) -> None:
+    """Runs `write()` (a write of about `size` bytes), which may wait at most `seconds` for a client
+    that stopped reading: then the connection is cut (`abort`: `close` would wait for a buffer the
+    client never drains) and ConnectionResetError raised. The usual write cannot wait and gets no timer."""
+    transport = request.transport
+    if not _may_block(transport, size):
+        await write()
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await write()
+    except TimeoutError:
+        if transport is not None:
+            transport.abort()
+        raise ConnectionResetError("the client stopped reading") from None
 
-    def __init__(self, status: int = 200, *, headers: Mapping[str, str] | None = None, reason: str | None = None):
-        self.status = status
-        self.reason = reason
-        self.headers = _own_headers(headers)
-        self.prepared = False
-        self._connection: ClientConnection | None = None
 
-    async def prepare(self, request: IncomingRequest) -> None:
-        self._connection = request.connection
-        self._connection.start_stream(request, self)
-        self.prepared = True
+async def send_whole(request: web.BaseRequest, response: web.Response, seconds: float) -> None:
+    """A complete answer, head and body, written within `seconds` of the client's reading."""
+
+    async def write() -> None:
+        await response.prepare(request)
+        await response.write_eof()
+
+    body = response.body
+    await bounded(request, write, len(body) if isinstance(body, bytes | bytearray) else 0, seconds)
+
+
+class ClientStream:
+    """A streamed answer: each write bounded as `bounded` says."""
+
+    __slots__ = ("response", "_request", "_seconds")
+
+    def __init__(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float):
+        self._request = request
+        self.response = response
+        self._seconds = seconds
+
+    async def start(self) -> None:
+        await bounded(self._request, lambda: self.response.prepare(self._request), 0, self._seconds)
 
     async def write(self, data: bytes) -> None:
-        """Raises ConnectionResetError once the client is gone."""
-        await self._connection.write_body(data)
+        await bounded(self._request, lambda: self.response.write(data), len(data), self._seconds)
 
-    async def write_eof(self, data: bytes = b"") -> None:
-        await self._connection.end_body(data)
+    async def end(self, data: bytes = b"") -> None:
+        await bounded(self._request, lambda: self.response.write_eof(data), len(data), self._seconds)

@@ -14,6 +14,7 @@ from typing import Any
 import voluptuous as vol
 
 from .keys import MASTER
+from .settings import NEVER_FORWARDED_METHODS
 from .template_entries import builtin_templates, kind_of, template_entry_validator
 
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -103,6 +104,15 @@ def _path(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise vol.Invalid(f"expected a path starting with '/', got {value!r}")
     return value
+
+
+def _method(value: Any) -> str:
+    if not isinstance(value, str) or not value.isalpha():
+        raise vol.Invalid("expected an HTTP method name such as POST")
+    method = value.upper()
+    if method in NEVER_FORWARDED_METHODS:
+        raise vol.Invalid(f"{method} is never forwarded")
+    return method
 
 
 def _http_url(value: Any) -> str:
@@ -195,6 +205,7 @@ def build_schema(
             vol.Optional("system_prompt"): str,
             vol.Optional("strip_bos", default=True): bool,
             vol.Optional("defaults", default=None): _section(TGI_DEFAULTS),
+            vol.Optional("methods"): vol.All([_method], vol.Length(min=1)),
         }
     )
 
@@ -319,6 +330,7 @@ def build_schema(
                 vol.Optional("preserveMethod", default=False): bool,
                 vol.Optional("max_connections", default=DEFAULT_MAX_CONNECTIONS): _integer(1),
                 vol.Optional("verify", default=True): vol.Any(bool, _existing_file(folder)),
+                vol.Optional("keepalive", default=True): bool,
                 vol.Required("mapping"): _checked(
                     vol.Schema({str: mapping_entry}), incoming_paths, outside_admin_prefix
                 ),
@@ -351,6 +363,7 @@ def build_schema(
                         vol.Optional("debug", default=False): bool,
                         vol.Optional("timeout", default=300.0): _number(0),
                         vol.Optional("connect_timeout", default=3.05): _number(0),
+                        vol.Optional("queue_timeout", default=30.0): _number(0),
                         vol.Optional("max_body_size", default=10 * 1024 * 1024): _integer(1),
                         vol.Optional("client_timeout", default=60.0): _number(0),
                         vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),

@@ -16,7 +16,7 @@ from .admin import Admin
 from .bans import BanStore, SQLiteBanStore
 from .errors import ConfigError
 from .guard import Guard
-from .http_server import HttpServer
+from .http_server import HttpServer, check_c_parser
 from .keys import keyring
 from .loader import load_config
 from .logs import setup_logging
@@ -36,7 +36,7 @@ def ban_store(settings: GuardSettings) -> BanStore:
 
 
 # What a reload cannot change: the listening socket, the processes, the ban file.
-RESTART_ONLY = ("host", "port", "ssl", "certfile", "keyfile", "client_ca", "workers", "max_body_size")
+RESTART_ONLY = ("host", "port", "ssl", "certfile", "keyfile", "client_ca", "workers", "client_timeout")
 
 
 class Runtime:
@@ -50,6 +50,7 @@ class Runtime:
         # With several workers, metrics are summed across processes through the shared file.
         self.shared_metrics = SharedMetrics(config.guard.ban_file, self.metrics) if config.system.workers > 1 else None
         self.proxy = Proxy(self._state(config, UpstreamPool(config.targets, config.system)), self.metrics)
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def _state(self, config: Config, pool: UpstreamPool) -> RoutingState:
         guard = Guard(config.guard, keyring(self.master_key, config.clients), self.store, self.metrics)
@@ -71,7 +72,7 @@ class Runtime:
         await self.proxy.state.pool.open()
 
     async def close(self) -> None:
-        self.proxy.state.pool.close()
+        await self.proxy.state.pool.close()
         if self.shared_metrics is not None:
             await self.shared_metrics.close()
         await self.store.close()
@@ -95,7 +96,8 @@ class Runtime:
         self.proxy.state = new_state
         self.config = config
         # Connections of changed or removed targets close once their in-flight answers are done.
-        old_state.pool.retire(new_state.pool)
+        self._retiring.add(task := asyncio.get_running_loop().create_task(old_state.pool.retire(new_state.pool)))
+        task.add_done_callback(self._retiring.discard)
         log.info("config reloaded: %s", config.summary())
 
     def _keep_restart_only(self, config: Config) -> Config:
@@ -146,11 +148,12 @@ async def serve(config: Config, master_key: str, worker: int | None = None, on_r
 
     A `worker` (one of system.workers processes) shares the port with the others (SO_REUSEPORT).
     """
+    check_c_parser()
     system = config.system
     ssl_context = tls_context(system) if system.ssl else None
     runtime = Runtime(config, master_key)
     await runtime.open()
-    server = HttpServer(runtime.proxy.handle, client_timeout=system.client_timeout, max_body_size=system.max_body_size)
+    server = HttpServer(runtime.proxy.handle, client_timeout=system.client_timeout)
     try:
         await _serve_until_stopped(server, runtime, ssl_context, worker, on_ready)
     finally:

@@ -23,12 +23,20 @@ StreamTranslatorFactory = Callable[["Endpoint", "RequestContext"], Any]
 Prompter = Callable[[list, "Endpoint"], tuple[str, list[str]]]
 
 
+# Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
+# every method but CONNECT and TRACE, which are never forwarded.
+TRANSLATED_METHODS = frozenset({"POST"})
+PASS_THROUGH_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+NEVER_FORWARDED_METHODS = frozenset({"CONNECT", "TRACE"})
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One entry of a target's `mapping`: how an incoming path is forwarded and translated."""
 
     incoming_path: str
     upstream_path: str
+    methods: frozenset[str] = PASS_THROUGH_METHODS
     request_mapper_name: str = "identity"
     answer_mapper_name: str = "identity"
     # None means identity: the body is relayed as bytes, never parsed.
@@ -67,6 +75,8 @@ class Target:
     fallback: tuple[str, ...] = ()
     # Model names routed to this target when a request has no `target` header.
     models: tuple[str, ...] = ()
+    # False: a new connection per request, for a target not trusted to frame its answers.
+    keepalive: bool = True
 
     def find_endpoint(self, path: str) -> Endpoint | None:
         """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
@@ -119,6 +129,8 @@ class SystemSettings:
     debug: bool = False
     timeout: float = 300.0
     connect_timeout: float = 3.05
+    # How long a request may wait for one of its target's max_connections before a 503.
+    queue_timeout: float = 30.0
     max_body_size: int = 10 * 1024 * 1024
     # A client must send a whole request within this many seconds (slow clients are cut).
     client_timeout: float = 60.0

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from aiohttp import web
 
+from .context import RequestContext
 from .cors import add_allow_origin
-from .responses import Response, StreamResponse
-
-if TYPE_CHECKING:
-    from .incoming import IncomingRequest
 
 
-def stamp(request: IncomingRequest, response: Response | StreamResponse) -> None:
-    """The request id, the target that answered and the CORS origin."""
-    context = request.context
+def stamp(request: web.BaseRequest, context: RequestContext | None, response: web.StreamResponse) -> None:
+    """The request id, the target that answered, the CORS origin, and a Server header that names no
+    software version."""
+    headers = response.headers
     if context is not None:
-        response.headers["X-Request-ID"] = context.request_id
+        headers["X-Request-ID"] = context.request_id
         if context.answered_by is not None:
-            response.headers["X-Mooltiproxy-Target"] = context.answered_by
+            headers["X-Mooltiproxy-Target"] = context.answered_by
+    if "Server" not in headers:
+        headers["Server"] = "mooltiproxy"
     add_allow_origin(request, response)
-
-
-async def start_stream(request: IncomingRequest, response: StreamResponse) -> None:
-    """Sends the head of a response whose body follows in pieces."""
-    stamp(request, response)
-    await response.prepare(request)

@@ -11,14 +11,16 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from aiohttp import web
+
+from .context import RequestContext
 from .errors import ProxyError, error_body, upstream_error
 from .exchange import Exchange
-from .incoming import IncomingRequest
-from .responses import StreamResponse
+from .responses import ClientStream
 from .settings import Target
 from .sse import DONE, event_batches, frame
-from .stamping import start_stream
-from .upstream import upstream_failure
+from .stamping import stamp
+from .upstream import UPSTREAM_ERRORS, upstream_failure
 
 log = logging.getLogger("mooltiproxy.streaming")
 
@@ -35,15 +37,20 @@ class StreamTranslator(Protocol):
 
 
 async def stream_translated(
-    request: IncomingRequest, exchange: Exchange, body: bytes, translator: StreamTranslator
-) -> StreamResponse:
+    request: web.BaseRequest,
+    context: RequestContext,
+    exchange: Exchange,
+    body: bytes,
+    translator: StreamTranslator,
+    client_timeout: float,
+) -> web.StreamResponse:
     target = exchange.target
     upstream = await exchange.open(body, decompress=True)
     try:
         if upstream.status != 200:
             try:
                 answer = await upstream.read()
-            except OSError as error:
+            except UPSTREAM_ERRORS as error:
                 raise upstream_failure(target, error) from None
             raise upstream_error(upstream.status, answer, target.name)
         batches = event_batches(upstream.chunks())
@@ -52,13 +59,15 @@ async def stream_translated(
             raise ProxyError(502, f"Target '{target.name}' closed the stream without an event", code="upstream_error")
         # The first event decides between a plain error and a stream.
         chunks = translator.event(batch[0])
-        response = StreamResponse(headers=STREAM_HEADERS)
-        await start_stream(request, response)
+        response = web.StreamResponse(headers=STREAM_HEADERS)
+        stamp(request, context, response)
+        stream = ClientStream(request, response, client_timeout)
+        await stream.start()
         try:
             more, failure = _translate(translator, batch[1:])
             chunks += more
             while True:
-                await _send(response, chunks)
+                await _send(stream, chunks)
                 if failure is not None:
                     raise failure
                 if translator.finished:
@@ -71,10 +80,9 @@ async def stream_translated(
                 raise ProxyError(500, f"Target '{target.name}' ended the stream early", code="incomplete_generation")
         except ProxyError as error:
             log.warning("stream from target %s failed: %s", target.name, error.message)
-            await response.write(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
-            await response.write_eof()
+            await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
             return response
-        await response.write_eof(b"".join(frame(chunk) for chunk in translator.end()) + DONE)
+        await stream.end(b"".join(frame(chunk) for chunk in translator.end()) + DONE)
         return response
     finally:
         # A stream left unread (client gone, stop string reached) closes its connection at once,
@@ -85,7 +93,7 @@ async def stream_translated(
 async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:
     try:
         return await anext(batches, None)
-    except OSError as error:
+    except UPSTREAM_ERRORS as error:
         raise upstream_failure(target, error) from None
 
 
@@ -102,6 +110,6 @@ def _translate(translator: StreamTranslator, batch: list[str]) -> tuple[list[Any
     return chunks, None
 
 
-async def _send(response: StreamResponse, chunks: list[Any]) -> None:
+async def _send(stream: ClientStream, chunks: list[Any]) -> None:
     if chunks:
-        await response.write(b"".join(frame(chunk) for chunk in chunks))
+        await stream.write(b"".join(frame(chunk) for chunk in chunks))

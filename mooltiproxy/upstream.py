@@ -1,23 +1,22 @@
-"""Pooled keep-alive connections to the targets, and the forwarding of one request, redirects
-included."""
+"""Calling targets with aiohttp's client: one ClientSession (and its pool) per target, at most
+`max_connections` requests in flight each, redirects followed by the proxy's own rules, and a
+connection never reused after an answer whose framing is in doubt."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
-import time
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
-from multidict import CIMultiDict
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from .balancer import Balancer
-from .connection import UpstreamConnection, UpstreamResponse
 from .errors import ProxyError
-from .http1 import encode_head, field_lines
 from .settings import SystemSettings, Target
 
 log = logging.getLogger("mooltiproxy.upstream")
@@ -27,17 +26,11 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # An idle connection older than this is closed rather than reused: servers drop theirs after a
 # while (aiohttp after 15 s, uvicorn after 5 s), and a request sent on one they are dropping fails.
 IDLE_SECONDS = 4.0
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-class CannotConnect(ConnectionError):
-    def __init__(self, error: OSError):
-        super().__init__(str(error))
-        self.error = error
-
-
-class TooManyRedirects(ConnectionError):
-    pass
+# What aiohttp would add on its own; the proxy forwards the client's (or sets its own) instead.
+_SKIPPED_AUTO_HEADERS = ("User-Agent", "Content-Type", "Accept", "Accept-Encoding")
+_QUEUE_RETRY_AFTER = "1"
+_IDLE_POLL_SECONDS = 0.5
+_WATCH_SECONDS = 1.0
 
 
 class Slots:
@@ -45,8 +38,8 @@ class Slots:
     coroutine and the scan of its waiters on every acquisition."""
 
     def __init__(self, limit: int):
-        self._free = limit
-        self._waiters: deque[asyncio.Future] = deque()
+        self._limit = self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def take(self) -> bool:
         """A slot, when one is free and nobody waits before us."""
@@ -65,6 +58,10 @@ class Slots:
                 self.release()
             raise
 
+    @property
+    def all_free(self) -> bool:
+        return self._free == self._limit
+
     def release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -74,115 +71,76 @@ class Slots:
         self._free += 1
 
 
-# Compared and hashed by identity: one Origin per scheme://host:port (TargetConnections._split),
-# and it keys the idle connections on every request.
-@dataclass(frozen=True, slots=True, eq=False)
-class Origin:
-    host: str
-    port: int
-    host_header: str
-    tls: ssl.SSLContext | None
+class _FramingGuardedResponse(aiohttp.ClientResponse):
+    """A HEAD, 204 or 304 answer has no body whatever its head says; one that announces a body
+    anyway comes from a target whose framing cannot be trusted. aiohttp gives such an answer's
+    connection back to its pool as soon as the head is read, so it is closed here, at once: bytes
+    the target sends after it (a forged answer) can never be read as the next request's answer."""
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        await super().start(connection)
+        if protocol is not None and (
+            (self.method == "HEAD" or self.status in (204, 304))
+            and ("Content-Length" in self.headers or "Transfer-Encoding" in self.headers)
+        ):
+            protocol.close()
+        return self
 
 
-class TargetConnections:
-    """Keep-alive connections to one target's URLs (and where they redirect); at most
-    `max_connections` requests in flight, the others wait their turn."""
+class UpstreamAnswer:
+    """A target's answer whose body is still to be read; `release` ends it exactly once. Its
+    connection goes back to the pool only when the body was read to its end; otherwise it is
+    closed, so that no stray byte can be taken for the next answer."""
 
-    def __init__(self, target: Target, system: SystemSettings):
-        self._tls = _tls_context(target.verify)
-        self._connect_timeout = system.connect_timeout
-        # `timeout` bounds the silence between two reads, never the whole answer, so a long
-        # generation or stream is not cut while it keeps producing.
-        self._read_timeout = system.timeout
-        self._slots = Slots(target.max_connections)
-        self._origins: dict[str, Origin] = {}
-        self._idle: dict[Origin, list[UpstreamConnection]] = {}
-        self._closing = False
+    __slots__ = ("response", "status", "headers", "_slots", "_released", "_watchdog")
 
-    async def request(self, method: str, url: str, headers: CIMultiDict, body: bytes | None) -> UpstreamResponse:
-        """The answer once its head has arrived; the caller releases it."""
-        origin, path = self._split(url)
-        head = _request_head(method, path, origin.host_header, headers, body)
-        if not self._slots.take():
-            await self._slots.wait_for_one()
-        try:
-            # A kept-alive connection the upstream closed meanwhile gets one more try on a new one.
-            for reused in (True, False):
-                connection = self._idle_connection(origin) if reused else None
-                if connection is None:
-                    connection, reused = await self._connect(origin), False
-                connection.lend(self._released)
-                try:
-                    return await connection.request(head, body, no_body=method == "HEAD")
-                except BaseException as exc:
-                    stale = isinstance(exc, ConnectionError) and reused and connection.received_nothing
-                    connection.discard()
-                    if not stale:
-                        raise
-            raise AssertionError("unreachable")
-        except BaseException:
-            self._slots.release()
-            raise
+    def __init__(self, response: aiohttp.ClientResponse, slots: Slots):
+        self.response = response
+        self.status = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+        self._slots = slots
+        self._released = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        if response.content_length is None and not response.content.is_eof():
+            self._watchdog = asyncio.get_running_loop().call_later(_WATCH_SECONDS, self._watch)
 
-    def close(self) -> None:
-        """Idle connections close now, those in use when their answer is released."""
-        self._closing = True
-        for connections in self._idle.values():
-            for connection in connections:
-                connection.discard()
-        self._idle.clear()
+    def _watch(self) -> None:
+        """aiohttp (3.14) leaves a reader waiting forever when a chunked body breaks mid-way: its
+        parser closes the connection but never fails the body's stream. Checked every second for a
+        body without a length: a connection closed before the body's end fails the stream."""
+        content, connection = self.response.content, self.response.connection
+        if content.is_eof() or content.exception() is not None:
+            self._watchdog = None
+        elif connection is None or connection.closed:
+            content.set_exception(aiohttp.ClientPayloadError("the target broke the body's framing"))
+            self._watchdog = None
+        else:
+            self._watchdog = asyncio.get_running_loop().call_later(_WATCH_SECONDS, self._watch)
 
-    def _released(self, connection: UpstreamConnection, reusable: bool) -> None:
+    @property
+    def content_length(self) -> int | None:
+        return self.response.content_length
+
+    async def read(self) -> bytes:
+        return await self.response.read()
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, one piece per read from the target."""
+        return self.response.content.iter_any()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        response = self.response
+        if response.content.is_eof() and not response.content.exception():
+            response.release()
+        else:
+            response.close()
         self._slots.release()
-        if reusable and not self._closing:
-            connection.idle_since = time.monotonic()
-            self._idle.setdefault(connection.origin, []).append(connection)
-        elif not connection.closed:
-            connection.discard()
-
-    def _idle_connection(self, origin: Origin) -> UpstreamConnection | None:
-        idle = self._idle.get(origin)
-        if not idle:
-            return None
-        too_old = time.monotonic() - IDLE_SECONDS
-        while idle:
-            connection = idle.pop()  # the most recently used: the least likely to be dropped
-            if not connection.closed and connection.idle_since > too_old:
-                return connection
-            connection.discard()
-        return None
-
-    async def _connect(self, origin: Origin) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: UpstreamConnection(origin, self._read_timeout),
-                    origin.host,
-                    origin.port,
-                    ssl=origin.tls,
-                    server_hostname=origin.host if origin.tls else None,
-                )
-        except OSError as exc:
-            raise CannotConnect(exc) from None
-        return connection
-
-    def _split(self, url: str) -> tuple[Origin, str]:
-        """The origin (cached per scheme://host:port) and the request target of a URL."""
-        slash = url.find("/", url.find("://") + 3)
-        key, path = (url, "/") if slash < 0 else (url[:slash], url[slash:])
-        origin = self._origins.get(key)
-        if origin is None:
-            origin = self._origins[key] = self._origin(key)
-        return origin, path
-
-    def _origin(self, key: str) -> Origin:
-        parts = urlsplit(key)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
-            raise CannotConnect(OSError(f"not an http(s) origin: {key!r}"))
-        tls = self._tls if parts.scheme == "https" else None
-        port = parts.port or (443 if tls else 80)
-        return Origin(parts.hostname, port, parts.netloc.rpartition("@")[2], tls)
 
 
 def _tls_context(verify: object) -> ssl.SSLContext:
@@ -193,114 +151,184 @@ def _tls_context(verify: object) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=verify)
+    return ssl.create_default_context(cafile=str(verify))
 
 
-def _request_head(method: str, path: str, host: str, headers: CIMultiDict, body: bytes | None) -> bytes:
-    if body is not None:
-        length = f"Content-Length: {len(body)}\r\n"
-    else:
-        length = "Content-Length: 0\r\n" if method in _BODY_METHODS else ""
-    fields = field_lines(headers) + "\r\n" if headers else ""
-    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{fields}{length}\r\n"
-    # Every CR and LF is one of ours: nothing in a header or the path can split the request.
-    lines = 3 + len(headers) + (1 if length else 0)
-    if head.count("\r") != lines or head.count("\n") != lines:
-        raise ValueError("CR or LF in the request line or a header")
-    return encode_head(head)
+class TargetClient:
+    """One target's session: its pooled connections, and its limit of requests in flight."""
+
+    def __init__(self, target: Target, system: SystemSettings):
+        self.name = target.name
+        self._slots = Slots(target.max_connections)
+        self._queue_timeout = system.queue_timeout
+        # keepalive: false, for a target not trusted to frame its answers: a connection per request.
+        reuse = {"keepalive_timeout": IDLE_SECONDS} if target.keepalive else {"force_close": True}
+        connector = aiohttp.TCPConnector(
+            limit=target.max_connections, limit_per_host=0, ssl=_tls_context(target.verify), **reuse
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            # `timeout` is the silence allowed between two reads, never a total: a long generation
+            # or stream is not cut while it keeps producing.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=system.connect_timeout, sock_read=system.timeout),
+            auto_decompress=False,
+            skip_auto_headers=_SKIPPED_AUTO_HEADERS,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            response_class=_FramingGuardedResponse,
+            read_bufsize=2**16,
+        )
+
+    async def request(
+        self, method: str, url: str, headers: CIMultiDict[str], body: bytes | None, *, decompress: bool = False
+    ) -> UpstreamAnswer:
+        """The answer once its head has arrived; the caller releases it."""
+        if not self._slots.take():
+            await self._wait_for_a_slot()
+        try:
+            response = await self.session.request(
+                method,
+                URL(url, encoded=True),  # as the client wrote it: yarl would re-quote the path and query
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                auto_decompress=decompress,
+            )
+        except BaseException:
+            self._slots.release()
+            raise
+        return UpstreamAnswer(response, self._slots)
+
+    async def _wait_for_a_slot(self) -> None:
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._slots.wait_for_one()
+        except TimeoutError:
+            raise ProxyError(
+                503,
+                f"Target '{self.name}' is busy: no free connection within {self._queue_timeout:g} s",
+                code="upstream_busy",
+                headers={"Retry-After": _QUEUE_RETRY_AFTER},
+            ) from None
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def close_when_idle(self) -> None:
+        """Closes once no answer is in flight: a reload never cuts a stream."""
+        while not self._slots.all_free:
+            await asyncio.sleep(_IDLE_POLL_SECONDS)
+        await self.close()
 
 
 class UpstreamPool:
-    """The connections of every target (and its URL balancer), opened at start-up, closed at
-    shutdown; a reload keeps those of the targets whose connection settings did not change."""
+    """The session of every target (and its URL balancer), opened at start-up, closed at shutdown;
+    a reload keeps those of the targets whose connection settings did not change."""
 
     def __init__(self, targets: Mapping[str, Target], system: SystemSettings):
         self._targets = targets
         self._system = system
-        self._connections: dict[str, TargetConnections] = {}
+        self._clients: dict[str, TargetClient] = {}
         self._balancers: dict[str, Balancer] = {}
         self._shapes: dict[str, tuple] = {}
 
     async def open(self) -> None:
         for name, target in self._targets.items():
-            self._connections[name] = TargetConnections(target, self._system)
+            self._clients[name] = TargetClient(target, self._system)
             self._shapes[name] = self._shape(target)
             self._balancers[name] = Balancer(target.urls)
 
     def replace(self, targets: Mapping[str, Target], system: SystemSettings) -> UpstreamPool:
-        """A pool for a reloaded config; the connections it no longer uses are left to `retire`."""
+        """A pool for a reloaded config; the sessions it no longer uses are left to `retire`."""
         pool = UpstreamPool(targets, system)
         for name, target in targets.items():
-            kept = name in self._connections and self._shapes[name] == pool._shape(target)
-            pool._connections[name] = self._connections[name] if kept else TargetConnections(target, system)
-            pool._shapes[name] = pool._shape(target)
+            shape = pool._shape(target)
+            kept = name in self._clients and self._shapes[name] == shape
+            pool._clients[name] = self._clients[name] if kept else TargetClient(target, system)
+            pool._shapes[name] = shape
             same_urls = name in self._balancers and self._balancers[name].urls == target.urls
             pool._balancers[name] = self._balancers[name] if same_urls else Balancer(target.urls)
         return pool
 
-    def retire(self, successor: UpstreamPool) -> None:
-        """Closes the connections the successor does not use (in-flight answers finish first)."""
-        kept = set(map(id, successor._connections.values()))
-        for connections in self._connections.values():
-            if id(connections) not in kept:
-                connections.close()
+    async def retire(self, successor: UpstreamPool) -> None:
+        """Closes the sessions the successor does not use, once their answers in flight are done."""
+        kept = set(map(id, successor._clients.values()))
+        await asyncio.gather(*(client.close_when_idle() for client in self._clients.values() if id(client) not in kept))
 
-    def close(self) -> None:
-        for connections in self._connections.values():
-            connections.close()
-        self._connections.clear()
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
 
-    def connections(self, target_name: str) -> TargetConnections:
-        return self._connections[target_name]
+    def client(self, target_name: str) -> TargetClient:
+        return self._clients[target_name]
 
     def balancer(self, target_name: str) -> Balancer:
         return self._balancers[target_name]
 
     def _shape(self, target: Target) -> tuple:
-        """What the connections are made with: when it changes, a reload makes new ones."""
+        """What the sessions are made with: when it changes, a reload makes new ones."""
         system = self._system
-        return (target.max_connections, target.verify, system.connect_timeout, system.timeout)
+        return (
+            target.max_connections,
+            target.verify,
+            target.keepalive,
+            system.connect_timeout,
+            system.timeout,
+            system.queue_timeout,
+        )
 
 
-def upstream_failure(target: Target, error: OSError) -> ProxyError:
+def upstream_failure(target: Target, error: BaseException) -> ProxyError:
     """A network failure while talking to the target (a timeout, a refused connection, an invalid
-    answer...), as the 502 / 504 ProxyError that names it. Callers catch OSError themselves:
-    a try statement costs nothing until it catches, a context manager costs three calls."""
+    answer...), as the 502 / 504 ProxyError that names it; nothing of the target's URL or key."""
     name = target.name
+    if isinstance(error, aiohttp.ClientSSLError):
+        log.warning("TLS handshake with target %s failed: %s", name, error)
+        return ProxyError(
+            502, f"The TLS handshake with target '{name}' failed (is it an https server?)", code="upstream_tls"
+        )
+    if isinstance(error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        log.warning("cannot connect to target %s: %s", name, type(error).__name__)
+        return ProxyError(502, f"Cannot connect to target '{name}'", code="upstream_unreachable")
     if isinstance(error, TimeoutError):
         return ProxyError(504, f"Target '{name}' did not answer in time", code="upstream_timeout")
-    if isinstance(error, TooManyRedirects):
+    if isinstance(error, aiohttp.TooManyRedirects):
         return ProxyError(502, f"Target '{name}' redirected more than {MAX_REDIRECTS} times", code="upstream_error")
-    if isinstance(error, CannotConnect):
-        log.warning("cannot connect to target %s: %s", name, error.error)
-        return ProxyError(502, f"Cannot connect to target '{name}'", code="upstream_unreachable")
-    # ConnectionError included: closed connections, invalid answers
+    # Closed connections, invalid answers, broken bodies.
     log.warning("target %s failed: %s: %s", name, type(error).__name__, error)
     return ProxyError(502, f"Target '{name}' failed to answer", code="upstream_error")
 
 
+# What upstream_failure turns into a ProxyError; anything else is a bug of the proxy's.
+UPSTREAM_ERRORS = (aiohttp.ClientError, OSError)
+
+
 async def send(
-    connections: TargetConnections,
+    client: TargetClient,
     target: Target,
     method: str,
     url: str,
-    headers: CIMultiDict,
+    headers: CIMultiDict[str],
     body: bytes | None,
-) -> UpstreamResponse:
+    *,
+    decompress: bool = False,
+) -> UpstreamAnswer:
     """The answer, redirects followed: like browsers (a POST redirected by 301 / 302 / 303 becomes a
     GET without body), or re-sending the method and body when the target has preserveMethod."""
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            response = await connections.request(method, url, headers, body)
-            location = response.headers.get("Location")
-            if response.status not in REDIRECT_STATUSES or not location:
-                return response
-            response.release()
+            answer = await client.request(method, url, headers, body, decompress=decompress)
+            location = answer.headers.get("Location")
+            if answer.status not in REDIRECT_STATUSES or not location:
+                return answer
+            answer.release()
             next_url = urljoin(url, location)
             if urlsplit(next_url).scheme not in ("http", "https"):
-                raise ConnectionError("redirect to a non-HTTP location")
+                raise aiohttp.ClientResponseError(
+                    answer.response.request_info, (), status=answer.status, message="redirect to a non-HTTP location"
+                )
             if not target.preserve_method and (
-                (response.status == 303 and method != "HEAD") or (response.status in (301, 302) and method == "POST")
+                (answer.status == 303 and method != "HEAD") or (answer.status in (301, 302) and method == "POST")
             ):
                 method, body = "GET", None
                 headers = headers.copy()
@@ -309,8 +337,8 @@ async def send(
                 headers = headers.copy()
                 headers.popall("Authorization", None)
             url = next_url
-        raise TooManyRedirects()
-    except OSError as error:
+        raise aiohttp.TooManyRedirects(answer.response.request_info, ())
+    except UPSTREAM_ERRORS as error:
         raise upstream_failure(target, error) from None
 
 

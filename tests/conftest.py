@@ -135,6 +135,15 @@ def start_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
         assert "Traceback" not in log, f"traceback in the proxy log:\n{log}"
 
 
+def wait_for_log(proxy: ProxyProcess, text: str, seconds: float = 3) -> str:
+    """The proxy's log once it holds `text` (lines are flushed a moment after they are logged)."""
+    deadline = time.monotonic() + seconds
+    while text not in (log := proxy.log()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert text in log
+    return log
+
+
 def auth(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

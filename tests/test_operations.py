@@ -236,13 +236,14 @@ def test_reload(start_proxy, fake_tgi, echo):
     # A valid one is swapped in; what needs a restart is said and kept as it runs.
     config["targets"]["tgi"]["mapping"]["/health"] = None
     config["system"]["max_body_size"] = 10
+    config["system"]["client_timeout"] = 5
     proxy.config_path.write_text(yaml.safe_dump(config))
     proxy.process.send_signal(signal.SIGHUP)
     time.sleep(0.5)
     assert "config reloaded" in proxy.log()
-    assert "system.max_body_size changes only with a restart" in proxy.log()
+    assert "system.client_timeout changes only with a restart" in proxy.log()
     assert httpx.get(f"{proxy.url}/health", headers=auth()).status_code == 200
-    assert httpx.post(f"{proxy.url}/info", content=b"x" * 100, headers=auth()).status_code != 413
+    assert httpx.post(f"{proxy.url}/info", content=b"x" * 100, headers=auth()).status_code == 413
 
 
 def test_reload_under_load_loses_no_request(start_proxy, fake_tgi):

@@ -1,10 +1,13 @@
-"""The proxy's own HTTP/1.1 client, at the byte level: framing, interim answers, broken answers,
-kept-alive connections the upstream drops."""
+"""What the proxy guarantees on the target side, at the byte level: framing, interim answers,
+broken answers, kept-alive connections the target drops, and connections never reused after an
+answer whose framing is in doubt. Targets' framing is read by aiohttp (leniently); their header
+values are filtered."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -12,7 +15,12 @@ import httpx
 import pytest
 from scripted_upstream import Script, ScriptedUpstream
 
-from conftest import auth, proxy_config
+from conftest import KEY, auth, proxy_config
+
+
+def connect_raw(proxy) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])), timeout=5)
+
 
 TEXT = {"path": "/generate", "in": "textReqOpenAItoTGI", "out": "textAnsTGItoOpenAI"}
 
@@ -26,7 +34,8 @@ def scripted() -> Iterator[ScriptedUpstream]:
 
 @pytest.fixture
 def proxy(start_proxy, scripted):
-    mapping = {path: None for path in ("/chunked", "/interim", "/both", "/bad-chunk", "/bad-head", "/eof", "/plain")}
+    paths = ("/chunked", "/interim", "/both", "/bad-chunk", "/bad-head", "/eof", "/plain", "/no-content")
+    mapping = {path: None for path in paths}
     mapping["/v1/completions"] = TEXT
     return start_proxy(proxy_config({"raw": {"url": scripted.url, "mapping": mapping}}, system={"timeout": 2}))
 
@@ -63,13 +72,29 @@ def test_interim_answers_are_skipped(proxy, scripted):
     assert (response.status_code, response.content, response.headers["x-final"]) == (201, b"hello", "yes")
 
 
-def test_length_and_chunked_together_trust_chunked_and_drop_the_connection(proxy, scripted):
+def test_length_and_chunked_together_is_refused_and_the_connection_dropped(proxy, scripted):
     scripted.scripts["/both"] = Script(
         [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"abcdef", 4)]
     )
-    assert httpx.get(f"{proxy.url}/both", headers=auth()).content == b"abcdef"
-    assert httpx.get(f"{proxy.url}/both", headers=auth()).content == b"abcdef"
+    for _ in range(2):
+        assert httpx.get(f"{proxy.url}/both", headers=auth()).status_code == 502
     assert scripted.connections == 2  # never reused after an ambiguous answer
+
+
+@pytest.mark.parametrize("method,status", [("HEAD", 200), ("GET", 204), ("GET", 304)])
+def test_a_bodiless_answer_announcing_a_body_never_leaves_its_connection_for_the_next(proxy, scripted, method, status):
+    """A forged answer sent right after a HEAD / 204 / 304 that announced a length must never reach
+    the next request: that connection is closed, not pooled."""
+    forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+    head = b"HTTP/1.1 %d X\r\nContent-Length: 38\r\n\r\n" % status
+    scripted.scripts["/no-content"] = Script([head, forged], pause=0.001)
+    scripted.scripts["/plain"] = Script([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    with httpx.Client(headers=auth()) as client:
+        for _ in range(5):
+            assert client.request(method, f"{proxy.url}/no-content").status_code == status
+            time.sleep(0.01)
+            assert client.get(f"{proxy.url}/plain").content == b"ok"
+    assert scripted.connections >= 6
 
 
 def test_keep_alive_connection_is_reused(proxy, scripted):
@@ -91,12 +116,18 @@ def test_a_kept_alive_connection_the_upstream_dropped_is_replaced(proxy, scripte
 @pytest.mark.parametrize(
     "pieces", [[b"okEXTRA"], [b"", b"okEXTRA"], [b"o", b"kEXTRA"]], ids=["with-head", "after", "split"]
 )
-def test_bytes_beyond_the_length_are_not_relayed_and_the_connection_is_dropped(proxy, scripted, pieces):
+def test_bytes_beyond_the_length_are_never_relayed(start_proxy, scripted, pieces):
+    """With `keepalive: false`, for a target not trusted to frame its answers, the stray bytes
+    cannot reach another request either: every request has a connection of its own."""
+    config = {"raw": {"url": scripted.url, "keepalive": False, "mapping": {"/plain": None}}}
+    proxy = start_proxy(proxy_config(config))
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
     scripted.scripts["/plain"] = Script([head + pieces[0], *pieces[1:]], pause=0.05)
-    for _ in range(2):
-        assert httpx.get(f"{proxy.url}/plain", headers=auth()).content == b"ok"
-    assert scripted.connections == 2  # a connection that sent more than its answer is not trusted again
+    for _ in range(3):
+        answer = httpx.get(f"{proxy.url}/plain", headers=auth())
+        assert answer.content == b"ok" or answer.status_code == 502
+        assert b"EXTRA" not in answer.content
+    assert scripted.connections == 3
 
 
 def test_body_delimited_by_the_close(proxy, scripted):
@@ -112,8 +143,28 @@ def test_body_delimited_by_the_close(proxy, scripted):
     [
         b"HTTP/1.1 200 OK\r\nX-Split: a\nInjected: yes\r\nContent-Length: 0\r\n\r\n",  # bare LF
         b"HTTP/1.1 200 OK\r\n Folded: yes\r\nContent-Length: 0\r\n\r\n",  # obsolete line folding
-        b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n",  # bare CR in the status line
         b"HTTP/1.1 200 OK\0\r\nContent-Length: 0\r\n\r\n",  # NUL in the status line
+        b"HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\nX-Del: a\x7fb\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_lenient_target_heads_never_relay_a_control_character(proxy, scripted, head):
+    """aiohttp reads targets' heads leniently (their framing is trusted); what reaches the client
+    is either a 502 or an answer whose every header is clean."""
+    scripted.scripts["/bad-head"] = Script([head], close_after=True)
+    with connect_raw(proxy) as sock:
+        sock.sendall(f"GET /bad-head HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    status_line, *lines = answer.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert status_line.split()[1] in (b"200", b"502")
+    assert all(0x20 <= byte < 0x7F or byte == 0x09 for line in [status_line, *lines] for byte in line)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n",  # bare CR in the status line
         b"HTTP/1.1 200 OK\r\nX-Nul: a\0b\r\nContent-Length: 0\r\n\r\n",  # NUL in a value
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",  # conflicting lengths
         b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
