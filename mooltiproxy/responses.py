@@ -69,7 +69,8 @@ async def send_whole(request: web.BaseRequest, response: web.Response, seconds: 
 
 
 class ClientStream:
-    """A streamed answer: each write bounded as `bounded` says."""
+    """A streamed answer: each write bounded as `bounded` says; the usual write, which cannot wait,
+    is made directly (a stream makes one per token)."""
 
     __slots__ = ("response", "_request", "_seconds")
 
@@ -82,7 +83,10 @@ class ClientStream:
         await bounded(self._request, lambda: self.response.prepare(self._request), 0, self._seconds)
 
     async def write(self, data: bytes) -> None:
-        await bounded(self._request, lambda: self.response.write(data), len(data), self._seconds)
+        if _may_block(self._request.transport, len(data)):
+            await bounded(self._request, lambda: self.response.write(data), len(data), self._seconds)
+        else:
+            await self.response.write(data)
 
     async def end(self, data: bytes = b"") -> None:
         await bounded(self._request, lambda: self.response.write_eof(data), len(data), self._seconds)
