@@ -224,10 +224,20 @@ def test_unsupported_transfer_coding_gets_501(proxy, echo):
     assert len(echo.received) == before
 
 
-def test_malformed_chunked_body_gets_400(proxy, echo):
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        b"3;ext=1\nabc\r\n0\r\n\r\n",  # a bare LF ending a chunk extension
+        b" 3\r\nabc\r\n0\r\n\r\n",  # blanks before the chunk size
+        b"3\r\nabc\r\n0\r\nGET /admin HTTP/1.1\r\n\r\n",  # a trailer "line" that is no field
+    ],
+    ids=["bad size", "bare LF in an extension", "blank before the size", "request in the trailers"],
+)
+def test_malformed_chunked_body_gets_400(proxy, echo, body):
     before = len(echo.received)
     with connect(proxy) as sock:
-        sock.sendall(request("POST", "/echo", headers="Transfer-Encoding: chunked\r\n") + b"zz\r\nabc\r\n0\r\n\r\n")
+        sock.sendall(request("POST", "/echo", headers="Transfer-Encoding: chunked\r\n") + body)
         reader = Reader(sock)
         assert reader.answer()[0] == 400
     assert len(echo.received) == before
