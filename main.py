@@ -8,12 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from mooltiproxy import accelerators
-from mooltiproxy.certificates import generate_self_signed
-from mooltiproxy.errors import ConfigError
-from mooltiproxy.loader import load_config
-from mooltiproxy.logs import setup_logging
-from mooltiproxy.masterkey import resolve_master_key
+from mooltiproxy.config.loader import load_config
+from mooltiproxy.config.masterkey import resolve_master_key
+from mooltiproxy.core import accelerators
+from mooltiproxy.core.errors import ConfigError
+from mooltiproxy.operations.certificates import generate_self_signed
+from mooltiproxy.operations.logs import setup_logging
 from mooltiproxy.server import serve
 from mooltiproxy.workers import run_workers
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mooltiproxy.context import FanOut, RequestContext, Streamed
-from mooltiproxy.errors import ProxyError
-from mooltiproxy.settings import Endpoint
-from mooltiproxy.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
-from mooltiproxy.tgi.request import MAX_CHOICES, invalid, tgi_request
-from mooltiproxy.tgi.stream import TGIStreamTranslator
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
+from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
+from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
+from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"

@@ -8,23 +8,23 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .admin import Admin
-from .context import RequestContext
-from .cors import is_preflight, preflight_response
-from .errors import ProxyError
-from .exchange import TargetFailed
-from .forwarding import Forwarder
-from .guard import Caller, Guard
-from .ids import unique_id
-from .incoming import read_body
-from .logs import log_access
-from .metrics import Metrics
-from .models import LISTING_PATHS, ModelCatalog
-from .responses import error_response
-from .routing import split_request_target
-from .settings import ClientKey, Config, Endpoint, Target
-from .stamping import stamp
-from .upstream import UpstreamPool
+from mooltiproxy.config.settings import ClientKey, Config, Endpoint, Target
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.ids import unique_id
+from mooltiproxy.core.metrics import Metrics
+from mooltiproxy.forwarding.exchange import TargetFailed
+from mooltiproxy.forwarding.models import LISTING_PATHS, ModelCatalog
+from mooltiproxy.forwarding.upstream import UpstreamPool
+from mooltiproxy.guard.gate import Caller, Guard
+from mooltiproxy.operations.admin import Admin
+from mooltiproxy.operations.logs import log_access
+from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.serving.cors import is_preflight, preflight_response
+from mooltiproxy.serving.incoming import read_body
+from mooltiproxy.serving.request_target import split_request_target
+from mooltiproxy.serving.responses import error_response
+from mooltiproxy.serving.stamping import stamp
+from mooltiproxy.translation.forwarder import Forwarder
 
 log = logging.getLogger("mooltiproxy.proxy")
 

@@ -11,20 +11,20 @@ import signal
 import sqlite3
 import ssl
 
-from . import accelerators
-from .admin import Admin
-from .bans import BanStore, SQLiteBanStore
-from .errors import ConfigError
-from .guard import Guard
-from .http_server import HttpServer, check_c_parser
-from .keys import keyring
-from .loader import load_config
-from .logs import setup_logging
-from .masterkey import resolve_master_key
-from .metrics import Metrics, SharedMetrics
-from .proxy import Proxy, RoutingState, routing_state
-from .settings import Config, GuardSettings, SystemSettings
-from .upstream import UpstreamPool
+from mooltiproxy.config.loader import load_config
+from mooltiproxy.config.masterkey import resolve_master_key
+from mooltiproxy.config.settings import Config, GuardSettings, SystemSettings
+from mooltiproxy.core import accelerators
+from mooltiproxy.core.errors import ConfigError
+from mooltiproxy.core.metrics import Metrics, SharedMetrics
+from mooltiproxy.forwarding.upstream import UpstreamPool
+from mooltiproxy.guard.bans import BanStore, SQLiteBanStore
+from mooltiproxy.guard.gate import Guard
+from mooltiproxy.guard.keys import keyring
+from mooltiproxy.operations.admin import Admin
+from mooltiproxy.operations.logs import setup_logging
+from mooltiproxy.proxy import Proxy, RoutingState, routing_state
+from mooltiproxy.serving.http_server import HttpServer, check_c_parser
 
 log = logging.getLogger("mooltiproxy")
 

@@ -18,10 +18,10 @@ import time
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from . import accelerators
-from .errors import ConfigError
-from .server import serve
-from .settings import Config
+from mooltiproxy.config.settings import Config
+from mooltiproxy.core import accelerators
+from mooltiproxy.core.errors import ConfigError
+from mooltiproxy.server import serve
 
 log = logging.getLogger("mooltiproxy")
 

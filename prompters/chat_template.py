@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mooltiproxy.prompting import plain_messages, uses_template, without_bos
-from mooltiproxy.settings import Endpoint
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.translation.prompting import plain_messages, uses_template, without_bos
 
 
 @uses_template("jinja")

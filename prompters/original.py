@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mooltiproxy.errors import ProxyError
-from mooltiproxy.prompting import DEFAULT_SYSTEM_PROMPT, plain_messages, uses_template, without_bos
-from mooltiproxy.settings import Endpoint
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT, plain_messages, uses_template, without_bos
 
 # These two formats are fixed, so they are built in Python: rendering them with Jinja took several
 # times longer, on every translated request.

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mooltiproxy.errors import ConfigError
-from mooltiproxy.loader import load_config
+from mooltiproxy.config.loader import load_config
+from mooltiproxy.core.errors import ConfigError
 
 from conftest import KEY, ProxyProcess, auth, proxy_config
 from test_translation import TRANSLATED

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from mooltiproxy.errors import ConfigError, ProxyError
-from mooltiproxy.loader import load_config
-from mooltiproxy.prompting import DEFAULT_SYSTEM_PROMPT, PromptTemplate, compile_template, stop_strings_of
-from mooltiproxy.settings import Endpoint
-from mooltiproxy.template_entries import builtin_templates
+from mooltiproxy.config.loader import load_config
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.config.template_entries import builtin_templates
+from mooltiproxy.config.templates import PromptTemplate, compile_template, stop_strings_of
+from mooltiproxy.core.errors import ConfigError, ProxyError
+from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT
 from prompters.chat_template import chat_template
 from prompters.original import fromTemplate, llama2_chat
 

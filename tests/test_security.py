@@ -15,7 +15,7 @@ import pytest
 import yaml
 from tls import make_ca, make_client_certificate
 
-from mooltiproxy.bans import BanStore, SQLiteBanStore
+from mooltiproxy.guard.bans import BanStore, SQLiteBanStore
 
 from conftest import KEY, auth, proxy_config, run_cli
 from echo_upstream import EchoUpstream

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from mooltiproxy.shared_file import open_shared_file
+from mooltiproxy.core.shared_file import open_shared_file
 
 from conftest import auth, proxy_config
 

@@ -1,0 +1,256 @@
+"""Reads config.yaml, validates it, and resolves every name into a ready object.
+
+All problems are collected and raised together as one ConfigError, each naming the key's path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import voluptuous as vol
+import yaml
+
+from mooltiproxy.config.registry import RegistryError, discover, positional_arity
+from mooltiproxy.config.schema import build_schema
+from mooltiproxy.config.settings import (
+    PASS_THROUGH_METHODS,
+    TRANSLATED_METHODS,
+    AddressList,
+    ClientKey,
+    Config,
+    Endpoint,
+    GuardSettings,
+    Mapper,
+    SystemSettings,
+    Target,
+    key_digest,
+)
+from mooltiproxy.config.template_entries import builtin_templates
+from mooltiproxy.config.templates import PromptTemplate
+from mooltiproxy.core.errors import ConfigError
+
+
+def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    source = Path(path)
+    raw = read_yaml(source)
+    try:
+        mappers = discover("mappers")
+        prompters = discover("prompters")
+    except RegistryError as exc:
+        raise ConfigError([str(exc)]) from None
+    try:
+        document = build_schema(raw, mappers, prompters, environ, source.parent)(raw)
+    except vol.MultipleInvalid as exc:
+        raise ConfigError(sorted({_describe(error) for error in exc.errors})) from None
+    return _Builder(source, document, mappers, prompters, environ).build()
+
+
+def read_yaml(source: Path) -> dict:
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        hint = " (copy config.template.yaml to config.yaml to start)" if source.name == "config.yaml" else ""
+        raise ConfigError([f"cannot read config file '{source}': {exc.strerror or exc}{hint}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        problem = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: YAML error: {exc}"]) from None
+    if document is None:
+        raise ConfigError([f"{source}: the file is empty"])
+    if not isinstance(document, dict):
+        raise ConfigError([f"{source}: expected a mapping of sections (system, cerbere, targets, templates)"])
+    return document
+
+
+def _describe(error: vol.Invalid) -> str:
+    where = ".".join(str(part) for part in error.path) or "config"
+    message = error.msg
+    if message == "extra keys not allowed":
+        message = "unknown key"
+    elif message == "required key not provided":
+        message = "required key is missing"
+    return f"{where}: {message}"
+
+
+def _adapt(function: Callable, arguments: int) -> Callable:
+    """Wraps a user function written with fewer arguments into the proxy's calling convention."""
+    accepted = positional_arity(function)
+    if accepted >= arguments:
+        return function
+    if accepted == 2:
+        return lambda first, second, *_: function(first, second)
+    return lambda first, *_: function(first)
+
+
+class _Builder:
+    """Turns the validated document into settings objects with resolved callables."""
+
+    def __init__(
+        self,
+        source: Path,
+        document: dict,
+        mappers: Mapping[str, Callable],
+        prompters: Mapping[str, Callable],
+        environ: Mapping[str, str],
+    ):
+        self.source = source
+        self.document = document
+        self.mappers = mappers
+        self.prompters = prompters
+        self.environ = environ
+        self.warnings: list[str] = []
+
+    def build(self) -> Config:
+        self.templates = {
+            name: PromptTemplate(name=name, **entry) for name, entry in self.document["templates"].items()
+        }
+        targets_section = dict(self.document["targets"])
+        default = targets_section.pop("default")
+        return Config(
+            source=self.source,
+            system=self._system(self.document["system"]),
+            guard=self._guard(self.document["cerbere"]),
+            default_target=default,
+            targets={name: self._target(name, entry) for name, entry in targets_section.items()},
+            templates=self.templates,
+            clients=self._clients(self.document["clients"]),
+            warnings=tuple(self.warnings),
+        )
+
+    def _system(self, section: dict) -> SystemSettings:
+        folder = self.source.parent
+        return SystemSettings(
+            host=section["host"],
+            port=section["port"],
+            ssl=section["ssl"],
+            certfile=folder / section["certfile"],
+            keyfile=folder / section["keyfile"],
+            debug=section["debug"],
+            timeout=section["timeout"],
+            connect_timeout=section["connect_timeout"],
+            queue_timeout=section["queue_timeout"],
+            max_body_size=section["max_body_size"],
+            client_timeout=section["client_timeout"],
+            client_ca=folder / section["client_ca"] if section["client_ca"] else None,
+            admin_prefix=section["admin_prefix"],
+            workers=section["workers"],
+            shutdown_grace=section["shutdown_grace"],
+            log_format=section["log_format"],
+            metrics_public=section["metrics_public"],
+            masterkey=section["masterkey"],
+        )
+
+    def _guard(self, section: dict) -> GuardSettings:
+        return GuardSettings(
+            max_tries=section["max_tries"],
+            whitelist=_address_list(section["whitelist"]),
+            blacklist=_address_list(section["blacklist"]),
+            trusted_proxies=_address_list(section["trusted_proxies"]),
+            ban_seconds=section["ban_seconds"],
+            ban_file=self.source.parent / section["ban_file"] if section["ban_file"] else None,
+        )
+
+    def _clients(self, section: dict) -> tuple[ClientKey, ...]:
+        clients = []
+        owners: dict[bytes, str] = {}
+        for name, entry in section.items():
+            if "sha256" in entry:
+                digest = bytes.fromhex(entry["sha256"])
+            else:
+                digest = key_digest(self.environ[entry["envkey"]])
+            if digest in owners:
+                raise ConfigError([f"clients.{name}: the same key as clients.{owners[digest]}"])
+            owners[digest] = name
+            targets = frozenset(entry["targets"]) if entry["targets"] is not None else None
+            clients.append(ClientKey(name, digest, targets))
+        return tuple(clients)
+
+    def _target(self, name: str, entry: dict) -> Target:
+        key = entry.get("key") or None
+        if key is not None:
+            self.warnings.append(f"targets.{name}.key: an upstream key is written in the config file; prefer envkey")
+        elif "envkey" in entry:
+            key = self.environ[entry["envkey"]]
+        urls = [entry["url"]] if "url" in entry else entry["urls"]
+        return Target(
+            name=name,
+            urls=tuple(url.rstrip("/") for url in urls),
+            key=key,
+            preserve_method=entry["preserveMethod"],
+            max_connections=entry["max_connections"],
+            verify=entry["verify"] if isinstance(entry["verify"], bool) else self.source.parent / entry["verify"],
+            endpoints={incoming: self._endpoint(incoming, spec) for incoming, spec in entry["mapping"].items()},
+            retries=entry["retries"],
+            fallback=tuple(entry["fallback"]),
+            models=tuple(entry["models"]),
+            keepalive=entry["keepalive"],
+        )
+
+    def _endpoint(self, incoming: str, spec: dict) -> Endpoint:
+        upstream_path = spec.get("path", incoming)
+        template_name = spec.get("template")
+        prompter_name = spec.get("prompter")
+        template = None
+        if template_name is not None:
+            template = self.templates.get(template_name) or builtin_templates()[template_name]
+        stream_path = spec.get("stream_path")
+        if stream_path is None and upstream_path.endswith("/generate"):
+            stream_path = upstream_path + "_stream"  # TGI's streaming twin of /generate
+        translated = spec["in"] != "identity" or spec["out"] != "identity"
+        if "methods" in spec:
+            methods = frozenset(spec["methods"])
+        else:
+            methods = TRANSLATED_METHODS if translated else PASS_THROUGH_METHODS
+        return Endpoint(
+            incoming_path=incoming,
+            upstream_path=upstream_path,
+            methods=methods,
+            stream_path=stream_path,
+            stream_translator=getattr(self.mappers[spec["out"]], "stream_translator", None),
+            error_hook=getattr(self.mappers[spec["out"]], "on_upstream_error", None),
+            request_mapper_name=spec["in"],
+            answer_mapper_name=spec["out"],
+            request_mapper=self._mapper(spec["in"]),
+            answer_mapper=self._mapper(spec["out"]),
+            prompter_name=prompter_name,
+            prompter=_adapt(self.prompters[prompter_name], 2) if prompter_name else None,
+            template=template,
+            defaults=spec["defaults"],
+            system_prompt=spec.get("system_prompt"),
+            strip_bos=spec["strip_bos"],
+        )
+
+    def _mapper(self, name: str) -> Mapper | None:
+        if name == "identity":
+            return None
+        return _adapt(self.mappers[name], 3)
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _address_list(entries: list[str]) -> AddressList:
+    addresses = set()
+    networks = []
+    for entry in entries:
+        network = ipaddress.ip_network(entry, strict=False)
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+            # Client addresses are compared unwrapped (see guard.parse_address).
+            mapped = network.network_address.ipv4_mapped
+            network = ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+        if network.num_addresses == 1:
+            addresses.add(network.network_address)
+        else:
+            networks.append(network)
+    return AddressList(frozenset(addresses), tuple(networks))

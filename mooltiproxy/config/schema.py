@@ -1,0 +1,402 @@
+"""The voluptuous schema of config.yaml: shapes, types, ranges, names of mappers and prompters,
+and the cross-references (default target, templates, env keys, models), checked beside the shapes
+so that every problem is reported in one run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+
+from mooltiproxy.config.settings import MASTER, NEVER_FORWARDED_METHODS
+from mooltiproxy.config.template_entries import builtin_templates, kind_of, template_entry_validator
+
+DEFAULT_MAX_CONNECTIONS = 1024
+
+
+def _number(low: float, high: float = math.inf, *, exclusive: bool = True) -> Callable[[Any], float]:
+    """A number within bounds, excluded or included."""
+
+    def validate(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise vol.Invalid("expected a number")
+        inside = low < value < high if exclusive else low <= value <= high
+        if not inside:
+            above, below = (">", "<") if exclusive else (">=", "<=")
+            bounds = f"{above} {low}" + (f" and {below} {high}" if high != math.inf else "")
+            raise vol.Invalid(f"expected a number {bounds}, got {value}")
+        return float(value)
+
+    return validate
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def validate(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise vol.Invalid("expected an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise vol.Invalid(f"expected an integer >= {minimum}{upper}, got {value}")
+        return value
+
+    return validate
+
+
+def _address_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise vol.Invalid("expected a list of IP addresses or CIDR networks")
+    errors = []
+    for index, item in enumerate(value):
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            errors.append(vol.Invalid(f"'{item}' is not an IP address or CIDR network", path=[index]))
+    if errors:
+        raise vol.MultipleInvalid(errors)
+    return [str(item) for item in value]
+
+
+def _existing_file(folder: Path) -> Callable[[Any], str]:
+    def validate(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise vol.Invalid("expected a file path")
+        if not (folder / value).is_file():
+            raise vol.Invalid(f"no such file: '{folder / value}'")
+        return value
+
+    return validate
+
+
+def _sha256_hex(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise vol.Invalid("expected the SHA-256 of the key, as 64 hexadecimal digits")
+    return value.lower()
+
+
+def _admin_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or len(value.strip("/")) == 0:
+        raise vol.Invalid("expected a path prefix such as /_proxy/")
+    return "/" + value.strip("/") + "/"
+
+
+def _known_name(kind: str, known: Iterable[str]) -> Callable[[Any], str]:
+    names = sorted(known)
+
+    def validate(value: Any) -> str:
+        if not isinstance(value, str):
+            raise vol.Invalid(f"expected the name of a {kind}")
+        if value not in names:
+            raise vol.Invalid(f"unknown {kind} '{value}' (known: {', '.join(names) or 'none'})")
+        return value
+
+    return validate
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise vol.Invalid(f"expected a path starting with '/', got {value!r}")
+    return value
+
+
+def _method(value: Any) -> str:
+    if not isinstance(value, str) or not value.isalpha():
+        raise vol.Invalid("expected an HTTP method name such as POST")
+    method = value.upper()
+    if method in NEVER_FORWARDED_METHODS:
+        raise vol.Invalid(f"{method} is never forwarded")
+    return method
+
+
+def _http_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise vol.Invalid(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _section(schema: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A top-level section left empty in YAML (`system:` alone) means all defaults."""
+
+    def validate(value: Any) -> Any:
+        return schema({} if value is None else value)
+
+    return validate
+
+
+Check = Callable[[dict], list[vol.Invalid]]
+
+
+def _checked(schema: vol.Schema, *checks: Check) -> Callable[[Any], Any]:
+    """The schema plus cross-field checks on the raw mapping, all their errors reported together."""
+
+    def validate(value: Any) -> Any:
+        errors: list[vol.Invalid] = []
+        result = None
+        try:
+            result = schema(value)
+        except vol.MultipleInvalid as exc:
+            errors.extend(exc.errors)
+        if isinstance(value, dict):
+            for check in checks:
+                errors.extend(check(value))
+        if errors:
+            raise vol.MultipleInvalid(errors)
+        return result
+
+    return validate
+
+
+def _raw_admin_prefix(raw: dict) -> str:
+    system = raw.get("system")
+    try:
+        return _admin_prefix(system.get("admin_prefix", "/_proxy/")) if isinstance(system, dict) else "/_proxy/"
+    except vol.Invalid:
+        return "/_proxy/"
+
+
+def _names(section: Any) -> list[str]:
+    return [name for name in section if isinstance(name, str)] if isinstance(section, dict) else []
+
+
+# TGI parameters an endpoint may default (used when the client leaves the matching field unset),
+# each limited to what TGI accepts.
+TGI_DEFAULTS = vol.Schema(
+    {
+        vol.Optional("temperature"): _number(0),
+        vol.Optional("top_p"): _number(0, 1),
+        vol.Optional("typical_p"): _number(0, 1),
+        vol.Optional("top_k"): _integer(1),
+        vol.Optional("repetition_penalty"): _number(0),
+        vol.Optional("frequency_penalty"): _number(-2, 2, exclusive=False),
+        vol.Optional("max_new_tokens"): _integer(1),
+        vol.Optional("seed"): _integer(0),
+        vol.Optional("truncate"): _integer(1),
+        vol.Optional("do_sample"): bool,
+        vol.Optional("watermark"): bool,
+    }
+)
+
+
+def build_schema(
+    raw: dict,
+    mappers: Mapping[str, Callable],
+    prompters: Mapping[str, Callable],
+    environ: Mapping[str, str],
+    folder: Path,
+) -> vol.Schema:
+    """The schema for this raw document (template names and env vars are looked up in it)."""
+    raw_templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
+    builtins = builtin_templates()
+    endpoint_schema = vol.Schema(
+        {
+            vol.Optional("path"): _path,
+            vol.Optional("stream_path"): _path,
+            vol.Optional("in", default="identity"): _known_name("mapper", mappers),
+            vol.Optional("out", default="identity"): _known_name("mapper", mappers),
+            vol.Optional("prompter"): _known_name("prompter", prompters),
+            vol.Optional("template"): _known_name("template", [*_names(raw_templates), *builtins]),
+            vol.Optional("system_prompt"): str,
+            vol.Optional("strip_bos", default=True): bool,
+            vol.Optional("defaults", default=None): _section(TGI_DEFAULTS),
+            vol.Optional("methods"): vol.All([_method], vol.Length(min=1)),
+        }
+    )
+
+    def requirements(spec: dict) -> list[vol.Invalid]:
+        """A mapper that builds prompts needs a prompter; some prompters need a kind of template."""
+        errors = []
+        mapper_name = spec.get("in")
+        if getattr(mappers.get(mapper_name), "needs_prompter", False) and "prompter" not in spec:
+            errors.append(vol.Invalid(f"mapper '{mapper_name}' needs a prompter", path=["prompter"]))
+        prompter_name = spec.get("prompter")
+        kinds = getattr(prompters.get(prompter_name), "template_kinds", None)
+        template_name = spec.get("template")
+        if kinds and template_name is None:
+            errors.append(vol.Invalid(f"prompter '{prompter_name}' needs a template", path=["template"]))
+        elif kinds and isinstance(template_name, str):
+            kind = kind_of(raw_templates[template_name]) if template_name in raw_templates else "jinja"
+            if kind not in kinds:
+                errors.append(
+                    vol.Invalid(
+                        f"prompter '{prompter_name}' needs a {' or '.join(kinds)} template; "
+                        f"'{template_name}' has {kind}",
+                        path=["template"],
+                    )
+                )
+        return errors
+
+    endpoint = _checked(endpoint_schema, requirements)
+
+    def mapping_entry(value: Any) -> dict:
+        # The original format: empty (same path), a path string, or an object.
+        if value is None:
+            return endpoint_schema({})
+        if isinstance(value, str):
+            return endpoint_schema({"path": _path(value)})
+        if isinstance(value, dict):
+            return endpoint(value)
+        raise vol.Invalid("expected nothing (pass through), a target path, or a mapping object")
+
+    def incoming_paths(mapping: dict) -> list[vol.Invalid]:
+        errors = [
+            vol.Invalid("an incoming path must start with '/'", path=[name])
+            for name in mapping
+            if not (isinstance(name, str) and name.startswith("/"))
+        ]
+        if not mapping:
+            errors.append(vol.Invalid("no path is mapped: the target would be unreachable"))
+        return errors
+
+    def envkey_is_set(target: dict) -> list[vol.Invalid]:
+        # A `key` wins over `envkey`, so the variable only matters without one.
+        envkey = target.get("envkey")
+        if target.get("key") or not isinstance(envkey, str) or environ.get(envkey):
+            return []
+        return [vol.Invalid(f"environment variable '{envkey}' is not set (or empty)", path=["envkey"])]
+
+    admin_prefix = _raw_admin_prefix(raw)
+
+    def outside_admin_prefix(mapping: dict) -> list[vol.Invalid]:
+        return [
+            vol.Invalid(f"paths under the admin prefix {admin_prefix} are the proxy's own", path=[name])
+            for name in mapping
+            if isinstance(name, str) and (name + "/").startswith(admin_prefix)
+        ]
+
+    target_names = [name for name in _names(raw.get("targets")) if name != "default"]
+
+    def client_key_source(client: dict) -> list[vol.Invalid]:
+        sources = [key for key in ("envkey", "sha256") if key in client]
+        if len(sources) != 1:
+            return [vol.Invalid("give the key as exactly one of envkey or sha256 (never in plain text)")]
+        return envkey_is_set(client)
+
+    def master_is_reserved(clients: dict) -> list[vol.Invalid]:
+        if MASTER in clients:
+            return [vol.Invalid(f"'{MASTER}' names the proxy key's holder", path=[MASTER])]
+        return []
+
+    def models_claimed_once(targets: dict) -> list[vol.Invalid]:
+        owners: dict[str, str] = {}
+        errors = []
+        for name, entry in targets.items():
+            models = entry.get("models") if isinstance(entry, dict) else None
+            for model in models if isinstance(models, list) else []:
+                if isinstance(model, str) and owners.setdefault(model, name) != name:
+                    errors.append(
+                        vol.Invalid(f"model '{model}' is claimed by {owners[model]} too", path=[name, "models"])
+                    )
+        return errors
+
+    def no_fallback_on_itself(targets: dict) -> list[vol.Invalid]:
+        return [
+            vol.Invalid("a target cannot fall back on itself", path=[name, "fallback"])
+            for name, entry in targets.items()
+            if isinstance(entry, dict) and isinstance(entry.get("fallback"), list) and name in entry["fallback"]
+        ]
+
+    def default_is_a_target(targets: dict) -> list[vol.Invalid]:
+        default = targets.get("default")
+        names = [name for name in _names(targets) if name != "default"]
+        if not isinstance(default, str) or default in names:
+            return []
+        known = ", ".join(names) or "none defined"
+        return [vol.Invalid(f"'{default}' is not a defined target (targets: {known})", path=["default"])]
+
+    def one_url_source(target: dict) -> list[vol.Invalid]:
+        if "url" in target and "urls" in target:
+            return [vol.Invalid("give url or urls, not both", path=["urls"])]
+        if "url" not in target and "urls" not in target:
+            return [vol.Invalid("required key is missing (or urls: a list of them)", path=["url"])]
+        return []
+
+    target = _checked(
+        vol.Schema(
+            {
+                vol.Optional("url"): _http_url,
+                vol.Optional("urls"): vol.All([_http_url], vol.Length(min=1)),
+                vol.Optional("retries", default=0): _integer(0, 10),
+                vol.Optional("fallback", default=[]): [_known_name("target", target_names)],
+                vol.Optional("models", default=[]): [str],
+                vol.Optional("key"): vol.Any(None, str),
+                vol.Optional("envkey"): str,
+                vol.Optional("preserveMethod", default=False): bool,
+                vol.Optional("max_connections", default=DEFAULT_MAX_CONNECTIONS): _integer(1),
+                vol.Optional("verify", default=True): vol.Any(bool, _existing_file(folder)),
+                vol.Optional("keepalive", default=True): bool,
+                vol.Required("mapping"): _checked(
+                    vol.Schema({str: mapping_entry}), incoming_paths, outside_admin_prefix
+                ),
+            }
+        ),
+        envkey_is_set,
+        one_url_source,
+    )
+    client = _checked(
+        vol.Schema(
+            {
+                vol.Optional("envkey"): str,
+                vol.Optional("sha256"): _sha256_hex,
+                vol.Optional("targets", default=None): vol.Any(None, [_known_name("target", target_names)]),
+            }
+        ),
+        client_key_source,
+    )
+
+    return vol.Schema(
+        {
+            vol.Optional("system", default=None): _section(
+                vol.Schema(
+                    {
+                        vol.Optional("host", default=None): vol.Any(None, str),
+                        vol.Optional("port", default=8000): _integer(0, 65535),
+                        vol.Optional("ssl", default=False): bool,
+                        vol.Optional("certfile", default="certificates/cert.pem"): str,
+                        vol.Optional("keyfile", default="certificates/key.pem"): str,
+                        vol.Optional("debug", default=False): bool,
+                        vol.Optional("timeout", default=300.0): _number(0),
+                        vol.Optional("connect_timeout", default=3.05): _number(0),
+                        vol.Optional("queue_timeout", default=30.0): _number(0),
+                        vol.Optional("max_body_size", default=10 * 1024 * 1024): _integer(1),
+                        vol.Optional("client_timeout", default=60.0): _number(0),
+                        vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),
+                        vol.Optional("admin_prefix", default="/_proxy/"): _admin_prefix,
+                        vol.Optional("workers", default=1): _integer(1, 256),
+                        vol.Optional("shutdown_grace", default=30.0): _number(0, exclusive=False),
+                        vol.Optional("log_format", default="text"): vol.In(
+                            ["text", "json"], msg="expected text or json"
+                        ),
+                        vol.Optional("metrics_public", default=False): bool,
+                        vol.Optional("masterkey", default=None): vol.Any(None, str),
+                    }
+                )
+            ),
+            vol.Optional("cerbere", default=None): _section(
+                vol.Schema(
+                    {
+                        vol.Optional("max_tries", default=3): _integer(1),
+                        vol.Optional("whitelist", default=[]): _address_list,
+                        vol.Optional("blacklist", default=[]): _address_list,
+                        vol.Optional("trusted_proxies", default=[]): _address_list,
+                        vol.Optional("ban_seconds", default=0): _number(0, exclusive=False),
+                        vol.Optional("ban_file", default=None): vol.Any(None, str),
+                    }
+                )
+            ),
+            vol.Optional("clients", default=None): _section(_checked(vol.Schema({str: client}), master_is_reserved)),
+            vol.Required("targets"): _checked(
+                vol.Schema({vol.Required("default"): str, str: target}),
+                default_is_a_target,
+                models_claimed_once,
+                no_fallback_on_itself,
+            ),
+            # Role markers for `fromTemplate`, or a whole Jinja template (see template_entries).
+            vol.Optional("templates", default=None): _section(vol.Schema({str: template_entry_validator(folder)})),
+        }
+    )

@@ -1,0 +1,173 @@
+"""The validated configuration, with every name already resolved into a ready object."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mooltiproxy.config.templates import PromptTemplate
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Mappers are called as mapper(payload, endpoint, context), whatever signature they were written with;
+# the context is the request's (serving.context.RequestContext), a layer above the configuration.
+Mapper = Callable[[Any, "Endpoint", Any], Any]
+# Builds the translator of one streamed answer: factory(endpoint, context).
+StreamTranslatorFactory = Callable[["Endpoint", Any], Any]
+# Prompters are called as prompter(messages, endpoint) -> (prompt, stop_sequences).
+Prompter = Callable[[list, "Endpoint"], tuple[str, list[str]]]
+
+
+# Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
+# every method but CONNECT and TRACE, which are never forwarded.
+TRANSLATED_METHODS = frozenset({"POST"})
+PASS_THROUGH_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+NEVER_FORWARDED_METHODS = frozenset({"CONNECT", "TRACE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One entry of a target's `mapping`: how an incoming path is forwarded and translated."""
+
+    incoming_path: str
+    upstream_path: str
+    methods: frozenset[str] = PASS_THROUGH_METHODS
+    request_mapper_name: str = "identity"
+    answer_mapper_name: str = "identity"
+    # None means identity: the body is relayed as bytes, never parsed.
+    request_mapper: Mapper | None = None
+    answer_mapper: Mapper | None = None
+    prompter_name: str | None = None
+    prompter: Prompter | None = None
+    template: PromptTemplate | None = None
+    # TGI parameters used when the client leaves the matching field unset.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    # The system prompt prompters use when a conversation has none (None: the built-in one).
+    system_prompt: str | None = None
+    # Drop a leading bos token from prompts (TGI's /generate adds it itself).
+    strip_bos: bool = True
+    # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
+    stream_path: str | None = None
+    stream_translator: StreamTranslatorFactory | None = None
+    # The answer mapper's say on an upstream error: hook(error, payload_sent, context) returns a
+    # payload to send once more instead, or None; it may raise a ProxyError of its own.
+    error_hook: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    urls: tuple[str, ...]  # balanced round-robin; failing ones are left aside for a while
+    key: str | None
+    preserve_method: bool
+    max_connections: int
+    endpoints: Mapping[str, Endpoint]
+    # Upstream TLS: verify certificates (True), don't (False), or against this CA bundle.
+    verify: bool | Path = True
+    # Attempts after the first on connection errors, timeouts, 429, 502, 503, 504.
+    retries: int = 0
+    # Targets tried in order when this one fails.
+    fallback: tuple[str, ...] = ()
+    # Model names routed to this target when a request has no `target` header.
+    models: tuple[str, ...] = ()
+    # False: a new connection per request, for a target not trusted to frame its answers.
+    keepalive: bool = True
+
+    def find_endpoint(self, path: str) -> Endpoint | None:
+        """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
+        endpoint = self.endpoints.get(path)
+        if endpoint is None and path.startswith("/v1/"):
+            endpoint = self.endpoints.get(path[3:])
+        return endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class AddressList:
+    """IP addresses and CIDR networks; single addresses are looked up in a set."""
+
+    addresses: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    def __contains__(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return address in self.addresses or (bool(self.networks) and any(address in net for net in self.networks))
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    max_tries: int = 3
+    whitelist: AddressList = field(default_factory=AddressList)
+    blacklist: AddressList = field(default_factory=AddressList)
+    # Peers whose X-Forwarded-For / Forwarded headers say who the client is.
+    trusted_proxies: AddressList = field(default_factory=AddressList)
+    # 0: a ban lasts until restart (no ban_file) or until lifted through the admin API.
+    ban_seconds: float = 0
+    ban_file: Path | None = None
+
+
+MASTER = "master"  # the client name of the proxy key's holder
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A named client key, kept as the SHA-256 digest of the key only."""
+
+    name: str
+    digest: bytes
+    # None: every target.
+    targets: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSettings:
+    host: str | None = None
+    port: int = 8000
+    ssl: bool = False
+    certfile: Path = Path("certificates/cert.pem")
+    keyfile: Path = Path("certificates/key.pem")
+    debug: bool = False
+    timeout: float = 300.0
+    connect_timeout: float = 3.05
+    # How long a request may wait for one of its target's max_connections before a 503.
+    queue_timeout: float = 30.0
+    max_body_size: int = 10 * 1024 * 1024
+    # A client must send a whole request within this many seconds (slow clients are cut).
+    client_timeout: float = 60.0
+    # CA bundle checking client certificates (mutual TLS); None: no client certificate asked.
+    client_ca: Path | None = None
+    admin_prefix: str = "/_proxy/"
+    # Processes serving the port (SO_REUSEPORT).
+    workers: int = 1
+    # Seconds in-flight requests and streams get to finish when the proxy stops.
+    shutdown_grace: float = 30.0
+    log_format: str = "text"  # or "json": one JSON object per line
+    # GET {admin_prefix}metrics without the proxy key.
+    metrics_public: bool = False
+    masterkey: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path
+    system: SystemSettings
+    guard: GuardSettings
+    default_target: str
+    targets: Mapping[str, Target]
+    templates: Mapping[str, PromptTemplate]
+    clients: tuple[ClientKey, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        routes = sum(len(target.endpoints) for target in self.targets.values())
+        names = ", ".join(
+            f"{name}{' (default)' if name == self.default_target else ''}: {len(target.endpoints)} routes"
+            for name, target in self.targets.items()
+        )
+        return f"{len(self.targets)} targets, {routes} routes: {names}"

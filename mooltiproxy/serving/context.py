@@ -1,0 +1,94 @@
+"""The small object a request carries through the pipeline; mappers may take it as third argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multidict import CIMultiDictProxy
+
+from mooltiproxy.config.settings import Endpoint, Target
+from mooltiproxy.core.accelerators import loads
+from mooltiproxy.core.errors import ProxyError
+
+_UNPARSED = object()
+
+
+class FanOut(list):
+    """Returned by a request mapper: send each payload upstream, in parallel.
+
+    The answer mapper then receives a FanOut of the parsed answers, in the same order, and
+    `context.answer_headers` holds each answer's headers.
+    """
+
+
+class Streamed(dict):
+    """Returned by a request mapper: send this payload to the endpoint's stream path and translate
+    the answer's events with the answer mapper's `stream_translator`."""
+
+
+class RequestContext:
+    """What a mapper may need beyond its payload.
+
+    `request_id`: X-Request-ID (the client's, or one made up); `client_name`: the name of the
+    client's key; `body`: the client's original JSON body;
+    `target` / `endpoint`: where the request goes;
+    `upstream_status` / `upstream_headers`: the (first) upstream answer's; `answer_headers`:
+    the headers of every answer of a fan-out; `state`: a dict a request mapper can use to
+    leave notes for the answer mapper of the same request.
+    """
+
+    __slots__ = (
+        "request_id",
+        "client_ip",
+        "client_name",
+        "answered_by",
+        "upstream_seconds",
+        "prompt_tokens",
+        "completion_tokens",
+        "target",
+        "endpoint",
+        "raw_body",
+        "upstream_status",
+        "upstream_headers",
+        "answer_headers",
+        "state",
+        "_body",
+    )
+
+    def __init__(self, client_ip: str, request_id: str):
+        self.request_id = request_id
+        self.client_ip = client_ip
+        self.client_name = "-"
+        # Filled in on the way, for the access log and the metrics.
+        self.answered_by: str | None = None
+        self.upstream_seconds: float | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.target: Target | None = None
+        self.endpoint: Endpoint | None = None
+        self.raw_body: bytes = b""
+        self.upstream_status: int | None = None
+        self.upstream_headers: CIMultiDictProxy[str] | None = None
+        self.answer_headers: list[CIMultiDictProxy[str]] = []
+        self.state: dict[str, Any] = {}
+        self._body: Any = _UNPARSED
+
+    @property
+    def body(self) -> Any:
+        """The client's original JSON body, parsed once on first use."""
+        if self._body is _UNPARSED:
+            self._body = parse_json_object(self.raw_body)
+        return self._body
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """The request body as a JSON object, or a 400 ProxyError saying what is wrong with it."""
+    if not raw:
+        raise ProxyError(400, "The request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        value = loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProxyError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise ProxyError(400, "The request body must be a JSON object", code="invalid_json")
+    return value

@@ -1,0 +1,228 @@
+"""Forwarding one request to one target: map the request, call the upstream, then map the answer,
+translate its stream, or relay it as it comes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from mooltiproxy.config.settings import Endpoint, Mapper, SystemSettings, Target
+from mooltiproxy.core.accelerators import dumps, loads
+from mooltiproxy.core.errors import ProxyError, upstream_error
+from mooltiproxy.core.metrics import Metrics
+from mooltiproxy.forwarding.exchange import Exchange
+from mooltiproxy.forwarding.headers import forwarding, upstream_request_headers
+from mooltiproxy.forwarding.relay import relay
+from mooltiproxy.forwarding.upstream import UpstreamPool
+from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
+from mooltiproxy.translation.streaming import stream_translated
+
+log = logging.getLogger("mooltiproxy.proxy")
+
+_DEBUG_BODY_LIMIT = 64 * 1024
+
+
+class UpstreamCall(NamedTuple):
+    payloads: list[Any]  # what the request mapper made (None: the client's body, relayed)
+    bodies: list[bytes | None]
+    fanned_out: bool = False
+    streamed: bool = False
+
+
+class Forwarder:
+    def __init__(
+        self, pool: UpstreamPool, authorizations: dict[str, str | None], metrics: Metrics, system: SystemSettings
+    ):
+        self._pool = pool
+        self._authorizations = authorizations
+        self._metrics = metrics
+        self._debug = system.debug
+        self._client_timeout = system.client_timeout
+        self._scheme = "https" if system.ssl else "http"
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        context: RequestContext,
+        target: Target,
+        endpoint: Endpoint,
+        query: str,
+        *,
+        can_fall_back: bool,
+        via_trusted_proxy: bool,
+    ) -> web.StreamResponse:
+        context.target, context.endpoint, context.answered_by = target, endpoint, target.name
+        context.state.clear()  # a fallback target maps the request afresh
+        call = self._map_request(context, endpoint)
+        headers = upstream_request_headers(
+            request.headers,
+            self._authorizations[target.name],
+            json_body=endpoint.request_mapper is not None,
+            reads_answer=endpoint.answer_mapper is not None,
+        )
+        headers["X-Request-ID"] = context.request_id
+        forwarding(headers, request.remote or "unknown", self._scheme, peer_is_trusted=via_trusted_proxy)
+
+        def exchange(path: str) -> Exchange:
+            return Exchange(
+                self._pool.client(target.name),
+                target,
+                self._pool.balancer(target.name),
+                request.method,
+                f"{path}?{query}" if query else path,
+                headers,
+                can_fall_back=can_fall_back,
+            )
+
+        if call.streamed:
+            if endpoint.stream_path is None or endpoint.stream_translator is None:
+                raise ProxyError(400, "Streaming is not supported on this endpoint", param="stream")
+            return await self._stream(request, context, endpoint, call, exchange(endpoint.stream_path))
+        if endpoint.answer_mapper is None:
+            return await self._relay(request, context, call, exchange(endpoint.upstream_path))
+        return await self._read_and_map(context, endpoint, call, exchange(endpoint.upstream_path))
+
+    async def _relay(
+        self, request: web.BaseRequest, context: RequestContext, call: UpstreamCall, exchange: Exchange
+    ) -> web.StreamResponse:
+        upstream = await exchange.open(call.bodies[0])
+        context.upstream_seconds = exchange.seconds
+        context.upstream_status, context.upstream_headers = upstream.status, upstream.headers
+        _tokens_from_headers(context, upstream.headers)
+        # (not .content_type, which parses the header every time it is read)
+        streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+        if streaming:
+            self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
+        try:
+            return await relay(request, context, upstream, exchange.target, self._client_timeout)
+        finally:
+            upstream.release()
+            if streaming:
+                self._metrics.add("mooltiproxy_active_streams", -1, target=exchange.target.name)
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        context: RequestContext,
+        endpoint: Endpoint,
+        call: UpstreamCall,
+        exchange: Exchange,
+    ) -> web.StreamResponse:
+        body = call.bodies[0]
+        for last_try in (False, True):
+            translator = endpoint.stream_translator(endpoint, context)
+            self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
+            try:
+                response = await stream_translated(request, context, exchange, body, translator, self._client_timeout)
+            except ProxyError as error:  # the stream never started: the client gets a plain error
+                retry = None if last_try else self._on_error(endpoint, error, call.payloads[0], context)
+                if retry is None:
+                    raise
+                body = self._encode(endpoint, retry)
+                continue
+            finally:
+                self._metrics.add("mooltiproxy_active_streams", -1, target=exchange.target.name)
+                context.upstream_seconds = exchange.seconds
+            usage = getattr(translator, "usage", None)
+            if usage:
+                context.prompt_tokens, context.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+            return response
+        raise AssertionError("unreachable")
+
+    async def _read_and_map(
+        self, context: RequestContext, endpoint: Endpoint, call: UpstreamCall, exchange: Exchange
+    ) -> web.Response:
+        bodies = call.bodies
+        for last_try in (False, True):
+            answers = await exchange.read_all(bodies)
+            context.upstream_seconds = exchange.seconds
+            failed = next((answer for answer in answers if not 200 <= answer.status < 300), None)
+            if failed is None:
+                break
+            self._debug_body("error from upstream for %s", endpoint.incoming_path, failed.body)
+            error = upstream_error(failed.status, failed.body, exchange.target.name)
+            retry = None if last_try or call.fanned_out else self._on_error(endpoint, error, call.payloads[0], context)
+            if retry is None:
+                raise error
+            bodies = [self._encode(endpoint, retry)]
+        context.upstream_status, context.upstream_headers = answers[0].status, answers[0].headers
+        context.answer_headers = [answer.headers for answer in answers]
+        payloads = [self._parse_answer(answer.body, endpoint, exchange.target) for answer in answers]
+        payload = FanOut(payloads) if call.fanned_out else payloads[0]
+        mapped = self._apply(endpoint.answer_mapper_name, endpoint.answer_mapper, payload, endpoint, context)
+        usage = mapped.get("usage") if isinstance(mapped, dict) else None
+        if isinstance(usage, dict):
+            context.prompt_tokens, context.completion_tokens = (
+                usage.get("prompt_tokens"),
+                usage.get("completion_tokens"),
+            )
+        body = dumps(mapped)
+        self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
+        return web.Response(status=answers[0].status, body=body, content_type="application/json")
+
+    def _on_error(self, endpoint: Endpoint, error: ProxyError, sent: Any, context: RequestContext) -> Any:
+        """The answer mapper's error hook: a payload to try once more, None, or its own error."""
+        if endpoint.error_hook is None or sent is None:
+            return None
+        return self._apply(endpoint.answer_mapper_name, endpoint.error_hook, error, sent, context)
+
+    def _map_request(self, context: RequestContext, endpoint: Endpoint) -> UpstreamCall:
+        """What to send upstream: the body as it came, or what the request mapper made of it."""
+        if endpoint.request_mapper is None:
+            self._debug_body("request body for %s", endpoint.incoming_path, context.raw_body)
+            return UpstreamCall([None], [context.raw_body or None])
+        mapped = self._apply(endpoint.request_mapper_name, endpoint.request_mapper, context.body, endpoint, context)
+        fanned_out = isinstance(mapped, FanOut)
+        if fanned_out and endpoint.answer_mapper is None:
+            raise ProxyError(500, "A fan-out needs an answer mapper to merge the answers", code="mapper_error")
+        payloads = list(mapped) if fanned_out else [mapped]
+        bodies = [self._encode(endpoint, payload) for payload in payloads]
+        return UpstreamCall(payloads, bodies, fanned_out=fanned_out, streamed=isinstance(mapped, Streamed))
+
+    def _encode(self, endpoint: Endpoint, payload: Any) -> bytes:
+        body = dumps(payload)
+        self._debug_body("request mapped by %s", endpoint.request_mapper_name, body)
+        return body
+
+    def _parse_answer(self, answer: bytes, endpoint: Endpoint, target: Target) -> Any:
+        self._debug_body("answer from upstream for %s", endpoint.incoming_path, answer)
+        try:
+            return loads(answer)
+        except ValueError:
+            raise ProxyError(502, f"Target '{target.name}' answered invalid JSON", code="upstream_error") from None
+
+    def _apply(self, name: str, mapper: Mapper, payload: Any, endpoint: Any, context: RequestContext) -> Any:
+        try:
+            return mapper(payload, endpoint, context)
+        except ProxyError:
+            raise
+        except Exception as exc:
+            # A bug in a mapper: the operator needs its name, the client only a 500.
+            log.error(
+                "mapper %s failed on %s: %s: %s",
+                name,
+                context.endpoint.incoming_path if context.endpoint else "-",
+                type(exc).__name__,
+                exc,
+                exc_info=self._debug,
+            )
+            raise ProxyError(500, f"The proxy failed to translate this request ({name})", code="mapper_error") from None
+
+    def _debug_body(self, message: str, name: str, body: bytes | None) -> None:
+        if self._debug and body:
+            text = body[:_DEBUG_BODY_LIMIT].decode("utf-8", "replace")
+            log.debug(message + ": %s", name, text)
+
+
+def _tokens_from_headers(context: RequestContext, headers: CIMultiDict) -> None:
+    """TGI says its token counts in headers (x-prompt-tokens, x-generated-tokens)."""
+    try:
+        if "x-generated-tokens" in headers:
+            context.completion_tokens = int(headers["x-generated-tokens"])
+        if "x-prompt-tokens" in headers:
+            context.prompt_tokens = int(headers["x-prompt-tokens"])
+    except ValueError:
+        pass

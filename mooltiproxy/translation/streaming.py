@@ -1,0 +1,115 @@
+"""Streams a translated answer: upstream events in, the translator's server-sent chunks out.
+
+The response status is committed only once the first upstream event is known, so an error that
+opens the stream becomes a plain OpenAI error with its own status; a later one becomes an error
+event, followed by the end of the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from mooltiproxy.config.settings import Target
+from mooltiproxy.core.errors import ProxyError, error_body, upstream_error
+from mooltiproxy.forwarding.exchange import Exchange
+from mooltiproxy.forwarding.upstream import UPSTREAM_ERRORS, upstream_failure
+from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.serving.responses import ClientStream
+from mooltiproxy.serving.stamping import stamp
+from mooltiproxy.translation.sse import DONE, event_batches, frame
+
+log = logging.getLogger("mooltiproxy.streaming")
+
+STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class StreamTranslator(Protocol):
+    finished: bool  # nothing more to read from upstream
+    complete: bool  # the answer reached its end (rather than the upstream stopping early)
+
+    def event(self, data: str) -> list[Any]: ...
+
+    def end(self) -> list[Any]: ...
+
+
+async def stream_translated(
+    request: web.BaseRequest,
+    context: RequestContext,
+    exchange: Exchange,
+    body: bytes,
+    translator: StreamTranslator,
+    client_timeout: float,
+) -> web.StreamResponse:
+    target = exchange.target
+    upstream = await exchange.open(body, decompress=True)
+    try:
+        if upstream.status != 200:
+            try:
+                answer = await upstream.read()
+            except UPSTREAM_ERRORS as error:
+                raise upstream_failure(target, error) from None
+            raise upstream_error(upstream.status, answer, target.name)
+        batches = event_batches(upstream.chunks())
+        batch = await _next_batch(batches, target)
+        if batch is None:
+            raise ProxyError(502, f"Target '{target.name}' closed the stream without an event", code="upstream_error")
+        # The first event decides between a plain error and a stream.
+        chunks = translator.event(batch[0])
+        response = web.StreamResponse(headers=STREAM_HEADERS)
+        stamp(request, context, response)
+        stream = ClientStream(request, response, client_timeout)
+        await stream.start()
+        try:
+            more, failure = _translate(translator, batch[1:])
+            chunks += more
+            while True:
+                await _send(stream, chunks)
+                if failure is not None:
+                    raise failure
+                if translator.finished:
+                    break
+                batch = await _next_batch(batches, target)
+                if batch is None:
+                    break
+                chunks, failure = _translate(translator, batch)
+            if not translator.complete:
+                raise ProxyError(500, f"Target '{target.name}' ended the stream early", code="incomplete_generation")
+        except ProxyError as error:
+            log.warning("stream from target %s failed: %s", target.name, error.message)
+            await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
+            return response
+        await stream.end(b"".join(frame(chunk) for chunk in translator.end()) + DONE)
+        return response
+    finally:
+        # A stream left unread (client gone, stop string reached) closes its connection at once,
+        # which ends the generation upstream.
+        upstream.release()
+
+
+async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:
+    try:
+        return await anext(batches, None)
+    except UPSTREAM_ERRORS as error:
+        raise upstream_failure(target, error) from None
+
+
+def _translate(translator: StreamTranslator, batch: list[str]) -> tuple[list[Any], ProxyError | None]:
+    """The chunks of a batch of events, and the error event that cut it short, if one did."""
+    chunks: list[Any] = []
+    for data in batch:
+        if translator.finished:
+            break
+        try:
+            chunks += translator.event(data)
+        except ProxyError as error:
+            return chunks, error
+    return chunks, None
+
+
+async def _send(stream: ClientStream, chunks: list[Any]) -> None:
+    if chunks:
+        await stream.write(b"".join(frame(chunk) for chunk in chunks))

@@ -1,0 +1,72 @@
+"""TGI /generate answers -> OpenAI `text_completion` / `chat.completion` objects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.ids import unique_id
+
+FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{unique_id()}"
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether one was found.
+
+    TGI leaves the stop sequence at the end of generated_text; stops beyond TGI's limit may appear
+    anywhere, since only the proxy enforces them.
+    """
+    cut = -1
+    for stop in stops:
+        index = text.find(stop)
+        if index >= 0 and (cut < 0 or index < cut):
+            cut = index
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def choice_text(answer: Any, stops: Sequence[str]) -> tuple[str, str, int]:
+    """(text, OpenAI finish_reason, generated token count) of one TGI answer."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("generated_text"), str):
+        raise ProxyError(502, "The target's answer has no generated_text", code="upstream_error")
+    details = answer.get("details") or {}
+    text, stopped = cut_at_stop(answer["generated_text"], stops)
+    finish_reason = "stop" if stopped else FINISH_REASONS.get(details.get("finish_reason"), "stop")
+    return text, finish_reason, int(details.get("generated_tokens") or 0)
+
+
+def header_count(headers: Mapping[str, str] | None, name: str) -> int:
+    try:
+        return int((headers or {}).get(name, 0))
+    except ValueError:
+        return 0
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_tokens(answer: Any, counted: int, headers: Mapping[str, str] | None) -> int:
+    # TGI's details, else its x-generated-tokens header: real token counts either way.
+    return counted or header_count(headers, "x-generated-tokens")
+
+
+def envelope(kind: str, model: str, choices: list[dict], token_usage: dict[str, int]) -> dict[str, Any]:
+    prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
+    return {
+        "id": new_id(prefix),
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": token_usage,
+    }

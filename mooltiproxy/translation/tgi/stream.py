@@ -1,0 +1,155 @@
+"""TGI /generate_stream events -> OpenAI server-sent chunks, releasing text as tokens arrive.
+
+Only what a partial stop-string match needs is held back; the text from a stop string on is never
+sent, also when it arrives split across tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mooltiproxy.core.accelerators import loads
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, new_id, usage
+
+# TGI's error_type -> the HTTP status TGI would have answered outside a stream.
+ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
+
+
+class StopFilter:
+    def __init__(self, stops: Sequence[str]):
+        self._stops = [stop for stop in stops if stop]
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """The text that can be released now."""
+        if self.stopped or not text:
+            return ""
+        buffer = self._pending + text
+        before, found = cut_at_stop(buffer, self._stops)
+        if found:
+            self.stopped = True
+            self._pending = ""
+            return before
+        held = self._held_back(buffer)
+        self._pending = buffer[len(buffer) - held :] if held else ""
+        return buffer[: len(buffer) - held]
+
+    def flush(self) -> str:
+        rest, self._pending = ("" if self.stopped else self._pending), ""
+        return rest
+
+    def _held_back(self, buffer: str) -> int:
+        """Length of the longest end of the (non-empty) buffer that begins a stop string: the text
+        that may yet become one."""
+        held = 0
+        last = buffer[-1]
+        for stop in self._stops:
+            if last not in stop[:-1]:  # the usual case, one test per token: no end of the buffer begins it
+                continue
+            for length in range(min(len(stop) - 1, len(buffer)), held, -1):
+                if buffer.endswith(stop[:length]):
+                    held = length
+                    break
+        return held
+
+
+def event_error(event: dict) -> ProxyError | None:
+    if not isinstance(event.get("error"), str):
+        return None
+    error_type = event.get("error_type")
+    return ProxyError(ERROR_STATUSES.get(error_type, 500), event["error"], code=error_type)
+
+
+class TGIStreamTranslator:
+    """One stream's state. `kind` is 'chat' (chat.completion.chunk) or 'text' (text_completion)."""
+
+    def __init__(self, kind: str, model: str, stops: Sequence[str], include_usage: bool, prefix: str = ""):
+        self._chat = kind == "chat"
+        self._object = "chat.completion.chunk" if self._chat else "text_completion"
+        self._id = new_id("chatcmpl" if self._chat else "cmpl")
+        self._created = int(time.time())
+        self._model = model
+        self._filter = StopFilter(stops)
+        self._include_usage = include_usage
+        self._prefix = prefix
+        self._started = False
+        self._finish_reason: str | None = None
+        self._usage: dict[str, int] | None = None
+        self._ended_upstream = False
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more to read: TGI's last event came, or a stop string ended the text."""
+        return self._ended_upstream or (self._filter.stopped and not self._include_usage)
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        """TGI's token counts, once its last event has come."""
+        return self._usage
+
+    @property
+    def complete(self) -> bool:
+        return self._ended_upstream or self._filter.stopped
+
+    def event(self, data: str) -> list[dict[str, Any]]:
+        """The chunks for one upstream event; an error event raises its ProxyError."""
+        try:
+            event = loads(data)
+        except ValueError:
+            raise ProxyError(502, "The target sent an event that is not JSON", code="upstream_error") from None
+        if not isinstance(event, dict):
+            raise ProxyError(502, "The target sent an unexpected event", code="upstream_error")
+        error = event_error(event)
+        if error is not None:
+            raise error
+        chunks = []
+        if not self._started:
+            self._started = True
+            if self._chat:
+                chunks.append(self._chunk({"role": "assistant", "content": ""}))
+            elif self._prefix:
+                chunks.append(self._chunk(self._prefix))
+        token = event.get("token") or {}
+        # The EOS token is special: its text is not part of the answer.
+        text = "" if token.get("special") else str(token.get("text", ""))
+        released = self._filter.feed(text)
+        if released:
+            chunks.append(self._chunk({"content": released} if self._chat else released))
+        details = event.get("details")
+        if isinstance(details, dict):
+            self._finish_reason = FINISH_REASONS.get(details.get("finish_reason"), "stop")
+            self._usage = usage(int(details.get("input_length") or 0), int(details.get("generated_tokens") or 0))
+        if event.get("generated_text") is not None:
+            self._ended_upstream = True
+        return chunks
+
+    def end(self) -> list[dict[str, Any]]:
+        chunks = []
+        rest = self._filter.flush()
+        if rest:
+            chunks.append(self._chunk({"content": rest} if self._chat else rest))
+        finish_reason = "stop" if self._filter.stopped else self._finish_reason or "stop"
+        chunks.append(self._chunk({} if self._chat else "", finish_reason))
+        if self._include_usage:
+            chunks.append({**self._envelope([]), "usage": self._usage or usage(0, 0)})
+        return chunks
+
+    def _chunk(self, delta: Any, finish_reason: str | None = None) -> dict[str, Any]:
+        if self._chat:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"text": delta, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+        return self._envelope([choice])
+
+    def _envelope(self, choices: list) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": self._object,
+            "created": self._created,
+            "model": self._model,
+            "choices": choices,
+        }
