@@ -1,4 +1,4 @@
-"""mooltiproxy command line: `python -m main [--config PATH] [--check]`."""
+"""mooltiproxy command line: `mooltiproxy` or `python -m main`, with [--config PATH] [--check]."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ log = logging.getLogger("mooltiproxy")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m main", description="mooltiproxy: an API-translation reverse proxy for LLM servers"
+        prog="mooltiproxy",
+        description="mooltiproxy (also run as python -m main): an API-translation proxy for LLM servers",
     )
     parser.add_argument(
         "--config",

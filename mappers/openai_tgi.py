@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from multidict import CIMultiDictProxy
+
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
+from mooltiproxy.translation.marks import needs_prompter, on_upstream_error, streams_with
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
 from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
@@ -42,73 +45,6 @@ def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     ]
     context.state[_PROMPT_OF_CHOICE] = [index for index, _ in calls]
     return _one_or_many([call for _, call in calls])
-
-
-def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
-    """TGI /generate answer(s) -> an OpenAI `text_completion`."""
-    answers = _answers(payload)
-    echo = context.state.get(_ECHO)
-    prompt_of_choice = context.state.get(_PROMPT_OF_CHOICE, [0] * len(answers))
-    choices = []
-    generated = 0
-    for index, answer in enumerate(answers):
-        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()))
-        if echo:
-            text = echo[prompt_of_choice[index]] + text
-        choices.append({"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason})
-        generated += completion_tokens(answer, tokens, _headers(context, index))
-    # Each distinct prompt counts once, as OpenAI counts it.
-    first_choice_of_prompt: dict[int, int] = {}
-    for index, prompt in enumerate(prompt_of_choice):
-        first_choice_of_prompt.setdefault(prompt, index)
-    prompt_tokens = sum(
-        header_count(_headers(context, index), "x-prompt-tokens") for index in first_choice_of_prompt.values()
-    )
-    return envelope("text_completion", _model(context), choices, usage(prompt_tokens, generated))
-
-
-def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
-    """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
-    prompt, prompt_stops = endpoint.prompter(payload.get("messages"), endpoint)
-    stream = _streamed(payload, context)
-    request = tgi_request(payload, endpoint.defaults, list(prompt_stops), stream=stream)
-    context.state[_STOPS] = request.stops
-    if stream:
-        if len(request.copies) > 1:
-            raise invalid("streaming is supported for n = 1", "n")
-        return Streamed({"inputs": prompt, "parameters": request.copies[0]})
-    return _one_or_many([{"inputs": prompt, "parameters": copy} for copy in request.copies])
-
-
-chatReqOpenAItoTGI.needs_prompter = True
-
-
-def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
-    """TGI /generate answer(s) -> an OpenAI `chat.completion`."""
-    choices = []
-    generated = 0
-    for index, answer in enumerate(_answers(payload)):
-        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()))
-        choices.append(
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        )
-        generated += completion_tokens(answer, tokens, _headers(context, index))
-    prompt_tokens = header_count(context.upstream_headers, "x-prompt-tokens")
-    return envelope("chat.completion", _model(context), choices, usage(prompt_tokens, generated))
-
-
-def _streamed(payload: dict, context: RequestContext) -> bool:
-    stream = payload.get("stream")
-    if stream not in (None, True, False):
-        raise invalid("'stream' must be a boolean", "stream")
-    options = payload.get("stream_options")
-    context.state[_INCLUDE_USAGE] = bool(isinstance(options, dict) and options.get("include_usage"))
-    return stream is True
 
 
 def _text_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTranslator:
@@ -156,10 +92,75 @@ def _context_length_exceeded(limit: int, prompt_tokens: int, new_tokens: int) ->
     )
 
 
-textAnsTGItoOpenAI.stream_translator = _text_stream
-chatAnsTGItoOpenAI.stream_translator = _chat_stream
-textAnsTGItoOpenAI.on_upstream_error = _context_window
-chatAnsTGItoOpenAI.on_upstream_error = _context_window
+@streams_with(_text_stream)
+@on_upstream_error(_context_window)
+def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
+    """TGI /generate answer(s) -> an OpenAI `text_completion`."""
+    answers = _answers(payload)
+    echo = context.state.get(_ECHO)
+    prompt_of_choice = context.state.get(_PROMPT_OF_CHOICE, [0] * len(answers))
+    choices = []
+    generated = 0
+    for index, answer in enumerate(answers):
+        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()))
+        if echo:
+            text = echo[prompt_of_choice[index]] + text
+        choices.append({"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason})
+        generated += completion_tokens(answer, tokens, _headers(context, index))
+    # Each distinct prompt counts once, as OpenAI counts it.
+    first_choice_of_prompt: dict[int, int] = {}
+    for index, prompt in enumerate(prompt_of_choice):
+        first_choice_of_prompt.setdefault(prompt, index)
+    prompt_tokens = sum(
+        header_count(_headers(context, index), "x-prompt-tokens") for index in first_choice_of_prompt.values()
+    )
+    return envelope("text_completion", _model(context), choices, usage(prompt_tokens, generated))
+
+
+@needs_prompter
+def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
+    """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
+    if endpoint.prompter is None:  # the loader requires one (needs_prompter)
+        raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
+    prompt, prompt_stops = endpoint.prompter(payload.get("messages"), endpoint)
+    stream = _streamed(payload, context)
+    request = tgi_request(payload, endpoint.defaults, list(prompt_stops), stream=stream)
+    context.state[_STOPS] = request.stops
+    if stream:
+        if len(request.copies) > 1:
+            raise invalid("streaming is supported for n = 1", "n")
+        return Streamed({"inputs": prompt, "parameters": request.copies[0]})
+    return _one_or_many([{"inputs": prompt, "parameters": copy} for copy in request.copies])
+
+
+@streams_with(_chat_stream)
+@on_upstream_error(_context_window)
+def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
+    """TGI /generate answer(s) -> an OpenAI `chat.completion`."""
+    choices = []
+    generated = 0
+    for index, answer in enumerate(_answers(payload)):
+        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()))
+        choices.append(
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        )
+        generated += completion_tokens(answer, tokens, _headers(context, index))
+    prompt_tokens = header_count(context.upstream_headers, "x-prompt-tokens")
+    return envelope("chat.completion", _model(context), choices, usage(prompt_tokens, generated))
+
+
+def _streamed(payload: dict, context: RequestContext) -> bool:
+    stream = payload.get("stream")
+    if stream not in (None, True, False):
+        raise invalid("'stream' must be a boolean", "stream")
+    options = payload.get("stream_options")
+    context.state[_INCLUDE_USAGE] = bool(isinstance(options, dict) and options.get("include_usage"))
+    return stream is True
 
 
 def _prompts(prompt: Any) -> list[str]:
@@ -178,10 +179,12 @@ def _answers(payload: Any) -> list:
     return list(payload) if isinstance(payload, FanOut) else [payload]
 
 
-def _headers(context: RequestContext, index: int):
+def _headers(context: RequestContext, index: int) -> CIMultiDictProxy[str] | None:
     return context.answer_headers[index] if index < len(context.answer_headers) else context.upstream_headers
 
 
 def _model(context: RequestContext) -> str:
     model = context.body.get("model")
-    return model if isinstance(model, str) and model else context.target.name
+    if isinstance(model, str) and model:
+        return model
+    return context.target.name if context.target is not None else "unknown"

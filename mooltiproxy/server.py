@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import ssl
+from collections.abc import Callable
 
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.config.masterkey import resolve_master_key
@@ -48,7 +49,8 @@ class Runtime:
         self.store = ban_store(config.guard)
         self.metrics = Metrics()
         # With several workers, metrics are summed across processes through the shared file.
-        self.shared_metrics = SharedMetrics(config.guard.ban_file, self.metrics) if config.system.workers > 1 else None
+        shared_file = config.guard.ban_file if config.system.workers > 1 else None
+        self.shared_metrics = SharedMetrics(shared_file, self.metrics) if shared_file is not None else None
         self.proxy = Proxy(self._state(config, UpstreamPool(config.targets, config.system)), self.metrics)
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -143,7 +145,9 @@ def tls_context(system: SystemSettings) -> ssl.SSLContext:
     return context
 
 
-async def serve(config: Config, master_key: str, worker: int | None = None, on_ready=None) -> None:
+async def serve(
+    config: Config, master_key: str, worker: int | None = None, on_ready: Callable[[], object] | None = None
+) -> None:
     """Serves until SIGINT or SIGTERM; raises ConfigError when it cannot start listening.
 
     A `worker` (one of system.workers processes) shares the port with the others (SO_REUSEPORT).
@@ -172,7 +176,11 @@ def _tune_garbage_collector() -> None:
 
 
 async def _serve_until_stopped(
-    server: HttpServer, runtime: Runtime, ssl_context: ssl.SSLContext | None, worker: int | None, on_ready
+    server: HttpServer,
+    runtime: Runtime,
+    ssl_context: ssl.SSLContext | None,
+    worker: int | None,
+    on_ready: Callable[[], object] | None,
 ) -> None:
     system = runtime.config.system
     try:

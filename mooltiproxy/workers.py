@@ -15,6 +15,7 @@ import signal
 import socket
 import tempfile
 import time
+from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def _worker(config: Config, master_key: str, index: int, ready: Event) -> None:
 def _free_port(host: str | None) -> int:
     with socket.socket(socket.AF_INET6 if host and ":" in host else socket.AF_INET) as probe:
         probe.bind((host or "", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def run_workers(config: Config, master_key: str) -> int:
@@ -63,11 +65,11 @@ class _Supervisor:
         self._context = multiprocessing.get_context("fork")
         self._config = config
         self._master_key = master_key
-        self._processes: list[multiprocessing.Process] = []
+        self._processes: list[BaseProcess] = []
         self._count = count
         self._stopping = False
 
-    def _spawn(self, index: int) -> tuple[multiprocessing.Process, Event]:
+    def _spawn(self, index: int) -> tuple[BaseProcess, Event]:
         ready = self._context.Event()
         process = self._context.Process(
             target=_worker, args=(self._config, self._master_key, index, ready), name=f"mooltiproxy-worker-{index}"
@@ -104,7 +106,7 @@ class _Supervisor:
 
     def _reload(self, *_: object) -> None:
         for process in self._processes:
-            if process.is_alive():
+            if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGHUP)
 
     def _stop(self, *_: object) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT, plain_messages, uses_template, without_bos
+from mooltiproxy.translation.marks import uses_template
+from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT, plain_messages, template_of, without_bos
 
 # These two formats are fixed, so they are built in Python: rendering them with Jinja took several
 # times longer, on every translated request.
@@ -22,7 +23,7 @@ def _split_system(messages: list[dict[str, str]], endpoint: Endpoint) -> tuple[s
 @uses_template("markers", "jinja")
 def fromTemplate(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
     """The original format built from a `templates:` entry's markers, or its whole Jinja template."""
-    template = endpoint.template
+    template = template_of(endpoint)
     plain = plain_messages(messages)
     if template.jinja is not None:
         prompt = template.render(plain)

@@ -191,7 +191,7 @@ def build_schema(
     folder: Path,
 ) -> vol.Schema:
     """The schema for this raw document (template names and env vars are looked up in it)."""
-    raw_templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
+    raw_templates: dict[str, Any] = raw["templates"] if isinstance(raw.get("templates"), dict) else {}
     builtins = builtin_templates()
     endpoint_schema = vol.Schema(
         {
@@ -211,10 +211,10 @@ def build_schema(
     def requirements(spec: dict) -> list[vol.Invalid]:
         """A mapper that builds prompts needs a prompter; some prompters need a kind of template."""
         errors = []
-        mapper_name = spec.get("in")
+        mapper_name = spec.get("in", "identity")
         if getattr(mappers.get(mapper_name), "needs_prompter", False) and "prompter" not in spec:
             errors.append(vol.Invalid(f"mapper '{mapper_name}' needs a prompter", path=["prompter"]))
-        prompter_name = spec.get("prompter")
+        prompter_name = spec.get("prompter", "")
         kinds = getattr(prompters.get(prompter_name), "template_kinds", None)
         template_name = spec.get("template")
         if kinds and template_name is None:
@@ -233,14 +233,15 @@ def build_schema(
 
     endpoint = _checked(endpoint_schema, requirements)
 
-    def mapping_entry(value: Any) -> dict:
+    def mapping_entry(value: Any) -> dict[str, Any]:
         # The original format: empty (same path), a path string, or an object.
         if value is None:
-            return endpoint_schema({})
-        if isinstance(value, str):
-            return endpoint_schema({"path": _path(value)})
+            value = {}
+        elif isinstance(value, str):
+            value = {"path": _path(value)}
         if isinstance(value, dict):
-            return endpoint(value)
+            validated: dict[str, Any] = endpoint(value)
+            return validated
         raise vol.Invalid("expected nothing (pass through), a target path, or a mapping object")
 
     def incoming_paths(mapping: dict) -> list[vol.Invalid]:

@@ -19,7 +19,7 @@ Mapper = Callable[[Any, "Endpoint", Any], Any]
 # Builds the translator of one streamed answer: factory(endpoint, context).
 StreamTranslatorFactory = Callable[["Endpoint", Any], Any]
 # Prompters are called as prompter(messages, endpoint) -> (prompt, stop_sequences).
-Prompter = Callable[[list, "Endpoint"], tuple[str, list[str]]]
+Prompter = Callable[[Any, "Endpoint"], tuple[str, list[str]]]
 
 
 # Methods a route takes when its entry says none: a translated route takes POST; a pass-through one

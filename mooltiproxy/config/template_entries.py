@@ -8,7 +8,7 @@ validated and compiled at load time; the built-in chat templates are usable by n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ def kind_of(entry: Any) -> str:
     return "jinja" if isinstance(entry, Mapping) and any(key in entry for key in SOURCES) else "markers"
 
 
-def template_entry_validator(folder: Path):
+def template_entry_validator(folder: Path) -> Callable[[Any], dict[str, Any]]:
     """A voluptuous validator turning a raw entry into PromptTemplate keyword arguments."""
 
     def validate(entry: Any) -> dict[str, Any]:

@@ -6,31 +6,33 @@ MOOLTIPROXY_PURE_PYTHON=1 turns both off (the benchmark compares the two).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
+from types import ModuleType
 from typing import Any
 
 PURE_PYTHON = os.environ.get("MOOLTIPROXY_PURE_PYTHON") == "1"
 
-try:
-    if PURE_PYTHON:
-        raise ImportError
-    import orjson
-except ImportError:
-    orjson = None
 
-try:
+def _optional(name: str) -> ModuleType | None:
     if PURE_PYTHON:
-        raise ImportError
-    import uvloop
-except ImportError:
-    uvloop = None
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+orjson = _optional("orjson")
+uvloop = _optional("uvloop")
 
 
 def dumps(value: Any) -> bytes:
     if orjson is not None:
         try:
-            return orjson.dumps(value)
+            encoded: bytes = orjson.dumps(value)
+            return encoded
         except TypeError:  # what orjson does not take (integers beyond 64 bits, ...): the stdlib does
             pass
     return json.dumps(value).encode()

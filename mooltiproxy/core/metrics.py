@@ -13,12 +13,11 @@ import sqlite3
 import time
 from bisect import bisect_left
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mooltiproxy.core.shared_file import open_shared_file
+from mooltiproxy.core.shared_file import SharedFile
 
 log = logging.getLogger("mooltiproxy.metrics")
 
@@ -183,47 +182,41 @@ def render(snapshot: dict[str, Any], banned_now: int) -> str:
 class SharedMetrics:
     """Every worker's snapshot in the shared SQLite file (the ban store's), summed when read."""
 
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS metrics (worker TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated REAL)",)
+
     def __init__(self, path: Path, metrics: Metrics):
-        self._path = path
+        self._file = SharedFile(path, self.SCHEMA, "metrics")
         self._metrics = metrics
         self._worker = str(os.getpid())
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics")
-        self._connection: sqlite3.Connection | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        await self._run(self._connect)
+        await self._file.open()
         self._task = asyncio.create_task(self._publish_forever())
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        await self._run(self._publish, self._metrics.snapshot())
-        await self._run(self._connection.close)
-        self._executor.shutdown(wait=True)
+        await self._publish()
+        await self._file.close()
 
     async def collect(self) -> dict[str, Any]:
-        await self._run(self._publish, self._metrics.snapshot())
-        rows = await self._run(lambda: self._connection.execute("SELECT snapshot FROM metrics").fetchall())
+        await self._publish()
+        rows = await self._file.run(lambda connection: connection.execute("SELECT snapshot FROM metrics").fetchall())
         return merge([json.loads(row[0]) for row in rows])
 
     async def _publish_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await self._run(self._publish, self._metrics.snapshot())
+                await self._publish()
             except sqlite3.Error as exc:
-                log.error("cannot publish metrics to %s: %s", self._path, exc)
+                log.error("cannot publish metrics to %s: %s", self._file.path, exc)
 
-    async def _run(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
-    def _connect(self) -> None:
-        schema = "CREATE TABLE IF NOT EXISTS metrics (worker TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated REAL)"
-        self._connection = open_shared_file(self._path, [schema])
-
-    def _publish(self, snapshot: dict[str, Any]) -> None:
-        self._connection.execute(
-            "INSERT OR REPLACE INTO metrics (worker, snapshot, updated) VALUES (?, ?, ?)",
-            (self._worker, json.dumps(snapshot), time.time()),
+    async def _publish(self) -> None:
+        row = (self._worker, json.dumps(self._metrics.snapshot()), time.time())
+        await self._file.run(
+            lambda connection: connection.execute(
+                "INSERT OR REPLACE INTO metrics (worker, snapshot, updated) VALUES (?, ?, ?)", row
+            )
         )

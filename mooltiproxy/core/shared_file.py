@@ -3,10 +3,15 @@ at the same moment never trip over each other."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 10
 _RETRY_SECONDS = 0.01
@@ -46,3 +51,34 @@ def _switch_to_wal(connection: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(_RETRY_SECONDS)
+
+
+class SharedFile:
+    """A connection to the shared file, owned by one thread so that SQLite never blocks the event loop."""
+
+    def __init__(self, path: Path, schema: Sequence[str], thread_name: str):
+        self.path = path
+        self._schema = schema
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._connection: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self._connection = open_shared_file(self.path, self._schema)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)`, in the file's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self.run(sqlite3.Connection.close)
+            self._connection = None
+        self._executor.shutdown(wait=True)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._connection is None:
+            raise sqlite3.ProgrammingError(f"{self.path} is not open")
+        return work(self._connection)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -108,7 +109,7 @@ class Exchange:
             upstream.release()
         return answer
 
-    async def read_all(self, bodies: list[bytes | None]) -> list[Answer]:
+    async def read_all(self, bodies: Sequence[bytes | None]) -> list[Answer]:
         """Every answer, in order; the first failure cancels the other requests."""
         started = time.perf_counter()
         if len(bodies) == 1:

@@ -61,8 +61,8 @@ def _filtered(headers: Mapping[str, str], dropped: tuple[istr, ...]) -> CIMultiD
         if name in kept:
             kept.popall(name)
     if listed:
-        for name in listed.split(","):
-            kept.popall(name.strip(), None)
+        for listed_name in listed.split(","):
+            kept.popall(listed_name.strip(), None)
     if _UNSAFE.search("".join(map("".join, kept.items()))):
         kept = CIMultiDict((name, value) for name, value in kept.items() if not _UNSAFE.search(name + value))
     return kept

@@ -13,12 +13,11 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mooltiproxy.core.shared_file import open_shared_file
+from mooltiproxy.core.shared_file import SharedFile
 
 log = logging.getLogger("mooltiproxy.bans")
 
@@ -95,27 +94,29 @@ class BanStore:
 class SQLiteBanStore(BanStore):
     """Bans and strikes in a SQLite database: they survive restarts and are shared by processes."""
 
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS bans (address TEXT PRIMARY KEY, since REAL NOT NULL, until REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS strikes (address TEXT PRIMARY KEY, count INTEGER NOT NULL, updated REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS strikes_by_age ON strikes (updated)",
+    )
+
     def __init__(self, path: Path, max_tries: int, ban_seconds: float, max_tracked: int = MAX_TRACKED_ADDRESSES):
         super().__init__(max_tries, ban_seconds, max_tracked)
-        self._path = path
-        # One thread owns the connection: SQLite calls never block the event loop.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bans")
-        self._connection: sqlite3.Connection | None = None
-        self._refresher: asyncio.Task | None = None
+        self._file = SharedFile(path, self.SCHEMA, "bans")
+        self._refresher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        await self._run(self._connect)
+        await self._file.open()
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        await self._run(self._disconnect)
-        self._executor.shutdown(wait=True)
+        await self._file.close()
 
     async def strike(self, address: str) -> bool:
-        ban = await self._run(self._strike, address)
+        ban = await self._file.run(lambda connection: self._strike(connection, address))
         if ban is None:
             return False
         self._bans[address] = ban
@@ -126,12 +127,12 @@ class SQLiteBanStore(BanStore):
         return await super().bans()
 
     async def lift(self, address: str) -> bool:
-        lifted = await self._run(self._lift, address)
+        lifted = await self._file.run(lambda connection: _lift(connection, address))
         self._bans.pop(address, None)
         return lifted
 
     async def refresh(self) -> None:
-        self._bans = {ban.address: ban for ban in await self._run(self._active_bans)}
+        self._bans = {ban.address: ban for ban in await self._file.run(_active_bans)}
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -139,30 +140,10 @@ class SQLiteBanStore(BanStore):
             try:
                 await self.refresh()
             except sqlite3.Error as exc:
-                log.error("cannot read the ban file %s: %s", self._path, exc)
+                log.error("cannot read the ban file %s: %s", self._file.path, exc)
 
-    async def _run(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
-    # ---- run in the store's thread ----
-    def _connect(self) -> None:
-        self._connection = open_shared_file(
-            self._path,
-            [
-                "CREATE TABLE IF NOT EXISTS bans (address TEXT PRIMARY KEY, since REAL NOT NULL, until REAL NOT NULL)",
-                "CREATE TABLE IF NOT EXISTS strikes "
-                "(address TEXT PRIMARY KEY, count INTEGER NOT NULL, updated REAL NOT NULL)",
-                "CREATE INDEX IF NOT EXISTS strikes_by_age ON strikes (updated)",
-            ],
-        )
-
-    def _disconnect(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _strike(self, address: str) -> Ban | None:
-        connection = self._connection
+    # ---- run in the file's thread ----
+    def _strike(self, connection: sqlite3.Connection, address: str) -> Ban | None:
         now = time.time()
         with connection:  # one transaction: concurrent processes count every strike once
             connection.execute("BEGIN IMMEDIATE")
@@ -185,14 +166,16 @@ class SQLiteBanStore(BanStore):
             )
             return ban
 
-    def _lift(self, address: str) -> bool:
-        with self._connection as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute("DELETE FROM strikes WHERE address = ?", (address,))
-            return connection.execute("DELETE FROM bans WHERE address = ?", (address,)).rowcount > 0
 
-    def _active_bans(self) -> list[Ban]:
-        rows = self._connection.execute(
-            "SELECT address, since, until FROM bans WHERE until = ? OR until > ?", (FOREVER, time.time())
-        ).fetchall()
-        return [Ban(*row) for row in rows]
+def _lift(connection: sqlite3.Connection, address: str) -> bool:
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("DELETE FROM strikes WHERE address = ?", (address,))
+        return bool(connection.execute("DELETE FROM bans WHERE address = ?", (address,)).rowcount > 0)
+
+
+def _active_bans(connection: sqlite3.Connection) -> list[Ban]:
+    rows = connection.execute(
+        "SELECT address, since, until FROM bans WHERE until = ? OR until > ?", (FOREVER, time.time())
+    ).fetchall()
+    return [Ban(*row) for row in rows]

@@ -4,12 +4,13 @@ translate its stream, or relay it as it comes."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDictProxy
 
-from mooltiproxy.config.settings import Endpoint, Mapper, SystemSettings, Target
+from mooltiproxy.config.settings import Endpoint, Mapper, StreamTranslatorFactory, SystemSettings, Target
 from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError, upstream_error
 from mooltiproxy.core.metrics import Metrics
@@ -27,7 +28,7 @@ _DEBUG_BODY_LIMIT = 64 * 1024
 
 class UpstreamCall(NamedTuple):
     payloads: list[Any]  # what the request mapper made (None: the client's body, relayed)
-    bodies: list[bytes | None]
+    bodies: Sequence[bytes | None]
     fanned_out: bool = False
     streamed: bool = False
 
@@ -80,10 +81,13 @@ class Forwarder:
         if call.streamed:
             if endpoint.stream_path is None or endpoint.stream_translator is None:
                 raise ProxyError(400, "Streaming is not supported on this endpoint", param="stream")
-            return await self._stream(request, context, endpoint, call, exchange(endpoint.stream_path))
+            translators = endpoint.stream_translator
+            return await self._stream(request, context, endpoint, translators, call, exchange(endpoint.stream_path))
         if endpoint.answer_mapper is None:
             return await self._relay(request, context, call, exchange(endpoint.upstream_path))
-        return await self._read_and_map(context, endpoint, call, exchange(endpoint.upstream_path))
+        return await self._read_and_map(
+            context, endpoint, endpoint.answer_mapper, call, exchange(endpoint.upstream_path)
+        )
 
     async def _relay(
         self, request: web.BaseRequest, context: RequestContext, call: UpstreamCall, exchange: Exchange
@@ -108,12 +112,13 @@ class Forwarder:
         request: web.BaseRequest,
         context: RequestContext,
         endpoint: Endpoint,
+        translators: StreamTranslatorFactory,
         call: UpstreamCall,
         exchange: Exchange,
     ) -> web.StreamResponse:
         body = call.bodies[0]
         for last_try in (False, True):
-            translator = endpoint.stream_translator(endpoint, context)
+            translator = translators(endpoint, context)
             self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
             try:
                 response = await stream_translated(request, context, exchange, body, translator, self._client_timeout)
@@ -133,7 +138,7 @@ class Forwarder:
         raise AssertionError("unreachable")
 
     async def _read_and_map(
-        self, context: RequestContext, endpoint: Endpoint, call: UpstreamCall, exchange: Exchange
+        self, context: RequestContext, endpoint: Endpoint, answer_mapper: Mapper, call: UpstreamCall, exchange: Exchange
     ) -> web.Response:
         bodies = call.bodies
         for last_try in (False, True):
@@ -152,7 +157,7 @@ class Forwarder:
         context.answer_headers = [answer.headers for answer in answers]
         payloads = [self._parse_answer(answer.body, endpoint, exchange.target) for answer in answers]
         payload = FanOut(payloads) if call.fanned_out else payloads[0]
-        mapped = self._apply(endpoint.answer_mapper_name, endpoint.answer_mapper, payload, endpoint, context)
+        mapped = self._apply(endpoint.answer_mapper_name, answer_mapper, payload, endpoint, context)
         usage = mapped.get("usage") if isinstance(mapped, dict) else None
         if isinstance(usage, dict):
             context.prompt_tokens, context.completion_tokens = (
@@ -217,7 +222,7 @@ class Forwarder:
             log.debug(message + ": %s", name, text)
 
 
-def _tokens_from_headers(context: RequestContext, headers: CIMultiDict) -> None:
+def _tokens_from_headers(context: RequestContext, headers: CIMultiDictProxy[str]) -> None:
     """TGI says its token counts in headers (x-prompt-tokens, x-generated-tokens)."""
     try:
         if "x-generated-tokens" in headers:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.config.templates import PromptTemplate
 from mooltiproxy.core.errors import ProxyError
 
 # Original Llama-2 default system prompt, used when a conversation has no system message.
@@ -58,14 +60,11 @@ def without_bos(prompt: str, bos_token: str, enabled: bool) -> str:
     return prompt
 
 
-def uses_template(*kinds: str) -> Callable[[Callable], Callable]:
-    """Marks a prompter as needing an endpoint `template:` of one of these kinds ('markers', 'jinja')."""
-
-    def mark(prompter: Callable) -> Callable:
-        prompter.template_kinds = kinds
-        return prompter
-
-    return mark
+def template_of(endpoint: Endpoint) -> PromptTemplate:
+    """The endpoint's template; the loader makes sure a prompter that needs one has one."""
+    if endpoint.template is None:
+        raise ProxyError(500, "This endpoint has no prompt template", code="template_error")
+    return endpoint.template
 
 
 def _invalid(message: str) -> ProxyError:

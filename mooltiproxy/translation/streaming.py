@@ -40,7 +40,7 @@ async def stream_translated(
     request: web.BaseRequest,
     context: RequestContext,
     exchange: Exchange,
-    body: bytes,
+    body: bytes | None,
     translator: StreamTranslator,
     client_timeout: float,
 ) -> web.StreamResponse:

@@ -36,7 +36,7 @@ def choice_text(answer: Any, stops: Sequence[str]) -> tuple[str, str, int]:
         raise ProxyError(502, "The target's answer has no generated_text", code="upstream_error")
     details = answer.get("details") or {}
     text, stopped = cut_at_stop(answer["generated_text"], stops)
-    finish_reason = "stop" if stopped else FINISH_REASONS.get(details.get("finish_reason"), "stop")
+    finish_reason = "stop" if stopped else FINISH_REASONS.get(str(details.get("finish_reason")), "stop")
     return text, finish_reason, int(details.get("generated_tokens") or 0)
 
 

@@ -8,7 +8,7 @@ left unset. Values TGI would refuse become a 400 here, with the field named.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from mooltiproxy.core.errors import ProxyError
@@ -56,7 +56,7 @@ def _stop_list(stop: Any) -> list[str]:
 
 
 def tgi_request(
-    body: Mapping[str, Any], defaults: Mapping[str, Any], prompt_stops: list[str] = (), *, stream: bool = False
+    body: Mapping[str, Any], defaults: Mapping[str, Any], prompt_stops: Sequence[str] = (), *, stream: bool = False
 ) -> TGIRequest:
     get, default = body.get, defaults.get
     for field, feature in _UNSUPPORTED.items():

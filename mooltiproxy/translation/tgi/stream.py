@@ -61,6 +61,8 @@ def event_error(event: dict) -> ProxyError | None:
     if not isinstance(event.get("error"), str):
         return None
     error_type = event.get("error_type")
+    if not isinstance(error_type, str):
+        return ProxyError(500, event["error"])
     return ProxyError(ERROR_STATUSES.get(error_type, 500), event["error"], code=error_type)
 
 
@@ -121,7 +123,7 @@ class TGIStreamTranslator:
             chunks.append(self._chunk({"content": released} if self._chat else released))
         details = event.get("details")
         if isinstance(details, dict):
-            self._finish_reason = FINISH_REASONS.get(details.get("finish_reason"), "stop")
+            self._finish_reason = FINISH_REASONS.get(str(details.get("finish_reason")), "stop")
             self._usage = usage(int(details.get("input_length") or 0), int(details.get("generated_tokens") or 0))
         if event.get("generated_text") is not None:
             self._ended_upstream = True
