@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import venv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,18 @@ def wait_for_log(proxy: ProxyProcess, text: str, seconds: float = 3) -> str:
         time.sleep(0.02)
     assert text in log
     return log
+
+
+def client_venv(name: str, *requirements: str) -> Path:
+    """The python of a venv of its own, for a client that cannot share the suite's (openai<1,
+    text-generation with huggingface-hub<1); built once under .cache/ and kept between runs."""
+    folder = REPO / ".cache" / name
+    python = folder / "bin" / "python"
+    if not (folder / "ready").exists():
+        venv.create(folder, with_pip=True, clear=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True, timeout=600)
+        (folder / "ready").touch()
+    return python
 
 
 def auth(key: str = KEY) -> dict[str, str]:

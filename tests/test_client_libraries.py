@@ -5,26 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
 
-from conftest import KEY, REPO, proxy_config
+from conftest import KEY, client_venv, proxy_config
 from fake_tgi import tokenize
 from test_translation import LLAMA2_PROMPT, TRANSLATED
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
-# openai<1 cannot share an environment with openai>=1: it gets a venv of its own, kept between runs.
-OLD_OPENAI_VENV = REPO / ".cache" / "openai-0.28.1"
 
 
 def old_openai_python() -> Path:
-    python = OLD_OPENAI_VENV / "bin" / "python"
-    if not python.exists():
-        venv.create(OLD_OPENAI_VENV, with_pip=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "openai==0.28.1"], check=True, timeout=600)
-    return python
+    return client_venv("openai-0.28.1", "openai==0.28.1")
 
 
 @pytest.fixture
