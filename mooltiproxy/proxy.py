@@ -117,22 +117,10 @@ class Proxy:
         caller = guard.caller(request)
         if caller.address is not None:
             context.client_ip = caller.key
-        refusal = guard.refusal(caller)
-        if refusal is not None:
-            log.warning("refused %s client %s", refusal, context.client_ip)
-            raise ProxyError(403, "Access denied", code=f"ip_{refusal}")
+        guard.check_address(caller)
         if is_preflight(request):
             return preflight_response(request)
-        client = guard.identify(request.headers.get("Authorization"))
-        if client is None:
-            await guard.strike(caller)
-            log.warning("client %s: missing or invalid API key", context.client_ip)
-            raise ProxyError(
-                401,
-                "Missing or invalid API key: send it as 'Authorization: Bearer <key>'",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        client = await guard.authenticate(caller, request.headers.get("Authorization"))
         context.client_name = client.name
         path, query = split_request_target(raw_target)
         if path.startswith(state.admin.prefix):

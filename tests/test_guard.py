@@ -83,3 +83,36 @@ def test_responses_to_cross_origin_requests_allow_the_origin(start_proxy, fake_t
     assert refused.status_code == 401
     assert refused.headers["access-control-allow-origin"] == "https://chat.example"
     assert "access-control-allow-origin" not in httpx.get(f"{proxy.url}/info", headers=auth()).headers
+
+
+def test_requests_without_a_key_are_refused_but_never_banned(start_proxy, fake_tgi):
+    # What a new user's curl without the key, or Claude Code's first probes, look like.
+    proxy = guarded_proxy(start_proxy, fake_tgi, max_tries=2)
+    for method, headers in [("HEAD", {}), ("GET", {}), ("POST", {"Authorization": "Bearer"})] * 3:
+        answer = httpx.request(method, f"{proxy.url}/generate", headers=headers)
+        assert answer.status_code == 401
+    assert httpx.get(f"{proxy.url}/info", headers={}).json()["error"]["message"].startswith("Missing API key")
+    assert httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200
+    assert "banned" not in proxy.log()
+
+
+def test_a_ban_says_so_and_for_how_long(start_proxy, fake_tgi):
+    proxy = guarded_proxy(start_proxy, fake_tgi, max_tries=2)  # ban_seconds left at its default
+    assert [httpx.get(f"{proxy.url}/info", headers=auth("wrong")).status_code for _ in range(2)] == [401, 401]
+    banned = httpx.get(f"{proxy.url}/info", headers=auth())
+    assert banned.status_code == 403
+    error = banned.json()["error"]
+    assert error["code"] == "ip_banned"
+    assert 590 <= int(banned.headers["Retry-After"]) <= 600
+    assert f"banned for {banned.headers['Retry-After']} more seconds" in error["message"]
+
+
+def test_a_ban_until_lifted_says_so_without_retry_after(start_proxy, fake_tgi):
+    proxy = guarded_proxy(start_proxy, fake_tgi, max_tries=1, ban_seconds=0)
+    assert httpx.get(f"{proxy.url}/info", headers=auth("wrong")).status_code == 401
+    banned = httpx.get(f"{proxy.url}/info", headers=auth())
+    assert banned.status_code == 403
+    assert "Retry-After" not in banned.headers
+    assert "until an operator lifts the ban" in banned.json()["error"]["message"]
+    blacklisted = guarded_proxy(start_proxy, fake_tgi, blacklist=["127.0.0.1"])
+    assert httpx.get(f"{blacklisted.url}/info", headers=auth()).json()["error"]["message"].endswith("blacklisted")

@@ -142,7 +142,7 @@ def test_ban_file_survives_a_restart_until_lifted(start_proxy, fake_tgi, echo, t
 
 
 def test_admin_lifts_a_ban(start_proxy, fake_tgi, echo, tmp_path):
-    config = ban_config(fake_tgi, echo, tmp_path, trusted_proxies=["127.0.0.1"])
+    config = ban_config(fake_tgi, echo, tmp_path, trusted_proxies=["127.0.0.1"], ban_seconds=0)
     proxy = start_proxy(config)
     get_banned(proxy, {"X-Forwarded-For": "203.0.113.9"})
     bans = httpx.get(f"{proxy.url}/_proxy/bans", headers=auth()).json()["bans"]

@@ -385,7 +385,7 @@ def build_schema(
                         vol.Optional("whitelist", default=[]): _address_list,
                         vol.Optional("blacklist", default=[]): _address_list,
                         vol.Optional("trusted_proxies", default=[]): _address_list,
-                        vol.Optional("ban_seconds", default=0): _number(0, exclusive=False),
+                        vol.Optional("ban_seconds", default=600): _number(0, exclusive=False),
                         vol.Optional("ban_file", default=None): vol.Any(None, str),
                     }
                 )

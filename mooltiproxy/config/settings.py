@@ -103,8 +103,8 @@ class GuardSettings:
     blacklist: AddressList = field(default_factory=AddressList)
     # Peers whose X-Forwarded-For / Forwarded headers say who the client is.
     trusted_proxies: AddressList = field(default_factory=AddressList)
-    # 0: a ban lasts until restart (no ban_file) or until lifted through the admin API.
-    ban_seconds: float = 0
+    # 0: a ban lasts until lifted through the admin API (or, without a ban_file, a restart).
+    ban_seconds: float = 600
     ban_file: Path | None = None
 
 

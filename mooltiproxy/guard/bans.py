@@ -59,14 +59,13 @@ class BanStore:
         self._max_tries = max_tries
         self._ban_seconds = ban_seconds
 
-    def is_banned(self, address: str) -> bool:
+    def ban_of(self, address: str) -> Ban | None:
+        """The address's ban while it lasts, else None."""
         ban = self._bans.get(address)
-        if ban is None:
-            return False
-        if ban.until != FOREVER and ban.until <= time.time():
+        if ban is not None and ban.until != FOREVER and ban.until <= time.time():
             del self._bans[address]
-            return False
-        return True
+            return None
+        return ban
 
     async def strike(self, address: str) -> bool:
         """Counts a failed authentication; True when it got the address banned."""
@@ -80,7 +79,7 @@ class BanStore:
         return True
 
     async def bans(self) -> list[Ban]:
-        return [ban for address, ban in list(self._bans.items()) if self.is_banned(address)]
+        return [ban for address in list(self._bans) if (ban := self.ban_of(address)) is not None]
 
     async def lift(self, address: str) -> bool:
         self._strikes.pop(address, None)

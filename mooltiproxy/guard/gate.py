@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 from aiohttp import web
 
 from mooltiproxy.config.settings import ClientKey, GuardSettings
+from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.metrics import Metrics
-from mooltiproxy.guard.bans import BanStore
+from mooltiproxy.guard.bans import FOREVER, BanStore
 from mooltiproxy.guard.client_address import IPAddress, client_address, parse_address
-from mooltiproxy.guard.keys import KeyRing
+from mooltiproxy.guard.keys import KeyRing, presents_a_key
 
 log = logging.getLogger("mooltiproxy.guard")
 
@@ -63,22 +66,51 @@ class Guard:
             self._peers[request.remote] = caller
         return caller
 
-    def refusal(self, caller: Caller) -> str | None:
-        """Why this caller is refused before anything else, or None."""
+    def check_address(self, caller: Caller) -> None:
+        """Raises the 403 of a blacklisted or banned address, saying which and for how long."""
         if caller.blacklisted:
-            return "blacklisted"
-        if self.store.is_banned(caller.key):
-            return "banned"
-        return None
+            log.warning("refused blacklisted client %s", caller.key)
+            raise ProxyError(403, "Access denied: this address is blacklisted", code="ip_blacklisted")
+        ban = self.store.ban_of(caller.key)
+        if ban is None:
+            return
+        log.warning("refused banned client %s", caller.key)
+        if ban.until == FOREVER:
+            raise ProxyError(
+                403,
+                "Access denied: this address is banned after repeated failed logins, until an operator lifts the ban",
+                code="ip_banned",
+            )
+        seconds = max(1, math.ceil(ban.until - time.time()))
+        raise ProxyError(
+            403,
+            f"Access denied: this address is banned for {seconds} more seconds after repeated failed logins",
+            code="ip_banned",
+            headers={"Retry-After": str(seconds)},
+        )
 
-    def identify(self, authorization: str | None) -> ClientKey | None:
-        return self._keys.identify(authorization)
+    async def authenticate(self, caller: Caller, authorization: str | None) -> ClientKey:
+        """The client the key belongs to; else a 401, and a strike when a key was presented."""
+        client = self._keys.identify(authorization)
+        if client is not None:
+            return client
+        if not presents_a_key(authorization):
+            # Nothing was guessed (a probe, a client not yet configured): no strike.
+            log.info("client %s: no API key", caller.key)
+            raise _unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'")
+        log.warning("client %s: invalid API key", caller.key)
+        await self._strike(caller)
+        raise _unauthorized("Invalid API key")
 
-    async def strike(self, caller: Caller) -> None:
-        """Counts a failed authentication; whitelisted addresses are never banned."""
+    async def _strike(self, caller: Caller) -> None:
+        """Counts a wrong key; whitelisted addresses are never banned."""
         if caller.address is not None and caller.address in self._settings.whitelist:
             return
         self._metrics.add("mooltiproxy_strikes_total")
         if await self.store.strike(caller.key):
             self._metrics.add("mooltiproxy_bans_total")
-            log.warning("client %s banned after %d failed authentications", caller.key, self._settings.max_tries)
+            log.warning("client %s banned after %d wrong keys", caller.key, self._settings.max_tries)
+
+
+def _unauthorized(message: str) -> ProxyError:
+    return ProxyError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})

@@ -19,6 +19,14 @@ def bearer_token(authorization: str | None) -> str | None:
     return authorization[7:].strip() or None
 
 
+def presents_a_key(authorization: str | None) -> bool:
+    """Whether the header holds any credential at all (an empty `Bearer` holds none)."""
+    if authorization is None:
+        return False
+    credential = authorization.strip()
+    return bool(credential) and credential.lower() != "bearer"
+
+
 class KeyRing:
     """Finds which client a presented key belongs to, comparing it with every known key."""
 
