@@ -68,3 +68,20 @@ def test_langchain_chat_openai(proxy, fake_tgi):
     # LangChain sends max_tokens as max_completion_tokens.
     assert parameters["max_new_tokens"] == 40
     assert parameters["do_sample"] is False
+
+
+@pytest.mark.parametrize("library", ["text_generation", "huggingface_hub"])
+def test_tgi_clients_on_the_root_route(start_proxy, fake_tgi, library):
+    # The template maps `/` on its TGI target: TGI's clients post there, streamed or not.
+    proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/": None}}}))
+    fake_tgi.reply = "Deep learning stacks many layers of learned features."
+    python = (
+        client_venv("text-generation-0.7", "text-generation==0.7.0") if library == "text_generation" else sys.executable
+    )
+    answer = run_client(python, "tgi_clients.py", library, proxy.url, KEY)
+    assert answer["text"] == "Deep learning stacks many layers"
+    assert "".join(answer["streamed"]) == "Deep learning stacks many layers"
+    assert (answer["finish_reason"], answer["generated_tokens"], answer["seed"]) == ("length", 5, 7)
+    assert [request.path for request in fake_tgi.received] == ["/", "/"]
+    assert [request.json().get("stream", False) for request in fake_tgi.received] == [False, True]
+    assert all(request.headers.get("Authorization") is None for request in fake_tgi.received)
