@@ -6,12 +6,10 @@ from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.translation.marks import uses_template
-from mooltiproxy.translation.prompting import plain_messages, template_of, without_bos
+from mooltiproxy.translation.prompting import render_chat
 
 
 @uses_template("jinja")
 def chat_template(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
     """The endpoint's template (a `templates:` entry or a built-in one such as `llama3`)."""
-    template = template_of(endpoint)
-    prompt = template.render(plain_messages(messages), add_generation_prompt=True)
-    return without_bos(prompt, template.bos_token, endpoint.strip_bos), list(template.stop)
+    return render_chat(messages, endpoint)

@@ -7,7 +7,13 @@ from typing import Any
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.translation.marks import uses_template
-from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT, plain_messages, template_of, without_bos
+from mooltiproxy.translation.prompting import (
+    DEFAULT_SYSTEM_PROMPT,
+    plain_messages,
+    render_chat,
+    template_of,
+    without_bos,
+)
 
 # These two formats are fixed, so they are built in Python: rendering them with Jinja took several
 # times longer, on every translated request.
@@ -24,10 +30,9 @@ def _split_system(messages: list[dict[str, str]], endpoint: Endpoint) -> tuple[s
 def fromTemplate(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
     """The original format built from a `templates:` entry's markers, or its whole Jinja template."""
     template = template_of(endpoint)
-    plain = plain_messages(messages)
     if template.jinja is not None:
-        prompt = template.render(plain)
-        return without_bos(prompt, template.bos_token, endpoint.strip_bos), list(template.stop)
+        return render_chat(messages, endpoint)
+    plain = plain_messages(messages)
     system, turns = _split_system(plain, endpoint)
     for index, message in enumerate(turns, start=len(plain) - len(turns)):
         if message["role"] not in template.markers:

@@ -1,21 +1,24 @@
-"""Prompters: golden strings for the original formats, and transformers' rendering of 32 real templates."""
+"""Prompters: golden strings for the original formats, and transformers' rendering of real templates:
+32 with string content, 15 with content sent as lists of parts."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import httpx
 import pytest
 
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.config.template_entries import builtin_templates
+from mooltiproxy.config.template_entries import builtin_templates, template_entry_validator
 from mooltiproxy.config.templates import PromptTemplate, compile_template, stop_strings_of
 from mooltiproxy.core.errors import ConfigError, ProxyError
 from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT
 from prompters.chat_template import chat_template
 from prompters.original import fromTemplate, llama2_chat
 
-from conftest import DATA
+from conftest import DATA, KEY, auth, proxy_config
 
 HISTORY = [
     {"role": "system", "content": "You are Bob."},
@@ -28,6 +31,8 @@ HUMAN_RESPONSE = PromptTemplate(
     markers={"preprompt": "", "start": "", "system": "", "user": "\n### HUMAN:\n", "assistant": "\n### RESPONSE:\n"},
 )
 CASES = json.loads((DATA / "chat-templates.json").read_text())
+# Made by tests/data/render_with_transformers.py.
+PARTS_CASES = json.loads((DATA / "chat-templates-parts.json").read_text())
 
 
 def endpoint(template: PromptTemplate | None = None, **settings) -> Endpoint:
@@ -225,3 +230,88 @@ def test_template_entry_errors(tmp_path, entry, problem):
     with pytest.raises(ConfigError) as refused:
         load_config(tmp_path / "config.yaml", environ={})
     assert any(line.startswith(problem) for line in refused.value.problems), refused.value.problems
+
+
+def entry_template(tmp_path: Path, name: str = "T", **entry) -> PromptTemplate:
+    return PromptTemplate(name=name, **template_entry_validator(tmp_path)(entry))
+
+
+@pytest.mark.parametrize("case", PARTS_CASES, ids=[case["name"] for case in PARTS_CASES])
+def test_content_parts_reach_the_template_as_transformers_passes_them(case, tmp_path):
+    # A template that loops over a message's content gets the parts themselves; one that reads
+    # content as a string gets them joined with newlines.
+    template = entry_template(
+        tmp_path,
+        case["name"],
+        chat_template=case["chat_template"],
+        bos_token=case["bos_token"],
+        eos_token=case["eos_token"],
+    )
+    assert template.content_parts is case["content_parts"]
+    prompt, _ = chat_template(case["messages"], endpoint(template, strip_bos=False))
+    assert prompt == case["expected"]
+
+
+def test_content_format_can_be_forced(tmp_path):
+    gemma3 = next(case for case in PARTS_CASES if case["name"] == "google-gemma-3-27b-it")
+    forced = entry_template(tmp_path, chat_template=gemma3["chat_template"], content_format="string")
+    prompt, _ = chat_template(gemma3["messages"], endpoint(forced))
+    assert "Describe the sea\n in two parts." in prompt  # joined, where the parts would be concatenated
+    with pytest.raises(Exception, match="expected one of auto, string, openai"):
+        entry_template(tmp_path, chat_template="x", content_format="list")
+
+
+def test_templates_see_what_transformers_gives_them(tmp_path):
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": {"content": "</s>"},
+                "unk_token": "<unk>",
+                "pad_token": None,
+                "additional_special_tokens": ["<tool>", {"content": "<img>"}],
+                "chat_template": "from the config, overridden by chat_template.jinja",
+            }
+        )
+    )
+    (tmp_path / "chat_template.jinja").write_text(
+        "{{ tools is none }}|{{ documents is none }}|{{ unk_token }}|{{ additional_special_tokens | join(',') }}|"
+        "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}"
+    )
+    template = entry_template(tmp_path, tokenizer_config=".")  # the model folder itself
+    assert template.render([{"role": "user", "content": "hi"}]) == "True|True|<unk>|<tool>,<img>|hi"
+    assert (template.bos_token, template.eos_token) == ("<s>", "</s>")
+
+
+def test_named_templates_serve_requests_with_tools(tmp_path):
+    (tmp_path / "chat_template.json").write_text(
+        json.dumps({"chat_template": {"default": "plain", "tool_use": "tools: {{ tools | length }}"}})
+    )
+    template = entry_template(tmp_path, tokenizer_config=".")  # no tokenizer_config.json: the folder's files
+    assert template.render([{"role": "user", "content": "hi"}]) == "plain"
+    assert template.render([{"role": "user", "content": "hi"}], tools=[{"type": "function"}]) == "tools: 1"
+
+
+def test_a_model_folder_through_the_proxy(start_proxy, fake_tgi, tmp_path):
+    gemma3 = next(case for case in PARTS_CASES if case["name"] == "google-gemma-3-27b-it")
+    model = tmp_path / "gemma-3"
+    model.mkdir()
+    (model / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
+    (model / "chat_template.jinja").write_text(gemma3["chat_template"])
+    route = {"path": "/generate", "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"}
+    config = proxy_config(
+        {
+            "tgi": {
+                "url": fake_tgi.url,
+                "mapping": {"/chat/completions": {**route, "prompter": "chat_template", "template": "Gemma3"}},
+            }
+        },
+        templates={"Gemma3": {"tokenizer_config": str(model)}},
+    )
+    proxy = start_proxy(config)
+    answer = httpx.post(
+        f"{proxy.url}/v1/chat/completions", headers=auth(KEY), json={"model": "gemma-3", "messages": gemma3["messages"]}
+    )
+    assert answer.status_code == 200, answer.text
+    # TGI adds the bos token itself: the proxy sends the rest of transformers' prompt.
+    assert fake_tgi.last.json()["inputs"] == gemma3["expected"].removeprefix("<bos>")

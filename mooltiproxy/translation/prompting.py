@@ -19,8 +19,10 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def message_text(message: Any, index: int) -> str:
-    """The text of one chat message: a string, or the concatenated text parts of a list."""
+def message_content(message: Any, index: int, keep_parts: bool = False) -> str | list[Any]:
+    """The content of one chat message: a string as it is; a list of text parts joined with
+    newlines, or, for a template that reads parts itself, the list unchanged (as transformers
+    passes it)."""
     if not isinstance(message, dict):
         raise _invalid(f"messages[{index}] must be an object with 'role' and 'content'")
     content = message.get("content")
@@ -28,29 +30,35 @@ def message_text(message: Any, index: int) -> str:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        texts = []
-        for part_index, part in enumerate(content):
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise _invalid(f"messages[{index}].content[{part_index}]: only text parts are supported, got '{kind}'")
-            texts.append(part["text"])
-        return "\n".join(texts)
-    raise _invalid(f"messages[{index}].content must be a string or a list of text parts")
+    if not isinstance(content, list):
+        raise _invalid(f"messages[{index}].content must be a string or a list of text parts")
+    for part_index, part in enumerate(content):
+        if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+            raise _invalid(f"messages[{index}].content[{part_index}]: only text parts are supported, got '{kind}'")
+    return content if keep_parts else "\n".join(part["text"] for part in content)
 
 
-def plain_messages(messages: Any) -> list[dict[str, str]]:
-    """Validated messages as {'role', 'content'} dicts of strings; `developer` counts as `system`."""
+def plain_messages(messages: Any, keep_parts: bool = False) -> list[dict[str, Any]]:
+    """Validated messages as {'role', 'content'} dicts; `developer` counts as `system`. Content is
+    a string, or with `keep_parts` a list of text parts when the client sent one."""
     if not isinstance(messages, list) or not messages:
         raise _invalid("'messages' must be a non-empty list")
     plain = []
     for index, message in enumerate(messages):
-        text = message_text(message, index)
+        content = message_content(message, index, keep_parts)
         role = message.get("role")
         if not isinstance(role, str) or not role:
             raise _invalid(f"messages[{index}].role must be a non-empty string")
-        plain.append({"role": "system" if role == "developer" else role, "content": text})
+        plain.append({"role": "system" if role == "developer" else role, "content": content})
     return plain
+
+
+def render_chat(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
+    """(prompt, stop strings) from the endpoint's Jinja template, rendered as transformers renders it."""
+    template = template_of(endpoint)
+    prompt = template.render(plain_messages(messages, keep_parts=template.content_parts))
+    return without_bos(prompt, template.bos_token, endpoint.strip_bos), list(template.stop)
 
 
 def without_bos(prompt: str, bos_token: str, enabled: bool) -> str:
