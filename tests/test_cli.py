@@ -193,3 +193,67 @@ def test_ssl_without_certificate_is_a_clean_failure(tmp_path):
     assert_clean_failure(result)
     assert "system.ssl: cannot load certificate" in result.stderr
     assert str(tmp_path / "certificates" / "cert.pem") in result.stderr
+
+
+VALID_YAML = yaml.safe_dump(VALID)
+LAUGHS = "".join(
+    f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9) if level else ', '.join(['lol'] * 9)}]\n"
+    for level in range(8)
+)
+BROKEN_LOADERS = {
+    # A 1 KB "billion laughs": PyYAML shares the aliased nodes, validation would walk 43 million.
+    "alias bomb": (LAUGHS + "cerbere:\n  whitelist: [*l7]\n" + VALID_YAML, "l5.0", "expands to more than 100,000"),
+    "alias loop": ("a: &a [x, *a]\n" + VALID_YAML, "a.1", "inside what it names"),
+    "deep nesting": ("x: " + "[" * 3000 + "]" * 3000 + "\n" + VALID_YAML, "x.0.0", "nested more than 64 levels"),
+    "huge integer": (VALID_YAML + "cerbere:\n  max_tries: " + "7" * 5000 + "\n", "cerbere.max_tries", "5000 digits"),
+    "infinity": (VALID_YAML + "cerbere:\n  ban_seconds: .inf\n", "cerbere.ban_seconds", "not a finite number"),
+    "not a number": (VALID_YAML.replace("port: 0", "port: .nan"), "system.port", "not a finite number"),
+    "duplicate client": (
+        VALID_YAML + "clients:\n  alice:\n    envkey: A\n    targets: [tgi]\n  alice:\n    envkey: A\n",
+        "clients.alice",
+        "duplicate key (first on line",
+    ),
+    "duplicate section": (
+        VALID_YAML + "cerbere: {max_tries: 3}\ncerbere: {max_tries: 99}\n",
+        "cerbere",
+        "duplicate key",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_LOADERS, ids=list(BROKEN_LOADERS))
+def test_configs_that_break_yaml_loaders_are_one_line_errors(tmp_path, case):
+    text, key, problem = BROKEN_LOADERS[case]
+    path = write(tmp_path, text)
+    for result in (
+        run_cli("--config", str(path), "--check"),
+        run_cli("--config", str(path), env={"MOOLTIPROXY_KEY": KEY}),
+    ):
+        assert_clean_failure(result)
+        problems = result.stderr.splitlines()[1:]
+        assert len(problems) == 1, result.stderr
+        assert problems[0].startswith(f"  {path}:") and f": {key}" in problems[0] and problem in problems[0]
+        assert len(result.stderr) < 1000
+    if case.startswith("duplicate"):  # the second occurrence is named, with the first's line
+        name = key.rpartition(".")[2] + ":"
+        lines = [number for number, content in enumerate(text.splitlines(), 1) if content.strip().startswith(name)]
+        assert f"{path}:{lines[1]}: {key}: duplicate key (first on line {lines[0]})" in result.stderr
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
+    path = write(tmp_path, VALID_YAML + "#" + "x" * (1024 * 1024) + "\n")
+    result = run_cli("--config", str(path), "--check")
+    assert_clean_failure(result)
+    assert "a config may have at most 1,048,576" in result.stderr
+
+
+def test_merges_stay_allowed(tmp_path):
+    text = (
+        "system: {port: 0, host: 127.0.0.1}\n"
+        "base: &route {path: /generate}\n"
+        "targets:\n  default: tgi\n  tgi:\n    url: http://127.0.0.1:8080\n    mapping:\n"
+        "      /a: {<<: *route}\n      /b:\n        <<: *route\n        methods: [POST]\n"
+    )
+    result = run_cli("--config", str(write(tmp_path, text)), "--check", env={"MOOLTIPROXY_KEY": KEY})
+    assert "base: unknown key" in result.stderr  # the anchor holder is not a section; the merges themselves load
+    assert "<<" not in result.stderr

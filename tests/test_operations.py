@@ -15,7 +15,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from conftest import KEY, auth, proxy_config, run_cli
+from conftest import KEY, auth, proxy_config, run_cli, wait_for_log
 from fake_tgi import MODEL_ID
 from test_translation import TRANSLATED
 
@@ -274,3 +274,14 @@ def test_reload_under_load_loses_no_request(start_proxy, fake_tgi):
     assert proxy.log().count("config reloaded") == 5
     assert len(statuses) > 20
     assert set(statuses) == {200}
+
+
+def test_reload_refuses_a_config_that_breaks_the_loader(start_proxy, fake_tgi):
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}})
+    proxy = start_proxy(config)
+    laughs = "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9) if n else 'lol'}]\n" for n in range(9))
+    proxy.config_path.write_text(laughs + yaml.safe_dump(config))
+    proxy.process.send_signal(signal.SIGHUP)
+    log = wait_for_log(proxy, "reload refused")
+    assert f"{proxy.config_path}:6: l5." in log and "the document expands to more than 100,000 values" in log
+    assert httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200

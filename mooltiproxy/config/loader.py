@@ -30,6 +30,7 @@ from mooltiproxy.config.settings import (
 )
 from mooltiproxy.config.template_entries import builtin_templates
 from mooltiproxy.config.templates import PromptTemplate
+from mooltiproxy.config.yaml_shape import check_yaml_shape
 from mooltiproxy.core.errors import ConfigError
 
 
@@ -58,6 +59,7 @@ def read_yaml(source: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     try:
+        check_yaml_shape(text, source)
         document = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
