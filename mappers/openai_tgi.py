@@ -159,7 +159,10 @@ def _streamed(payload: dict, context: RequestContext) -> bool:
     if stream not in (None, True, False):
         raise invalid("'stream' must be a boolean", "stream")
     options = payload.get("stream_options")
-    context.state[_INCLUDE_USAGE] = bool(isinstance(options, dict) and options.get("include_usage"))
+    include_usage = options.get("include_usage") if isinstance(options, dict) else None
+    if include_usage not in (None, True, False):
+        raise invalid("'stream_options.include_usage' must be a boolean", "stream_options")
+    context.state[_INCLUDE_USAGE] = include_usage is True
     return stream is True
 
 

@@ -127,6 +127,80 @@ def test_completion_bodies(proxy, fake_tgi, body):
     assert_not_the_proxys_5xx(httpx.post(f"{proxy.url}/completions", json=body, headers=auth()))
 
 
+# The JSON types of OpenAI's request fields, from its API reference (and TGI's parameters).
+NUMBER, INTEGER, BOOLEAN, STRING, OBJECT = "number", "integer", "boolean", "string", "object"
+FIELD_TYPES = {
+    "model": {STRING},
+    "temperature": {NUMBER, INTEGER},
+    "top_p": {NUMBER, INTEGER},
+    "frequency_penalty": {NUMBER, INTEGER},
+    "presence_penalty": {NUMBER, INTEGER},
+    "n": {INTEGER},
+    "max_tokens": {INTEGER},
+    "max_completion_tokens": {INTEGER},
+    "seed": {INTEGER},
+    "stop": {STRING, "list"},
+    "stream": {BOOLEAN},
+    "stream_options": {OBJECT},
+    "best_of": {INTEGER},
+    "echo": {BOOLEAN},
+    "logit_bias": {OBJECT},
+    "logprobs": {BOOLEAN, INTEGER},
+    "top_logprobs": {INTEGER},
+    "user": {STRING},
+    "response_format": {OBJECT},
+    "metadata": {OBJECT},
+    "store": {BOOLEAN},
+    "parallel_tool_calls": {BOOLEAN},
+    "service_tier": {STRING},
+    "top_k": {INTEGER},
+    "typical_p": {NUMBER, INTEGER},
+    "repetition_penalty": {NUMBER, INTEGER},
+    "do_sample": {BOOLEAN},
+    "truncate": {INTEGER},
+    "watermark": {BOOLEAN},
+    "grammar": {OBJECT},
+}
+VALUES_BY_TYPE = {
+    NUMBER: st.floats(-10, 10, allow_nan=False).filter(lambda x: not x.is_integer()),
+    INTEGER: st.integers(-10, 10),
+    BOOLEAN: st.booleans(),
+    STRING: st.text(max_size=10),
+    OBJECT: st.dictionaries(st.text(max_size=5), json_scalars, max_size=3),
+    "list": st.lists(json_scalars, min_size=1, max_size=3).filter(
+        lambda items: not all(isinstance(i, str) for i in items)
+    ),
+}
+# Right types, wrong shapes inside.
+NESTED = [
+    ("response_format", {"type": "json_schema", "json_schema": "x"}),
+    ("response_format", {"type": "json_schema", "json_schema": {"schema": [1]}}),
+    ("response_format", {"type": 5}),
+    ("stream_options", {"include_usage": "yes"}),
+    ("grammar", {"type": "json"}),
+    ("grammar", {"type": "yaml", "value": "x"}),
+    ("stop", [1, 2]),
+    ("top_k", 0),
+    ("typical_p", 0),
+    ("repetition_penalty", -1),
+]
+wrong_fields = st.sampled_from(sorted(FIELD_TYPES)).flatmap(
+    lambda name: st.one_of(*(VALUES_BY_TYPE[kind] for kind in VALUES_BY_TYPE if kind not in FIELD_TYPES[name])).map(
+        lambda value: (name, value)
+    )
+) | st.sampled_from(NESTED)
+
+
+@SETTINGS
+@given(field=wrong_fields, route=st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+def test_a_field_of_the_wrong_shape_is_a_400_naming_it(proxy, fake_tgi, field, route):
+    name, value = field
+    base = {"messages": [{"role": "user", "content": "hi"}]} if "chat" in route else {"prompt": "hi"}
+    answer = httpx.post(f"{proxy.url}{route}", json={"model": "m", **base, name: value}, headers=auth())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == name, answer.text
+
+
 @SETTINGS
 @given(body=st.binary(max_size=200) | json_values.map(lambda value: yaml.safe_dump(value).encode()))
 def test_raw_bodies(proxy, fake_tgi, body):

@@ -300,9 +300,11 @@ def test_tgi_errors_become_openai_errors(proxy, fake_tgi, failure, exception):
 def test_tgi_validation_error_is_a_422_with_tgis_message(proxy, fake_tgi):
     with pytest.raises(openai.UnprocessableEntityError) as raised:
         client(proxy).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.7, extra_body={"top_k": 0}
+            model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.7, extra_body={"truncate": 5000}
         )
-    assert raised.value.body["message"] == "Input validation error: `top_k` must be strictly positive"
+    assert raised.value.body["message"] == (
+        "Input validation error: `truncate` must be strictly positive and less than 4095. Given: 5000"
+    )
     assert raised.value.body["code"] == "validation"
 
 

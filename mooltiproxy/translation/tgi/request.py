@@ -23,6 +23,72 @@ _UNSUPPORTED = {
 }
 
 
+_NUMBER = "a number"
+_INTEGER = "an integer"
+_BOOLEAN = "a boolean"
+_STRING = "a string"
+_OBJECT = "an object"
+# The JSON type of each field of OpenAI's completion and chat requests (and of TGI's own
+# parameters, which clients may send too), checked before anything reads them: a wrong shape is a
+# 400 naming the field, never a failure further on. null is allowed everywhere, as OpenAI allows it.
+FIELD_TYPES: dict[str, tuple[str, ...]] = {
+    "model": (_STRING,),
+    "temperature": (_NUMBER,),
+    "top_p": (_NUMBER,),
+    "n": (_INTEGER,),
+    "stream": (_BOOLEAN,),
+    "stream_options": (_OBJECT,),
+    "max_tokens": (_INTEGER,),
+    "max_completion_tokens": (_INTEGER,),
+    "presence_penalty": (_NUMBER,),
+    "frequency_penalty": (_NUMBER,),
+    "logit_bias": (_OBJECT,),
+    "logprobs": (_BOOLEAN, _INTEGER),  # a boolean on chat, an integer on completions
+    "top_logprobs": (_INTEGER,),
+    "user": (_STRING,),
+    "seed": (_INTEGER,),
+    "response_format": (_OBJECT,),
+    "best_of": (_INTEGER,),
+    "echo": (_BOOLEAN,),
+    "suffix": (_STRING,),
+    "metadata": (_OBJECT,),
+    "store": (_BOOLEAN,),
+    "parallel_tool_calls": (_BOOLEAN,),
+    "service_tier": (_STRING,),
+    "reasoning_effort": (_STRING,),
+    "top_k": (_INTEGER,),
+    "typical_p": (_NUMBER,),
+    "repetition_penalty": (_NUMBER,),
+    "do_sample": (_BOOLEAN,),
+    "truncate": (_INTEGER,),
+    "watermark": (_BOOLEAN,),
+    "grammar": (_OBJECT,),
+}
+_GRAMMAR_TYPES = ("json", "regex", "json_schema")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return _BOOLEAN
+    if isinstance(value, int):
+        return _INTEGER
+    if isinstance(value, float):
+        return _NUMBER
+    if isinstance(value, str):
+        return _STRING
+    return _OBJECT if isinstance(value, dict) else "a list"
+
+
+def check_field_types(body: Mapping[str, Any]) -> None:
+    for name, types in FIELD_TYPES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        found = _json_type(value)
+        if found not in types and not (found == _INTEGER and _NUMBER in types):
+            raise invalid(f"'{name}' must be {' or '.join(types)}, not {found}", name)
+
+
 class TGIRequest(NamedTuple):
     """The parameters of each upstream call (one per choice) and every stop string to enforce."""
 
@@ -62,6 +128,8 @@ def tgi_request(
     for field, feature in _UNSUPPORTED.items():
         if get(field):
             raise invalid(f"{feature} is not supported by this endpoint", field)
+    check_field_types(body)
+    _check_tgi_parameters(body)
 
     parameters: dict[str, Any] = {"details": True}
     temperature = get("temperature")
@@ -157,15 +225,28 @@ def tgi_request(
     return TGIRequest([{**parameters, "seed": seed + index} for index in range(n)], stops)
 
 
-def _grammar(response_format: Any) -> dict[str, Any] | None:
+def _check_tgi_parameters(body: Mapping[str, Any]) -> None:
+    """The ranges of TGI's own parameters, whose types check_field_types has seen."""
+    for name in ("top_k", "truncate"):
+        if body.get(name) is not None:
+            _integer(body[name], name, 1)
+    typical_p, repetition_penalty, grammar = body.get("typical_p"), body.get("repetition_penalty"), body.get("grammar")
+    if typical_p is not None and not 0 < typical_p <= 1:
+        raise invalid("'typical_p' must be a number above 0 and at most 1", "typical_p")
+    if repetition_penalty is not None and not repetition_penalty > 0:
+        raise invalid("'repetition_penalty' must be a number above 0", "repetition_penalty")
+    if grammar is not None and (grammar.get("type") not in _GRAMMAR_TYPES or "value" not in grammar):
+        raise invalid(f'\'grammar\' must be {{"type": one of {", ".join(_GRAMMAR_TYPES)}, "value": ...}}', "grammar")
+
+
+def _grammar(response_format: Mapping[str, Any]) -> dict[str, Any] | None:
     """OpenAI structured outputs -> TGI grammar."""
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    kind = response_format.get("type")
     if kind == "text":
         return None
     if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        json_schema = response_format.get("json_schema")
+        schema = json_schema.get("schema") if isinstance(json_schema, Mapping) else None
         if isinstance(schema, Mapping):
             return {"type": "json", "value": schema}
         raise invalid("'response_format.json_schema.schema' must be a JSON schema object", "response_format")
