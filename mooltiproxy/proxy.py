@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import web
 
@@ -20,7 +21,7 @@ from mooltiproxy.operations.admin import Admin
 from mooltiproxy.operations.logs import log_access
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.cors import is_preflight, preflight_response
-from mooltiproxy.serving.incoming import read_body
+from mooltiproxy.serving.incoming import BodyBudget, read_body
 from mooltiproxy.serving.request_target import split_request_target
 from mooltiproxy.serving.responses import error_response
 from mooltiproxy.serving.stamping import stamp
@@ -64,6 +65,7 @@ class Proxy:
     def __init__(self, state: RoutingState, metrics: Metrics):
         self.state = state
         self._metrics = metrics
+        self._budget = BodyBudget()  # outlives reloads: the bytes it counts belong to requests in flight
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The answer to a request; a streamed one is already written, a complete one is not."""
@@ -93,6 +95,7 @@ class Proxy:
             )
             response = error_response(ProxyError(500, "Internal proxy error", code="internal_error"))
         finally:
+            self._budget.give_back(context.held_bytes)
             # Reached on cancellation too (the client went away): still one access line.
             elapsed = time.perf_counter() - started
             status = response.status if response is not None else _CLIENT_CLOSED
@@ -101,6 +104,10 @@ class Proxy:
         if not response.prepared:
             stamp(request, context, response)
         return response
+
+    def _take(self, context: RequestContext, limit: int, size: int) -> None:
+        self._budget.take(size, limit)
+        context.held_bytes += size
 
     def _count(self, context: RequestContext, status: int, elapsed: float) -> None:
         route = context.endpoint.incoming_path if context.endpoint else "-"
@@ -126,7 +133,12 @@ class Proxy:
         if path.startswith(state.admin.prefix):
             return await state.admin.handle(request, path, client)
         system = state.config.system
-        context.raw_body = await read_body(request, system.max_body_size, system.client_timeout)
+        context.raw_body = await read_body(
+            request,
+            system.max_body_size,
+            system.client_timeout,
+            partial(self._take, context, system.max_inflight_bytes),
+        )
         target = self._choose_target(state, request, context)
         context.target = target
         _check_allowed(client, target)
@@ -136,6 +148,8 @@ class Proxy:
                 return await state.catalog.listing(client, state.authorizations)
             raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
         _check_method(request.method, candidates[0][1])
+        if all(endpoint.request_mapper is not None for _, endpoint in candidates):
+            context.keep_parsed_body_only()
         return await self._forward(state, request, context, candidates, query, caller)
 
     async def _forward(

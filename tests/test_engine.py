@@ -177,3 +177,35 @@ def test_the_pure_python_parser_may_be_allowed_for_development(start_proxy, fake
 def test_answers_name_no_server_software(start_proxy, fake_tgi):
     proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}))
     assert httpx.get(f"{proxy.url}/_proxy/health").headers["Server"] == "mooltiproxy"
+
+
+def test_request_bytes_held_at_once_are_bounded(start_proxy, echo):
+    config = proxy_config(
+        {"echo": {"url": echo.url, "mapping": {"/post": None}}},
+        system={"max_body_size": 600_000, "max_inflight_bytes": 1_000_000},
+    )
+    proxy = start_proxy(config)
+    head = f"POST /post HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 600000\r\n\r\n"
+    slow = connect(proxy)
+    slow.sendall(head.encode() + b"a" * 1000)  # its 600,000 bytes are counted from the head on
+    time.sleep(0.2)
+    refused = httpx.post(f"{proxy.url}/post", content=b"b" * 500_000, headers=auth())
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert httpx.post(f"{proxy.url}/post", content=b"c" * 300_000, headers=auth()).status_code == 200
+    slow.sendall(b"a" * 599_000)
+    assert slow.recv(12).startswith(b"HTTP/1.1 200")
+    slow.close()
+    # Every byte is given back when its request ends.
+    assert httpx.post(f"{proxy.url}/post", content=b"d" * 600_000, headers=auth()).status_code == 200
+
+
+def test_the_budget_must_fit_one_body(tmp_path):
+    config = proxy_config(
+        {"t": {"url": "http://127.0.0.1:9", "mapping": {"/x": None}}}, system={"max_inflight_bytes": 5}
+    )
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("--config", str(tmp_path / "config.yaml"), "--check")
+    assert result.returncode == 1
+    assert "system.max_inflight_bytes: must be at least max_body_size" in result.stderr

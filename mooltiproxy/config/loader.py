@@ -143,6 +143,7 @@ class _Builder:
             connect_timeout=section["connect_timeout"],
             queue_timeout=section["queue_timeout"],
             max_body_size=section["max_body_size"],
+            max_inflight_bytes=section["max_inflight_bytes"],
             client_timeout=section["client_timeout"],
             client_ca=folder / section["client_ca"] if section["client_ca"] else None,
             admin_prefix=section["admin_prefix"],

@@ -183,6 +183,14 @@ TGI_DEFAULTS = vol.Schema(
 )
 
 
+def _inflight_covers_a_body(system: dict[str, Any]) -> dict[str, Any]:
+    if system["max_inflight_bytes"] < system["max_body_size"]:
+        raise vol.Invalid(
+            "must be at least max_body_size, or no request that large could ever be served", path=["max_inflight_bytes"]
+        )
+    return system
+
+
 def build_schema(
     raw: dict,
     mappers: Mapping[str, Callable],
@@ -353,7 +361,7 @@ def build_schema(
     return vol.Schema(
         {
             vol.Optional("system", default=None): _section(
-                vol.Schema(
+                vol.All(
                     {
                         vol.Optional("host", default=None): vol.Any(None, str),
                         vol.Optional("port", default=8000): _integer(0, 65535),
@@ -365,6 +373,7 @@ def build_schema(
                         vol.Optional("connect_timeout", default=3.05): _number(0),
                         vol.Optional("queue_timeout", default=30.0): _number(0),
                         vol.Optional("max_body_size", default=10 * 1024 * 1024): _integer(1),
+                        vol.Optional("max_inflight_bytes", default=256 * 1024 * 1024): _integer(1),
                         vol.Optional("client_timeout", default=60.0): _number(0),
                         vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),
                         vol.Optional("admin_prefix", default="/_proxy/"): _admin_prefix,
@@ -375,7 +384,8 @@ def build_schema(
                         ),
                         vol.Optional("metrics_public", default=False): bool,
                         vol.Optional("masterkey", default=None): vol.Any(None, str),
-                    }
+                    },
+                    _inflight_covers_a_body,
                 )
             ),
             vol.Optional("cerbere", default=None): _section(

@@ -138,6 +138,8 @@ class SystemSettings:
     # How long a request may wait for one of its target's max_connections before a 503.
     queue_timeout: float = 30.0
     max_body_size: int = 10 * 1024 * 1024
+    # Request body bytes the process holds at once, all requests together (503 beyond).
+    max_inflight_bytes: int = 256 * 1024 * 1024
     # A client must send a whole request within this many seconds (slow clients are cut).
     client_timeout: float = 60.0
     # CA bundle checking client certificates (mutual TLS); None: no client certificate asked.

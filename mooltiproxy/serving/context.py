@@ -48,6 +48,7 @@ class RequestContext:
         "target",
         "endpoint",
         "raw_body",
+        "held_bytes",
         "upstream_status",
         "upstream_headers",
         "answer_headers",
@@ -67,6 +68,7 @@ class RequestContext:
         self.target: Target | None = None
         self.endpoint: Endpoint | None = None
         self.raw_body: bytes = b""
+        self.held_bytes = 0  # of the process's body budget
         self.upstream_status: int | None = None
         self.upstream_headers: CIMultiDictProxy[str] | None = None
         self.answer_headers: list[CIMultiDictProxy[str]] = []
@@ -79,6 +81,13 @@ class RequestContext:
         if self._body is _UNPARSED:
             self._body = parse_json_object(self.raw_body)
         return self._body
+
+    def keep_parsed_body_only(self) -> None:
+        """For a request only mappers will read: its bytes are let go once parsed, rather than held
+        (with the prompt and the upstream request made from them) until the answer is sent."""
+        if self._body is _UNPARSED:
+            self._body = parse_json_object(self.raw_body)
+        self.raw_body = b""
 
 
 def parse_json_object(raw: bytes) -> dict:

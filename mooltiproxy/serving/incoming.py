@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -14,14 +15,39 @@ from mooltiproxy.core.errors import ProxyError
 _DECODABLE = ("gzip", "x-gzip", "deflate")
 
 
-async def read_body(request: web.BaseRequest, limit: int, seconds: float) -> bytes:
+class BodyBudget:
+    """Request body bytes the process holds at once, all requests together. Past the budget a
+    request is refused with a 503 before its body is read: many large bodies at once would
+    otherwise take the process's memory (a translated body is held about twice, with its prompt)."""
+
+    def __init__(self) -> None:
+        self.held = 0
+
+    def take(self, size: int, limit: int) -> None:
+        if self.held + size > limit:
+            raise ProxyError(
+                503,
+                "The proxy is holding as many request bytes as it may; try again shortly",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            )
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+async def read_body(request: web.BaseRequest, limit: int, seconds: float, take: Callable[[int], None]) -> bytes:
     """The whole body: 413 past `limit` (without waiting for a body declared larger), 408 when it
-    takes longer than `seconds`, 400 when its framing breaks, 415 / 400 for its encoding."""
+    takes longer than `seconds`, 400 when its framing breaks, 415 / 400 for its encoding. `take`
+    counts its bytes in the process's budget as they are known (and raises past it)."""
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
     if not request.body_exists:
         return b""
+    if length is not None:
+        take(length)
     coding = request.headers.get("Transfer-Encoding")
     if coding is not None and coding.lower() != "chunked":
         # llhttp frames `gzip, chunked` by its final coding, and the proxy does not undo the others.
@@ -31,13 +57,21 @@ async def read_body(request: web.BaseRequest, limit: int, seconds: float) -> byt
         body = content.read_nowait()
         if len(body) > limit:
             raise _too_large(limit)
+        if length is None:
+            take(len(body))
     else:
-        body = await _read_stream(request, limit, seconds)
+        body = await _read_stream(request, limit, seconds, take if length is None else None)
     encoding = request.headers.get("Content-Encoding")
-    return _decoded(body, encoding.strip().lower(), limit) if encoding else body
+    if not encoding:
+        return body
+    decoded = _decoded(body, encoding.strip().lower(), limit)
+    take(max(0, len(decoded) - len(body)))
+    return decoded
 
 
-async def _read_stream(request: web.BaseRequest, limit: int, seconds: float) -> bytes:
+async def _read_stream(
+    request: web.BaseRequest, limit: int, seconds: float, take: Callable[[int], None] | None
+) -> bytes:
     if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
         # The interim answer the client waits for before sending the body (as aiohttp's docs do it).
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -48,6 +82,8 @@ async def _read_stream(request: web.BaseRequest, limit: int, seconds: float) -> 
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
+                if take is not None:  # a chunked body, counted as it comes
+                    take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise ProxyError(408, "The request body took too long to arrive", code="request_timeout") from None

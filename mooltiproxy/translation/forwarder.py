@@ -27,8 +27,8 @@ _DEBUG_BODY_LIMIT = 64 * 1024
 
 
 class UpstreamCall(NamedTuple):
-    payloads: list[Any]  # what the request mapper made (None: the client's body, relayed)
-    bodies: Sequence[bytes | None]
+    bodies: Sequence[bytes | None]  # encoded: the mapper's payloads are not kept while the target works
+    mapped: bool = False  # the request mapper made the bodies (else: the client's body, relayed)
     fanned_out: bool = False
     streamed: bool = False
 
@@ -123,7 +123,7 @@ class Forwarder:
             try:
                 response = await stream_translated(request, context, exchange, body, translator, self._client_timeout)
             except ProxyError as error:  # the stream never started: the client gets a plain error
-                retry = None if last_try else self._on_error(endpoint, error, call.payloads[0], context)
+                retry = None if last_try else self._on_error(endpoint, error, call, body, context)
                 if retry is None:
                     raise
                 body = self._encode(endpoint, retry)
@@ -140,7 +140,7 @@ class Forwarder:
     async def _read_and_map(
         self, context: RequestContext, endpoint: Endpoint, answer_mapper: Mapper, call: UpstreamCall, exchange: Exchange
     ) -> web.Response:
-        bodies = call.bodies
+        bodies, name = call.bodies, exchange.target.name
         for last_try in (False, True):
             answers = await exchange.read_all(bodies)
             context.upstream_seconds = exchange.seconds
@@ -148,10 +148,15 @@ class Forwarder:
             if failed is None:
                 break
             self._debug_body("error from upstream for %s", endpoint.incoming_path, failed.body)
-            error = upstream_error(failed.status, failed.body, exchange.target.name)
-            retry = None if last_try or call.fanned_out else self._on_error(endpoint, error, call.payloads[0], context)
+            retry = None
+            if not (last_try or call.fanned_out):
+                retry = self._on_error(
+                    endpoint, upstream_error(failed.status, failed.body, name), call, bodies[0], context
+                )
             if retry is None:
-                raise error
+                # Raised as made, never held in a local: an exception this frame holds would keep the
+                # frame (and the bodies) alive in a reference cycle until the garbage collector runs.
+                raise upstream_error(failed.status, failed.body, name)
             bodies = [self._encode(endpoint, retry)]
         context.upstream_status, context.upstream_headers = answers[0].status, answers[0].headers
         context.answer_headers = [answer.headers for answer in answers]
@@ -168,24 +173,26 @@ class Forwarder:
         self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
         return web.Response(status=answers[0].status, body=body, content_type="application/json")
 
-    def _on_error(self, endpoint: Endpoint, error: ProxyError, sent: Any, context: RequestContext) -> Any:
+    def _on_error(
+        self, endpoint: Endpoint, error: ProxyError, call: UpstreamCall, sent: bytes | None, context: RequestContext
+    ) -> Any:
         """The answer mapper's error hook: a payload to try once more, None, or its own error."""
-        if endpoint.error_hook is None or sent is None:
+        if endpoint.error_hook is None or not call.mapped or sent is None:
             return None
-        return self._apply(endpoint.answer_mapper_name, endpoint.error_hook, error, sent, context)
+        return self._apply(endpoint.answer_mapper_name, endpoint.error_hook, error, loads(sent), context)
 
     def _map_request(self, context: RequestContext, endpoint: Endpoint) -> UpstreamCall:
         """What to send upstream: the body as it came, or what the request mapper made of it."""
         if endpoint.request_mapper is None:
             self._debug_body("request body for %s", endpoint.incoming_path, context.raw_body)
-            return UpstreamCall([None], [context.raw_body or None])
+            return UpstreamCall([context.raw_body or None])
         mapped = self._apply(endpoint.request_mapper_name, endpoint.request_mapper, context.body, endpoint, context)
         fanned_out = isinstance(mapped, FanOut)
         if fanned_out and endpoint.answer_mapper is None:
             raise ProxyError(500, "A fan-out needs an answer mapper to merge the answers", code="mapper_error")
         payloads = list(mapped) if fanned_out else [mapped]
         bodies = [self._encode(endpoint, payload) for payload in payloads]
-        return UpstreamCall(payloads, bodies, fanned_out=fanned_out, streamed=isinstance(mapped, Streamed))
+        return UpstreamCall(bodies, mapped=True, fanned_out=fanned_out, streamed=isinstance(mapped, Streamed))
 
     def _encode(self, endpoint: Endpoint, payload: Any) -> bytes:
         body = dumps(payload)

@@ -69,7 +69,9 @@ async def stream_translated(
             while True:
                 await _send(stream, chunks)
                 if failure is not None:
-                    raise failure
+                    # Ended here, not raised: an exception held by this frame would keep it alive.
+                    await _end_with_error(stream, target, failure)
+                    return response
                 if translator.finished:
                     break
                 batch = await _next_batch(batches, target)
@@ -79,8 +81,7 @@ async def stream_translated(
             if not translator.complete:
                 raise ProxyError(500, f"Target '{target.name}' ended the stream early", code="incomplete_generation")
         except ProxyError as error:
-            log.warning("stream from target %s failed: %s", target.name, error.message)
-            await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
+            await _end_with_error(stream, target, error)
             return response
         await stream.end(b"".join(frame(chunk) for chunk in translator.end()) + DONE)
         return response
@@ -88,6 +89,12 @@ async def stream_translated(
         # A stream left unread (client gone, stop string reached) closes its connection at once,
         # which ends the generation upstream.
         upstream.release()
+
+
+async def _end_with_error(stream: ClientStream, target: Target, error: ProxyError) -> None:
+    """An error once the stream has started: an error event, then the end of the stream."""
+    log.warning("stream from target %s failed: %s", target.name, error.message)
+    await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
 
 
 async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:
