@@ -54,7 +54,7 @@ def routing_state(config: Config, guard: Guard, admin: Admin, pool: UpstreamPool
         guard=guard,
         admin=admin,
         pool=pool,
-        forwarder=Forwarder(pool, authorizations, metrics, config.system),
+        forwarder=Forwarder(pool, authorizations, metrics, config.system, config.guard.client_address_header),
         catalog=ModelCatalog(config.targets, pool),
         authorizations=authorizations,
         model_routes={model: name for name, target in config.targets.items() for model in target.models},

@@ -115,6 +115,19 @@ def test_forwarding_headers_from_a_trusted_proxy_are_appended_to(start_proxy, ec
     seen = {name.lower(): value for name, value in echo.last.headers.items()}
     assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
     assert seen["x-forwarded-proto"] == "https"
+    # A header the guard does not read is not passed on as if the proxy vouched for it.
+    assert httpx.get(f"{proxy.url}/echo", headers={**headers, "Forwarded": "for=198.51.100.1"}).status_code == 200
+    assert "forwarded" not in {name.lower() for name in echo.last.headers}
+
+
+def test_forwarded_chain_is_appended_to_when_it_is_the_configured_header(start_proxy, echo):
+    cerbere = {"trusted_proxies": ["127.0.0.1"], "client_address_header": "forwarded"}
+    proxy = start_proxy(proxy_config({"echo": {"url": echo.url, "mapping": {"/echo": None}}}, cerbere=cerbere))
+    headers = {**auth(), "Forwarded": "for=203.0.113.7", "X-Forwarded-For": "198.51.100.1"}
+    assert httpx.get(f"{proxy.url}/echo", headers=headers).status_code == 200
+    seen = {name.lower(): value for name, value in echo.last.headers.items()}
+    assert seen["forwarded"] == "for=203.0.113.7, for=127.0.0.1"
+    assert "x-forwarded-for" not in seen
 
 
 def test_routes_take_only_their_methods(start_proxy, fake_tgi):

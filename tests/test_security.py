@@ -172,12 +172,39 @@ def test_trusted_proxy_forwarding_headers(start_proxy, fake_tgi, echo):
     # The right-most untrusted hop is the client; what the client wrote on its left is ignored.
     assert httpx.get(url, headers={**auth(), "X-Forwarded-For": "198.51.100.7, 192.0.2.1"}).status_code == 200
     assert httpx.get(url, headers={**auth(), "X-Forwarded-For": "192.0.2.1, 198.51.100.7, 10.1.1.1"}).status_code == 403
-    forwarded = 'for=192.0.2.60;proto=https, for="198.51.100.7:4711"'
-    assert httpx.get(url, headers={**auth(), "Forwarded": forwarded}).status_code == 403
+    # Only the configured header is read: a Forwarded of the client's own cannot override it.
+    spoofed = {"X-Forwarded-For": "198.51.100.7", "Forwarded": "for=198.51.100.1"}
+    assert httpx.get(url, headers={**auth(), **spoofed}).status_code == 403
     # Strikes go to the forwarded address, not to the proxy in front.
     get_banned(proxy, {"X-Forwarded-For": "192.0.2.44"})
     assert httpx.get(url, headers={**auth(), "X-Forwarded-For": "192.0.2.45"}).status_code == 200
     assert "192.0.2.44 client=-" in proxy.log()
+
+
+def test_forwarded_is_read_only_when_configured(start_proxy, fake_tgi, echo):
+    config = ban_config(
+        fake_tgi, echo, trusted_proxies=["127.0.0.0/8"], blacklist=["198.51.100.7"], client_address_header="Forwarded"
+    )
+    proxy = start_proxy(config)
+    url = f"{proxy.url}/info"
+    forwarded = 'for=192.0.2.60;proto=https, for="198.51.100.7:4711"'
+    assert httpx.get(url, headers={**auth(), "Forwarded": forwarded}).status_code == 403
+    assert httpx.get(url, headers={**auth(), "X-Forwarded-For": "198.51.100.7"}).status_code == 200
+
+
+def test_no_strike_lands_on_a_trusted_proxy(start_proxy, fake_tgi, echo):
+    proxy = start_proxy(ban_config(fake_tgi, echo, trusted_proxies=["127.0.0.0/8"], client_address_header="Forwarded"))
+    url = f"{proxy.url}/info"
+    # A hop the load balancer could not name is an unidentified client: a bucket of its own.
+    get_banned(proxy, {"Forwarded": "for=unknown"})
+    assert "refused banned client unidentified" in proxy.log()
+    assert httpx.get(url, headers={**auth(), "Forwarded": "for=192.0.2.8"}).status_code == 200
+    # The load balancer asking itself (no client behind it) is never struck.
+    for _ in range(4):
+        assert httpx.get(url, headers=auth("bad")).status_code == 401
+    assert httpx.get(url, headers=auth()).status_code == 200
+    bans = httpx.get(f"{proxy.url}/_proxy/bans", headers=auth()).json()["bans"]
+    assert [ban["address"] for ban in bans] == ["unidentified"]
 
 
 def test_strike_memory_is_bounded():

@@ -160,6 +160,7 @@ class _Builder:
             whitelist=_address_list(section["whitelist"]),
             blacklist=_address_list(section["blacklist"]),
             trusted_proxies=_address_list(section["trusted_proxies"]),
+            client_address_header=section["client_address_header"],
             ban_seconds=section["ban_seconds"],
             ban_file=self.source.parent / section["ban_file"] if section["ban_file"] else None,
         )

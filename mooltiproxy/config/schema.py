@@ -183,6 +183,16 @@ TGI_DEFAULTS = vol.Schema(
 )
 
 
+CLIENT_ADDRESS_HEADERS = ("X-Forwarded-For", "Forwarded")
+
+
+def _client_address_header(value: Any) -> str:
+    for name in CLIENT_ADDRESS_HEADERS:
+        if isinstance(value, str) and value.lower() == name.lower():
+            return name
+    raise vol.Invalid(f"expected one of {', '.join(CLIENT_ADDRESS_HEADERS)}")
+
+
 def _inflight_covers_a_body(system: dict[str, Any]) -> dict[str, Any]:
     if system["max_inflight_bytes"] < system["max_body_size"]:
         raise vol.Invalid(
@@ -395,6 +405,7 @@ def build_schema(
                         vol.Optional("whitelist", default=[]): _address_list,
                         vol.Optional("blacklist", default=[]): _address_list,
                         vol.Optional("trusted_proxies", default=[]): _address_list,
+                        vol.Optional("client_address_header", default="X-Forwarded-For"): _client_address_header,
                         vol.Optional("ban_seconds", default=600): _number(0, exclusive=False),
                         vol.Optional("ban_file", default=None): vol.Any(None, str),
                     }

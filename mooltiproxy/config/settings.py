@@ -101,8 +101,10 @@ class GuardSettings:
     max_tries: int = 3
     whitelist: AddressList = field(default_factory=AddressList)
     blacklist: AddressList = field(default_factory=AddressList)
-    # Peers whose X-Forwarded-For / Forwarded headers say who the client is.
+    # Peers whose client_address_header says who the client is.
     trusted_proxies: AddressList = field(default_factory=AddressList)
+    # The one header trusted proxies name the client in: X-Forwarded-For or Forwarded.
+    client_address_header: str = "X-Forwarded-For"
     # 0: a ban lasts until lifted through the admin API (or, without a ban_file, a restart).
     ban_seconds: float = 600
     ban_file: Path | None = None

@@ -46,6 +46,7 @@ _NOT_FORWARDED = (
 )
 # What says who the client is; from anyone but a trusted proxy, the proxy's word replaces it.
 _FORWARDING = _names("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host")
+_CLIENT_ADDRESS = _names("forwarded", "x-forwarded-for", "x-real-ip")
 _FORWARDED_FOR, _FORWARDED, _REAL_IP, _FORWARDED_PROTO = _names(
     "x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto"
 )
@@ -86,19 +87,23 @@ def upstream_request_headers(
     return headers
 
 
-def forwarding(headers: CIMultiDict[str], peer: str, scheme: str, *, peer_is_trusted: bool) -> None:
-    """X-Forwarded-For, Forwarded and X-Real-IP as a target should see them.
+def forwarding(headers: CIMultiDict[str], peer: str, scheme: str, *, peer_is_trusted: bool, chain_header: str) -> None:
+    """X-Forwarded-For, Forwarded and X-Real-IP as a target should see them: the same policy as the
+    guard's, which believes a trusted proxy's `chain_header` and nothing else.
 
-    From a trusted proxy, the peer is appended to the chain it sent (it vouches for what it says).
-    From anyone else, whatever the client claimed is replaced by the peer's address: a client
-    never chooses who the target thinks it is.
+    From a trusted proxy, the peer is appended to that chain (the proxy vouches for it) and the
+    other forwarding headers, which the proxy did not vouch for, are dropped. From anyone else,
+    whatever the client claimed is replaced by the peer's address: a client never chooses who the
+    target thinks it is.
     """
     node = f'"[{peer}]"' if ":" in peer else peer
     if peer_is_trusted:
-        chain = ", ".join(headers.getall(_FORWARDED_FOR, ()))
-        headers[_FORWARDED_FOR] = f"{chain}, {peer}" if chain else peer
-        if _FORWARDED in headers:
-            headers[_FORWARDED] = ", ".join(headers.getall(_FORWARDED)) + f", for={node}"
+        chain = ", ".join(headers.getall(chain_header, ()))
+        for name in _CLIENT_ADDRESS:
+            if name in headers and name != chain_header.lower():
+                headers.popall(name)
+        hop = f"for={node}" if chain_header.lower() == _FORWARDED else peer
+        headers[chain_header] = f"{chain}, {hop}" if chain else hop
         headers.setdefault(_FORWARDED_PROTO, scheme)
         return
     claimed_forwarded, claimed_real_ip = _FORWARDED in headers, _REAL_IP in headers

@@ -1,14 +1,18 @@
 """Who the client is: the TCP peer, unless the peer is a trusted proxy that says who it relays for.
 
-Only then are `Forwarded` (RFC 7239) or `X-Forwarded-For` read, right to left, skipping trusted
-proxies: the first untrusted hop is the client. A header sent by anyone else changes nothing.
+Only then is the one header the operator names read (`X-Forwarded-For`, or `Forwarded` of RFC 7239),
+right to left, skipping trusted proxies: the first untrusted hop is the client. Any other forwarding
+header, and any header sent by anyone else, changes nothing: a client cannot add a `Forwarded` of
+its own to override what the load balancer appended to `X-Forwarded-For`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
+
+from multidict import MultiMapping
 
 from mooltiproxy.config.settings import AddressList
 
@@ -29,29 +33,35 @@ def parse_address(text: str | None) -> IPAddress | None:
     return address
 
 
-def client_address(peer: str | None, headers: Mapping[str, str], trusted: AddressList) -> IPAddress | None:
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who a request comes from."""
+
+    address: IPAddress | None  # None: a hop the trusted proxies could not name (or no peer address)
+    is_trusted_proxy: bool  # no client behind the trusted proxies: one of them asked itself
+
+
+def client_origin(peer: str | None, headers: MultiMapping[str], trusted: AddressList, header: str) -> Origin:
+    """The peer; or, from a trusted proxy, the first hop of `header` (and of it only) that is not a
+    trusted proxy, read from the right."""
     address = parse_address(peer)
     if address is None or address not in trusted:
-        return address
-    for hop in reversed(_forwarded_hops(headers)):
+        return Origin(address, False)
+    for hop in reversed(_hops(headers, header)):
         hop_address = parse_address(hop)
         if hop_address is None:
-            break  # unreadable: keep the last hop a trusted proxy vouched for
+            return Origin(None, False)  # `unknown`, an obfuscated node, garbage: an unidentified client
+        if hop_address not in trusted:
+            return Origin(hop_address, False)
         address = hop_address
-        if address not in trusted:
-            break
-    return address
+    return Origin(address, True)
 
 
-def _forwarded_hops(headers: Mapping[str, str]) -> list[str]:
-    if hasattr(headers, "getall"):
-        forwarded = ",".join(headers.getall("Forwarded", []))
-        forwarded_for = ",".join(headers.getall("X-Forwarded-For", []))
-    else:
-        forwarded, forwarded_for = headers.get("Forwarded", ""), headers.get("X-Forwarded-For", "")
-    if forwarded:
-        return [_forwarded_for(element) for element in forwarded.split(",")]
-    return [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+def _hops(headers: MultiMapping[str], header: str) -> list[str]:
+    joined = ",".join(value for value in headers.getall(header, []) if value)
+    if header == "Forwarded":
+        return [_forwarded_for(element) for element in joined.split(",")] if joined else []
+    return [hop.strip() for hop in joined.split(",") if hop.strip()]
 
 
 def _forwarded_for(element: str) -> str:

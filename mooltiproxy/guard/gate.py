@@ -14,7 +14,7 @@ from mooltiproxy.config.settings import ClientKey, GuardSettings
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.guard.bans import FOREVER, BanStore
-from mooltiproxy.guard.client_address import IPAddress, client_address, parse_address
+from mooltiproxy.guard.client_address import IPAddress, client_origin, parse_address
 from mooltiproxy.guard.keys import KeyRing, presents_a_key
 
 log = logging.getLogger("mooltiproxy.guard")
@@ -24,9 +24,12 @@ log = logging.getLogger("mooltiproxy.guard")
 def address_key(address: IPAddress | None) -> str:
     # Cached: ipaddress renders an address in pure Python, and behind a trusted proxy this runs on
     # every request (other peers' callers are remembered whole).
-    return str(address) if address is not None else "unknown"
+    return str(address) if address is not None else UNIDENTIFIED
 
 
+# The bucket of clients a trusted proxy could not name (`for=unknown`, garbage): their strikes and
+# bans are their own, never the proxy's.
+UNIDENTIFIED = "unidentified"
 # Peers remembered with what they resolve to; beyond this many the memory starts afresh.
 _KNOWN_PEERS = 4096
 
@@ -38,7 +41,8 @@ class Caller:
     address: IPAddress | None
     key: str  # how bans and logs name the address
     blacklisted: bool
-    via_trusted_proxy: bool  # the TCP peer is a trusted proxy (its forwarding headers are believed)
+    via_trusted_proxy: bool  # the TCP peer is a trusted proxy (its forwarding header is believed)
+    is_trusted_proxy: bool  # the caller is a trusted proxy itself: never struck, never banned
 
 
 class Guard:
@@ -56,10 +60,14 @@ class Guard:
         if caller is not None:
             return caller
         settings = self._settings
-        address = client_address(request.remote, request.headers, settings.trusted_proxies)
+        origin = client_origin(
+            request.remote, request.headers, settings.trusted_proxies, settings.client_address_header
+        )
+        address = origin.address
         peer = parse_address(request.remote)
         trusted = peer is not None and peer in settings.trusted_proxies
-        caller = Caller(address, address_key(address), address is not None and address in settings.blacklist, trusted)
+        blacklisted = address is not None and address in settings.blacklist
+        caller = Caller(address, address_key(address), blacklisted, trusted, origin.is_trusted_proxy)
         if not trusted:  # else each request may name another client
             if len(self._peers) >= _KNOWN_PEERS:
                 self._peers.clear()
@@ -104,7 +112,7 @@ class Guard:
 
     async def _strike(self, caller: Caller) -> None:
         """Counts a wrong key; whitelisted addresses are never banned."""
-        if caller.address is not None and caller.address in self._settings.whitelist:
+        if caller.is_trusted_proxy or (caller.address is not None and caller.address in self._settings.whitelist):
             return
         self._metrics.add("mooltiproxy_strikes_total")
         if await self.store.strike(caller.key):

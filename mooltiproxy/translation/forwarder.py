@@ -35,9 +35,15 @@ class UpstreamCall(NamedTuple):
 
 class Forwarder:
     def __init__(
-        self, pool: UpstreamPool, authorizations: dict[str, str | None], metrics: Metrics, system: SystemSettings
+        self,
+        pool: UpstreamPool,
+        authorizations: dict[str, str | None],
+        metrics: Metrics,
+        system: SystemSettings,
+        chain_header: str,
     ):
         self._pool = pool
+        self._chain_header = chain_header  # where trusted proxies name the client
         self._authorizations = authorizations
         self._metrics = metrics
         self._debug = system.debug
@@ -65,7 +71,13 @@ class Forwarder:
             reads_answer=endpoint.answer_mapper is not None,
         )
         headers["X-Request-ID"] = context.request_id
-        forwarding(headers, request.remote or "unknown", self._scheme, peer_is_trusted=via_trusted_proxy)
+        forwarding(
+            headers,
+            request.remote or "unknown",
+            self._scheme,
+            peer_is_trusted=via_trusted_proxy,
+            chain_header=self._chain_header,
+        )
 
         def exchange(path: str) -> Exchange:
             return Exchange(
