@@ -141,11 +141,12 @@ class Proxy:
         )
         target = self._choose_target(state, request, context)
         context.target = target
+        if request.method == "GET" and path in LISTING_PATHS and target.find_endpoint(path) is None:
+            # The proxy's own list of the models this client may use, whatever the default target.
+            return await state.catalog.listing(client, state.authorizations)
         _check_allowed(client, target)
         candidates = self._candidates(state, client, target, path)
         if not candidates:
-            if request.method == "GET" and path in LISTING_PATHS:
-                return await state.catalog.listing(client, state.authorizations)
             raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
         _check_method(request.method, candidates[0][1])
         if all(endpoint.request_mapper is not None for _, endpoint in candidates):

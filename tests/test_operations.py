@@ -285,3 +285,20 @@ def test_reload_refuses_a_config_that_breaks_the_loader(start_proxy, fake_tgi):
     log = wait_for_log(proxy, "reload refused")
     assert f"{proxy.config_path}:6: l5." in log and "the document expands to more than 100,000 values" in log
     assert httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200
+
+
+def test_a_client_limited_to_some_targets_lists_their_models(start_proxy, fake_tgi):
+    config = proxy_config(
+        {
+            "tgi": {"url": fake_tgi.url, "mapping": TRANSLATED},
+            "named": {"url": fake_tgi.url, "models": ["alpha", "beta"], "mapping": TRANSLATED},
+        },
+        default="tgi",
+        clients={"alice": {"envkey": "ALICE_KEY", "targets": ["named"]}},
+    )
+    alice = "alice-key-0123456789abcdefghij"
+    proxy = start_proxy(config, env={"ALICE_KEY": alice})
+    models = OpenAI(base_url=f"{proxy.url}/v1", api_key=alice).models.list()
+    assert [(model.id, model.owned_by) for model in models.data] == [("alpha", "named"), ("beta", "named")]
+    # The default target itself stays out of alice's reach.
+    assert httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=auth(alice)).status_code == 403
