@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from conftest import KEY, auth, proxy_config
+from test_translation import TRANSLATED
 
 UPSTREAM_KEY = "upstream-secret-key-abcdef0123456789"
 
@@ -288,3 +289,26 @@ def test_debug_logs_bodies(start_proxy, echo):
     proxy = start_proxy(config)
     httpx.post(f"{proxy.url}/echo", json={"marker": "debug-body-marker"}, headers=auth())
     assert "debug-body-marker" in proxy.log()
+
+
+def test_errors_name_the_target_and_what_was_tried(start_proxy, fake_tgi):
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    base = fake_tgi.url.replace("http://", "http://user:secret@") + "/v1"  # the extra /v1 of a copied URL
+    config = proxy_config(
+        {
+            "extra_v1": {"url": base, "mapping": TRANSLATED},
+            "plain_http": {"url": fake_tgi.url.replace("http:", "https:"), "mapping": TRANSLATED},
+        }
+    )
+    proxy = start_proxy(config)
+    missing = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat, headers={**auth(), "target": "extra_v1"})
+    assert missing.status_code == 404
+    message = missing.json()["error"]["message"]
+    assert message.startswith(f"Target 'extra_v1' answered HTTP 404 to POST {fake_tgi.url}/v1/generate")
+    assert "An extra /v1 is a common cause" in message
+    assert "secret" not in missing.text
+    tls = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat, headers={**auth(), "target": "plain_http"})
+    assert tls.status_code == 502
+    expected = "The TLS handshake with target 'plain_http' failed (is it an https server?)"
+    assert tls.json()["error"]["message"] == expected
+    assert "secret" not in proxy.log()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 # OpenAI's error `type` for each status the proxy produces itself.
 _ERROR_TYPES = {
@@ -56,11 +57,21 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     return json.dumps(payload).encode()
 
 
-def upstream_error(status: int, body: bytes, target_name: str) -> ProxyError:
+def shown_url(url: str) -> str:
+    """A URL fit for a message: without credentials, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def upstream_error(status: int, body: bytes, target_name: str, tried: str = "") -> ProxyError:
     """An upstream's error answer as an OpenAI-shaped error with the same status.
 
     TGI answers `{"error": "...", "error_type": "..."}`; an OpenAI-compatible upstream already
-    answers `{"error": {"message": ...}}`; anything else is quoted as text.
+    answers `{"error": {"message": ...}}`; anything else names the target and the request tried,
+    and quotes the answer as text.
     """
     try:
         payload = json.loads(body)
@@ -73,4 +84,7 @@ def upstream_error(status: int, body: bytes, target_name: str) -> ProxyError:
         error = payload["error"]
         return ProxyError(status, str(error.get("message", "")), code=error.get("code"), param=error.get("param"))
     text = body[:1000].decode("utf-8", "replace").strip()
-    return ProxyError(status, text or f"Target '{target_name}' answered HTTP {status}", code="upstream_error")
+    message = f"Target '{target_name}' answered HTTP {status}" + (f" to {tried}" if tried else "")
+    if status == 404:
+        message += " (is the target's url right? An extra /v1 is a common cause)"
+    return ProxyError(status, f"{message}: {text}" if text else message, code="upstream_error")

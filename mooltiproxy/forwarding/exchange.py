@@ -12,7 +12,7 @@ from typing import NamedTuple
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from mooltiproxy.config.settings import Target
-from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.errors import ProxyError, shown_url
 from mooltiproxy.forwarding.balancer import Balancer
 from mooltiproxy.forwarding.upstream import UPSTREAM_ERRORS, TargetClient, UpstreamAnswer, send, upstream_failure
 
@@ -55,6 +55,7 @@ class Exchange:
         self._headers = headers
         self._can_fall_back = can_fall_back
         self.seconds: float | None = None  # how long the upstream took to answer
+        self.tried = ""  # the last request sent, for error messages: "POST http://host/path"
 
     async def open(self, body: bytes | None, *, decompress: bool = False) -> UpstreamAnswer:
         """The response with its body unread (decoded as it is read, when `decompress`); the caller
@@ -68,6 +69,7 @@ class Exchange:
         for attempt in range(attempts):
             last = attempt + 1 == attempts
             base = self._balancer.pick()
+            self.tried = f"{self._method} {shown_url(base + self._path)}"
             try:
                 response = await send(
                     self._client,

@@ -163,12 +163,12 @@ class Forwarder:
             retry = None
             if not (last_try or call.fanned_out):
                 retry = self._on_error(
-                    endpoint, upstream_error(failed.status, failed.body, name), call, bodies[0], context
+                    endpoint, upstream_error(failed.status, failed.body, name, exchange.tried), call, bodies[0], context
                 )
             if retry is None:
                 # Raised as made, never held in a local: an exception this frame holds would keep the
                 # frame (and the bodies) alive in a reference cycle until the garbage collector runs.
-                raise upstream_error(failed.status, failed.body, name)
+                raise upstream_error(failed.status, failed.body, name, exchange.tried)
             bodies = [self._encode(endpoint, retry)]
         context.upstream_status, context.upstream_headers = answers[0].status, answers[0].headers
         context.answer_headers = [answer.headers for answer in answers]

@@ -52,7 +52,7 @@ async def stream_translated(
                 answer = await upstream.read()
             except UPSTREAM_ERRORS as error:
                 raise upstream_failure(target, error) from None
-            raise upstream_error(upstream.status, answer, target.name)
+            raise upstream_error(upstream.status, answer, target.name, exchange.tried)
         batches = event_batches(upstream.chunks())
         batch = await _next_batch(batches, target)
         if batch is None:
