@@ -17,6 +17,7 @@ from mooltiproxy.forwarding.exchange import TargetFailed
 from mooltiproxy.forwarding.models import LISTING_PATHS, ModelCatalog
 from mooltiproxy.forwarding.upstream import UpstreamPool
 from mooltiproxy.guard.gate import Caller, Guard
+from mooltiproxy.guard.limits import Grant, Limiter, openai_headers
 from mooltiproxy.operations.admin import Admin
 from mooltiproxy.operations.logs import log_access
 from mooltiproxy.serving.context import RequestContext
@@ -42,11 +43,14 @@ class RoutingState:
     pool: UpstreamPool
     forwarder: Forwarder
     catalog: ModelCatalog
+    limiter: Limiter
     authorizations: dict[str, str | None]
     model_routes: dict[str, str]
 
 
-def routing_state(config: Config, guard: Guard, admin: Admin, pool: UpstreamPool, metrics: Metrics) -> RoutingState:
+def routing_state(
+    config: Config, guard: Guard, admin: Admin, pool: UpstreamPool, metrics: Metrics, limiter: Limiter
+) -> RoutingState:
     # Precomputed so that the hot path only looks things up.
     authorizations = {name: f"Bearer {t.key}" if t.key else None for name, t in config.targets.items()}
     return RoutingState(
@@ -56,6 +60,7 @@ def routing_state(config: Config, guard: Guard, admin: Admin, pool: UpstreamPool
         pool=pool,
         forwarder=Forwarder(pool, authorizations, metrics, config.system, config.guard.client_address_header),
         catalog=ModelCatalog(config.targets, pool),
+        limiter=limiter,
         authorizations=authorizations,
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
     )
@@ -96,6 +101,8 @@ class Proxy:
             response = error_response(ProxyError(500, "Internal proxy error", code="internal_error"))
         finally:
             self._budget.give_back(context.held_bytes)
+            if context.settle is not None:
+                context.settle()
             # Reached on cancellation too (the client went away): still one access line.
             elapsed = time.perf_counter() - started
             status = response.status if response is not None else _CLIENT_CLOSED
@@ -145,6 +152,11 @@ class Proxy:
             # The proxy's own list of the models this client may use, whatever the default target.
             return await state.catalog.listing(client, state.authorizations)
         _check_allowed(client, target)
+        grant = await state.limiter.admit(client.name, state.guard.limits_of(client), target)
+        if grant is not None:
+            context.settle = partial(_settle, state.limiter, grant, context)
+            if grant.client_usage:
+                context.rate_headers = openai_headers(grant.client_usage)
         candidates = self._candidates(state, client, target, path)
         if not candidates:
             raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
@@ -235,6 +247,10 @@ def _origin_form(request: web.BaseRequest) -> str:
         return raw
     url = request.rel_url
     return f"{url.raw_path}?{url.raw_query_string}" if url.raw_query_string else url.raw_path
+
+
+def _settle(limiter: Limiter, grant: Grant, context: RequestContext) -> None:
+    limiter.finish(grant, (context.prompt_tokens or 0) + (context.completion_tokens or 0))
 
 
 def _check_allowed(client: ClientKey, target: Target) -> None:

@@ -11,43 +11,55 @@ import signal
 import sqlite3
 import ssl
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.config.masterkey import resolve_master_key
-from mooltiproxy.config.settings import Config, GuardSettings, SystemSettings
+from mooltiproxy.config.settings import MASTER, ClientKey, Config, SystemSettings
 from mooltiproxy.core import accelerators
 from mooltiproxy.core.errors import ConfigError
 from mooltiproxy.core.metrics import Metrics, SharedMetrics
 from mooltiproxy.forwarding.upstream import UpstreamPool
-from mooltiproxy.guard.bans import BanStore, SQLiteBanStore
 from mooltiproxy.guard.gate import Guard
 from mooltiproxy.guard.keys import keyring
+from mooltiproxy.guard.limits import Limiter
 from mooltiproxy.operations.admin import Admin
 from mooltiproxy.operations.logs import setup_logging
 from mooltiproxy.proxy import Proxy, RoutingState, routing_state
 from mooltiproxy.serving.http_server import HttpServer, check_c_parser
+from mooltiproxy.state.choose import state_store
 
 log = logging.getLogger("mooltiproxy")
 
 
-def ban_store(settings: GuardSettings) -> BanStore:
-    if settings.ban_file is not None:
-        return SQLiteBanStore(settings.ban_file, settings.max_tries, settings.ban_seconds)
-    return BanStore(settings.max_tries, settings.ban_seconds)
-
-
 # What a reload cannot change: the listening socket, the processes, the ban file.
-RESTART_ONLY = ("host", "port", "ssl", "certfile", "keyfile", "client_ca", "workers", "client_timeout")
+RESTART_ONLY = (
+    "host",
+    "port",
+    "ssl",
+    "certfile",
+    "keyfile",
+    "client_ca",
+    "workers",
+    "client_timeout",
+    "state",
+    "state_envkey",
+    "state_timeout",
+    "limits_fail_closed",
+)
 
 
 class Runtime:
-    """What outlives a reload (the ban store, the metrics) and what a reload swaps (RoutingState)."""
+    """What outlives a reload (the state store, the limiter, the metrics) and what a reload swaps
+    (RoutingState)."""
 
     def __init__(self, config: Config, master_key: str):
         self.config = config
         self.master_key = master_key
-        self.store = ban_store(config.guard)
         self.metrics = Metrics()
+        self.store = state_store(config.system, config.guard, os.environ, self._state_error)
+        self.limiter = Limiter(self.store, self.metrics)
         # With several workers, metrics are summed across processes through the shared file.
         shared_file = config.guard.ban_file if config.system.workers > 1 else None
         self.shared_metrics = SharedMetrics(shared_file, self.metrics) if shared_file is not None else None
@@ -56,8 +68,22 @@ class Runtime:
 
     def _state(self, config: Config, pool: UpstreamPool) -> RoutingState:
         guard = Guard(config.guard, keyring(self.master_key, config.clients), self.store, self.metrics)
-        admin = Admin(config.system.admin_prefix, self.store, self._metrics_snapshot, config.system.metrics_public)
-        return routing_state(config, guard, admin, pool, self.metrics)
+        admin = Admin(
+            config.system.admin_prefix,
+            self.store,
+            self._metrics_snapshot,
+            partial(self._limits_report, config, guard),
+            config.system.metrics_public,
+        )
+        return routing_state(config, guard, admin, pool, self.metrics, self.limiter)
+
+    def _state_error(self) -> None:
+        self.metrics.add("mooltiproxy_state_errors_total")
+
+    async def _limits_report(self, config: Config, guard: Guard) -> dict[str, Any]:
+        clients = [ClientKey(MASTER, b""), *config.clients]
+        report = {client.name: await self.limiter.usage(client.name, guard.limits_of(client)) for client in clients}
+        return {"store": self.store.name, "clients": {name: usage for name, usage in report.items() if usage}}
 
     async def _metrics_snapshot(self) -> dict:
         if self.shared_metrics is not None:
@@ -70,10 +96,14 @@ class Runtime:
             if self.shared_metrics is not None:
                 await self.shared_metrics.open()
         except sqlite3.Error as exc:
-            raise ConfigError([f"cerbere.ban_file: cannot use '{self.config.guard.ban_file}': {exc}"]) from None
+            where = "system.state" if self.config.system.state else "cerbere.ban_file"
+            path = self.config.system.state or self.config.guard.ban_file
+            raise ConfigError([f"{where}: cannot use '{path}': {exc}"]) from None
+        self.limiter.start()
         await self.proxy.state.pool.open()
 
     async def close(self) -> None:
+        await self.limiter.stop()
         await self.proxy.state.pool.close()
         if self.shared_metrics is not None:
             await self.shared_metrics.close()
@@ -94,7 +124,6 @@ class Runtime:
                 log.error("  %s", problem)
             return
         setup_logging(config.system.debug, config.system.log_format == "json")
-        self.store.configure(config.guard.max_tries, config.guard.ban_seconds)
         self.proxy.state = new_state
         self.config = config
         # Connections of changed or removed targets close once their in-flight answers are done.

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = (
     "mooltiproxy.core",
     "mooltiproxy.config",
+    "mooltiproxy.state",
     "mooltiproxy.serving",
     "mooltiproxy.guard",
     "mooltiproxy.forwarding",

@@ -15,7 +15,9 @@ import pytest
 import yaml
 from tls import make_ca, make_client_certificate
 
-from mooltiproxy.guard.bans import BanStore, SQLiteBanStore
+from mooltiproxy.state.memory import MemoryStore
+from mooltiproxy.state.sqlite import SQLiteStore
+from mooltiproxy.state.store import StateStore
 
 from conftest import KEY, auth, proxy_config, run_cli
 from echo_upstream import EchoUpstream
@@ -208,22 +210,22 @@ def test_no_strike_lands_on_a_trusted_proxy(start_proxy, fake_tgi, echo):
 
 
 def test_strike_memory_is_bounded():
-    async def flood(store: BanStore) -> None:
+    async def flood(store: StateStore) -> None:
         await store.open()
         for index in range(500):
-            await store.strike(f"10.0.{index // 256}.{index % 256}")
+            await store.strike(f"10.0.{index // 256}.{index % 256}", 3, 0)
         await store.close()
 
-    memory = BanStore(max_tries=3, ban_seconds=0, max_tracked=50)
+    memory = MemoryStore(max_tracked=50)
     asyncio.run(flood(memory))
     assert len(memory._strikes) == 50
 
 
 def test_strike_rows_are_bounded_and_shared(tmp_path):
     async def strikes(path, addresses) -> list[bool]:
-        store = SQLiteBanStore(path, max_tries=3, ban_seconds=0, max_tracked=50)
+        store = SQLiteStore(path, max_tracked=50)
         await store.open()
-        results = [await store.strike(address) for address in addresses]
+        results = [(await store.strike(address, 3, 0)).new_ban is not None for address in addresses]
         await store.close()
         return results
 

@@ -16,6 +16,7 @@ import yaml
 from mooltiproxy.config.registry import RegistryError, discover, positional_arity
 from mooltiproxy.config.schema import build_schema
 from mooltiproxy.config.settings import (
+    NO_LIMITS,
     PASS_THROUGH_METHODS,
     TRANSLATED_METHODS,
     AddressList,
@@ -23,6 +24,7 @@ from mooltiproxy.config.settings import (
     Config,
     Endpoint,
     GuardSettings,
+    Limits,
     Mapper,
     SystemSettings,
     Target,
@@ -83,6 +85,10 @@ def _describe(error: vol.Invalid) -> str:
     elif message == "required key not provided":
         message = "required key is missing"
     return f"{where}: {message}"
+
+
+def _limits(section: dict[str, int] | None) -> Limits:
+    return Limits(**section) if section else NO_LIMITS
 
 
 def _adapt(function: Callable, arguments: int) -> Callable:
@@ -152,7 +158,17 @@ class _Builder:
             log_format=section["log_format"],
             metrics_public=section["metrics_public"],
             masterkey=section["masterkey"],
+            state=self._state(section["state"]),
+            state_envkey=section["state_envkey"],
+            state_timeout=section["state_timeout"],
+            limits_fail_closed=section["limits_when_store_down"] == "closed",
         )
+
+    def _state(self, state: str | None) -> str | None:
+        """A SQLite path relative to the config file; memory as None; a Redis URL as it is."""
+        if state is None or state == "memory" or "://" in state:
+            return None if state == "memory" else state
+        return str(self.source.parent / state)
 
     def _guard(self, section: dict) -> GuardSettings:
         return GuardSettings(
@@ -163,6 +179,8 @@ class _Builder:
             client_address_header=section["client_address_header"],
             ban_seconds=section["ban_seconds"],
             ban_file=self.source.parent / section["ban_file"] if section["ban_file"] else None,
+            default_limits=_limits(section["limits"]),
+            master_limits=_limits(section["master_limits"]),
         )
 
     def _clients(self, section: dict) -> tuple[ClientKey, ...]:
@@ -177,7 +195,8 @@ class _Builder:
                 raise ConfigError([f"clients.{name}: the same key as clients.{owners[digest]}"])
             owners[digest] = name
             targets = frozenset(entry["targets"]) if entry["targets"] is not None else None
-            clients.append(ClientKey(name, digest, targets))
+            limits = _limits(entry["limits"]) if entry["limits"] is not None else None
+            clients.append(ClientKey(name, digest, targets, limits))
         return tuple(clients)
 
     def _target(self, name: str, entry: dict) -> Target:
@@ -199,6 +218,7 @@ class _Builder:
             fallback=tuple(entry["fallback"]),
             models=tuple(entry["models"]),
             keepalive=entry["keepalive"],
+            limits=_limits(entry["limits"]),
         )
 
     def _endpoint(self, incoming: str, spec: dict) -> Endpoint:

@@ -193,6 +193,32 @@ def _client_address_header(value: Any) -> str:
     raise vol.Invalid(f"expected one of {', '.join(CLIENT_ADDRESS_HEADERS)}")
 
 
+LIMITS = vol.Schema(
+    {
+        vol.Optional("requests_per_minute"): _integer(1),
+        vol.Optional("tokens_per_minute"): _integer(1),
+        vol.Optional("max_concurrent"): _integer(1),
+    }
+)
+
+
+def _state(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise vol.Invalid("expected memory, the path of a SQLite file, or a redis:// or rediss:// URL")
+    if "://" in value and not value.startswith(("redis://", "rediss://")):
+        raise vol.Invalid("expected memory, the path of a SQLite file, or a redis:// or rediss:// URL")
+    return value
+
+
+def _env_var(environ: Mapping[str, str]) -> Callable[[Any], str]:
+    def validate(name: Any) -> str:
+        if not isinstance(name, str) or not environ.get(name):
+            raise vol.Invalid(f"environment variable '{name}' is not set (or empty)")
+        return name
+
+    return validate
+
+
 def _inflight_covers_a_body(system: dict[str, Any]) -> dict[str, Any]:
     if system["max_inflight_bytes"] < system["max_body_size"]:
         raise vol.Invalid(
@@ -343,6 +369,7 @@ def build_schema(
                 vol.Optional("retries", default=0): _integer(0, 10),
                 vol.Optional("fallback", default=[]): [_known_name("target", target_names)],
                 vol.Optional("models", default=[]): [str],
+                vol.Optional("limits", default=None): vol.Any(None, LIMITS),
                 vol.Optional("key"): vol.Any(None, str),
                 vol.Optional("envkey"): str,
                 vol.Optional("preserveMethod", default=False): bool,
@@ -363,6 +390,7 @@ def build_schema(
                 vol.Optional("envkey"): str,
                 vol.Optional("sha256"): _sha256_hex,
                 vol.Optional("targets", default=None): vol.Any(None, [_known_name("target", target_names)]),
+                vol.Optional("limits", default=None): vol.Any(None, LIMITS),
             }
         ),
         client_key_source,
@@ -394,6 +422,12 @@ def build_schema(
                         ),
                         vol.Optional("metrics_public", default=False): bool,
                         vol.Optional("masterkey", default=None): vol.Any(None, str),
+                        vol.Optional("state", default=None): vol.Any(None, _state),
+                        vol.Optional("state_envkey", default=None): vol.Any(None, _env_var(environ)),
+                        vol.Optional("state_timeout", default=0.25): _number(0),
+                        vol.Optional("limits_when_store_down", default="open"): vol.In(
+                            ["open", "closed"], msg="expected open or closed"
+                        ),
                     },
                     _inflight_covers_a_body,
                 )
@@ -408,6 +442,8 @@ def build_schema(
                         vol.Optional("client_address_header", default="X-Forwarded-For"): _client_address_header,
                         vol.Optional("ban_seconds", default=600): _number(0, exclusive=False),
                         vol.Optional("ban_file", default=None): vol.Any(None, str),
+                        vol.Optional("limits", default=None): vol.Any(None, LIMITS),
+                        vol.Optional("master_limits", default=None): vol.Any(None, LIMITS),
                     }
                 )
             ),

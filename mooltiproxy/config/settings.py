@@ -30,6 +30,23 @@ NEVER_FORWARDED_METHODS = frozenset({"CONNECT", "TRACE"})
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Rate limits of a client key (or of a target, for all its callers together); None: no limit."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent: int | None = None  # requests in flight, streams included until they end
+
+    def __bool__(self) -> bool:
+        return any(
+            value is not None for value in (self.requests_per_minute, self.tokens_per_minute, self.max_concurrent)
+        )
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One entry of a target's `mapping`: how an incoming path is forwarded and translated."""
 
@@ -76,6 +93,8 @@ class Target:
     models: tuple[str, ...] = ()
     # False: a new connection per request, for a target not trusted to frame its answers.
     keepalive: bool = True
+    # For all the target's callers together.
+    limits: Limits = NO_LIMITS
 
     def find_endpoint(self, path: str) -> Endpoint | None:
         """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
@@ -108,6 +127,9 @@ class GuardSettings:
     # 0: a ban lasts until lifted through the admin API (or, without a ban_file, a restart).
     ban_seconds: float = 600
     ban_file: Path | None = None
+    # For every client key that sets none of its own, and for the proxy key.
+    default_limits: Limits = NO_LIMITS
+    master_limits: Limits = NO_LIMITS
 
 
 MASTER = "master"  # the client name of the proxy key's holder
@@ -125,6 +147,8 @@ class ClientKey:
     digest: bytes
     # None: every target.
     targets: frozenset[str] | None = None
+    # None: the guard's default limits for client keys (the proxy key's are its own).
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +178,12 @@ class SystemSettings:
     log_format: str = "text"  # or "json": one JSON object per line
     # GET {admin_prefix}metrics without the proxy key.
     metrics_public: bool = False
+    # Where strikes, bans and limits live: None (memory, or cerbere.ban_file's SQLite file),
+    # a SQLite file's path, or a redis:// / rediss:// URL whose password is in $state_envkey.
+    state: str | None = None
+    state_envkey: str | None = None
+    state_timeout: float = 0.25  # seconds a store call may take before local state answers
+    limits_fail_closed: bool = False  # the store down: refuse limited keys (else count locally)
     masterkey: str | None = None
 
 

@@ -33,6 +33,8 @@ DESCRIPTIONS = {
     "mooltiproxy_strikes_total": ("counter", "Failed authentications."),
     "mooltiproxy_bans_total": ("counter", "Addresses banned."),
     "mooltiproxy_banned_addresses": ("gauge", "Addresses banned now."),
+    "mooltiproxy_rate_limited_total": ("counter", "Requests refused by a rate limit, by client and limit."),
+    "mooltiproxy_state_errors_total": ("counter", "Calls to the state store that failed or took too long."),
 }
 
 

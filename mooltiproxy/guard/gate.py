@@ -10,12 +10,12 @@ from functools import lru_cache
 
 from aiohttp import web
 
-from mooltiproxy.config.settings import ClientKey, GuardSettings
+from mooltiproxy.config.settings import MASTER, ClientKey, GuardSettings, Limits
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.metrics import Metrics
-from mooltiproxy.guard.bans import FOREVER, BanStore
 from mooltiproxy.guard.client_address import IPAddress, client_origin, parse_address
 from mooltiproxy.guard.keys import KeyRing, presents_a_key
+from mooltiproxy.state.store import FOREVER, Ban, StateStore
 
 log = logging.getLogger("mooltiproxy.guard")
 
@@ -46,7 +46,7 @@ class Caller:
 
 
 class Guard:
-    def __init__(self, settings: GuardSettings, keys: KeyRing, store: BanStore, metrics: Metrics):
+    def __init__(self, settings: GuardSettings, keys: KeyRing, store: StateStore, metrics: Metrics):
         self._settings = settings
         self._keys = keys
         self.store = store
@@ -74,28 +74,20 @@ class Guard:
             self._peers[request.remote] = caller
         return caller
 
+    def limits_of(self, client: ClientKey) -> Limits:
+        """A client key's own limits, else the default for client keys (the proxy key's are its own)."""
+        if client.limits is not None:
+            return client.limits
+        return self._settings.master_limits if client.name == MASTER else self._settings.default_limits
+
     def check_address(self, caller: Caller) -> None:
         """Raises the 403 of a blacklisted or banned address, saying which and for how long."""
         if caller.blacklisted:
             log.warning("refused blacklisted client %s", caller.key)
             raise ProxyError(403, "Access denied: this address is blacklisted", code="ip_blacklisted")
         ban = self.store.ban_of(caller.key)
-        if ban is None:
-            return
-        log.warning("refused banned client %s", caller.key)
-        if ban.until == FOREVER:
-            raise ProxyError(
-                403,
-                "Access denied: this address is banned after repeated failed logins, until an operator lifts the ban",
-                code="ip_banned",
-            )
-        seconds = max(1, math.ceil(ban.until - time.time()))
-        raise ProxyError(
-            403,
-            f"Access denied: this address is banned for {seconds} more seconds after repeated failed logins",
-            code="ip_banned",
-            headers={"Retry-After": str(seconds)},
-        )
+        if ban is not None:
+            raise _banned(caller, ban)
 
     async def authenticate(self, caller: Caller, authorization: str | None) -> ClientKey:
         """The client the key belongs to; else a 401, and a strike when a key was presented."""
@@ -111,13 +103,38 @@ class Guard:
         raise _unauthorized("Invalid API key")
 
     async def _strike(self, caller: Caller) -> None:
-        """Counts a wrong key; whitelisted addresses are never banned."""
+        """Counts a wrong key, in one atomic step of the store: a guess from an address that is
+        banned by now (by another process, or by a guess made at the same moment) is refused as
+        banned, so exactly max_tries guesses are ever checked. Trusted proxies and whitelisted
+        addresses are never banned."""
         if caller.is_trusted_proxy or (caller.address is not None and caller.address in self._settings.whitelist):
             return
         self._metrics.add("mooltiproxy_strikes_total")
-        if await self.store.strike(caller.key):
+        settings = self._settings
+        result = await self.store.strike(caller.key, settings.max_tries, settings.ban_seconds)
+        if result.already_banned is not None:
+            raise _banned(caller, result.already_banned)
+        if result.new_ban is not None:
             self._metrics.add("mooltiproxy_bans_total")
-            log.warning("client %s banned after %d wrong keys", caller.key, self._settings.max_tries)
+            log.warning("client %s banned after %d wrong keys", caller.key, settings.max_tries)
+
+
+def _banned(caller: Caller, ban: Ban) -> ProxyError:
+    """The 403 of a ban, saying how long it lasts."""
+    log.warning("refused banned client %s", caller.key)
+    if ban.until == FOREVER:
+        return ProxyError(
+            403,
+            "Access denied: this address is banned after repeated failed logins, until an operator lifts the ban",
+            code="ip_banned",
+        )
+    seconds = max(1, math.ceil(ban.until - time.time()))
+    return ProxyError(
+        403,
+        f"Access denied: this address is banned for {seconds} more seconds after repeated failed logins",
+        code="ip_banned",
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 def _unauthorized(message: str) -> ProxyError:

@@ -1,7 +1,8 @@
 """The proxy's own API, under a reserved prefix (default /_proxy/) that is never forwarded.
 
-GET health answers without a key and tells nothing of the internals; metrics, the ban list and
-lifting a ban need the proxy key itself (metrics are open with system.metrics_public).
+GET health answers without a key and tells nothing of the internals; metrics, the ban list,
+lifting a ban and the limits' usage need the proxy key itself (metrics are open with
+system.metrics_public).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from aiohttp import web
 from mooltiproxy.config.settings import MASTER, ClientKey
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.metrics import render
-from mooltiproxy.guard.bans import BanStore
 from mooltiproxy.guard.client_address import parse_address
 from mooltiproxy.serving.responses import json_response, text_response
+from mooltiproxy.state.store import StateStore
 
 _HEALTHY = json.dumps({"status": "ok"}).encode()
 
@@ -26,8 +27,9 @@ class Admin:
     def __init__(
         self,
         prefix: str,
-        store: BanStore,
+        store: StateStore,
         metrics: Callable[[], Awaitable[dict[str, Any]]],
+        limits: Callable[[], Awaitable[dict[str, Any]]],
         metrics_public: bool,
     ):
         self.prefix = prefix
@@ -35,6 +37,7 @@ class Admin:
         self.metrics_path = prefix + "metrics"
         self._store = store
         self._metrics = metrics
+        self._limits = limits
         self._metrics_public = metrics_public
 
     def answers_without_key(self, request: web.BaseRequest) -> bool:
@@ -62,6 +65,9 @@ class Admin:
             _allow(request, "GET")
             bans = [ban.as_json() for ban in await self._store.bans()]
             return json_response({"bans": bans})
+        if action == "limits":
+            _allow(request, "GET")
+            return json_response(await self._limits())
         if action.startswith("bans/"):
             _allow(request, "DELETE")
             address = parse_address(action[len("bans/") :])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from multidict import CIMultiDictProxy
@@ -49,6 +50,8 @@ class RequestContext:
         "endpoint",
         "raw_body",
         "held_bytes",
+        "rate_headers",
+        "settle",
         "upstream_status",
         "upstream_headers",
         "answer_headers",
@@ -69,6 +72,10 @@ class RequestContext:
         self.endpoint: Endpoint | None = None
         self.raw_body: bytes = b""
         self.held_bytes = 0  # of the process's body budget
+        # The rate-limit headers of a limited key's answer (they replace a target's own).
+        self.rate_headers: dict[str, str] | None = None
+        # Run once the request has ended, however it ended (its tokens charged, its slots freed).
+        self.settle: Callable[[], None] | None = None
         self.upstream_status: int | None = None
         self.upstream_headers: CIMultiDictProxy[str] | None = None
         self.answer_headers: list[CIMultiDictProxy[str]] = []

@@ -16,6 +16,10 @@ def stamp(request: web.BaseRequest, context: RequestContext | None, response: we
         headers["X-Request-ID"] = context.request_id
         if context.answered_by is not None:
             headers["X-Mooltiproxy-Target"] = context.answered_by
+        if context.rate_headers is not None:
+            for name in [name for name in headers if name.lower().startswith("x-ratelimit-")]:
+                headers.popall(name, None)
+            headers.update(context.rate_headers)
     if "Server" not in headers:
         headers["Server"] = "mooltiproxy"
     add_allow_origin(request, response)
