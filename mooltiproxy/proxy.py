@@ -155,6 +155,7 @@ class Proxy:
         grant = await state.limiter.admit(client.name, state.guard.limits_of(client), target)
         if grant is not None:
             context.settle = partial(_settle, state.limiter, grant, context)
+            context.reads_usage = bool(grant.token_keys)
             if grant.client_usage:
                 context.rate_headers = openai_headers(grant.client_usage)
         candidates = self._candidates(state, client, target, path)

@@ -221,3 +221,54 @@ def test_limits_are_validated(tmp_path, limits, problem):
     result = run_cli("--config", str(tmp_path / "config.yaml"), "--check", env={"ALICE_KEY": ALICE})
     assert result.returncode == 1
     assert problem in result.stderr
+
+
+def test_pass_through_answers_are_charged_the_usage_they_report(start_proxy, fake_tgi):
+    fake_tgi.reply = "one two three four five six"
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": {"/generate_stream": None, "/generate": None}}},
+        clients={"alice": {"envkey": "ALICE_KEY", "limits": {"tokens_per_minute": 1000}}},
+    )
+    (proxy,) = start_instances(start_proxy, config)
+
+    def used() -> int:
+        time.sleep(0.1)  # the charge lands once the answer is sent
+        report = httpx.get(f"{proxy.url}/_proxy/limits", headers=auth()).json()
+        return report["clients"]["alice"]["tokens_per_minute"]["used"]
+
+    def stream(parameters: dict) -> None:
+        body = {"inputs": "hi", "parameters": parameters}
+        with httpx.stream("POST", f"{proxy.url}/generate_stream", json=body, headers=auth(ALICE)) as answer:
+            assert answer.status_code == 200
+            answer.read()
+
+    stream({"max_new_tokens": 4})  # no details: one event per token
+    assert used() == 4
+    stream({"max_new_tokens": 3, "details": True})  # details: their generated_tokens
+    assert used() == 7
+    # TGI's /generate says its counts in headers: prompt and generated tokens.
+    answer = httpx.post(
+        f"{proxy.url}/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 2}}, headers=auth(ALICE)
+    )
+    assert used() == 7 + int(answer.headers["x-prompt-tokens"]) + 2
+
+
+def test_the_usage_of_an_openai_compatible_answer_is_read_from_its_end():
+    from mooltiproxy.forwarding.usage import UsageTail
+
+    answer = (
+        b'{"id": "x", "choices": [{"message": {"content": "' + b"a" * 40_000 + b'"}}], '
+        b'"usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}}'
+    )
+    tail = UsageTail()
+    for start in range(0, len(answer), 1000):
+        tail.feed(answer[start : start + 1000])
+    assert tail.tokens() == (12, 30)
+    stream = UsageTail()
+    for event in (
+        b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n',
+        b'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}\n\n',
+        b"data: [DONE]\n\n",
+    ):
+        stream.feed(event)
+    assert stream.tokens() == (5, 1)

@@ -9,6 +9,7 @@ from aiohttp import web
 from mooltiproxy.config.settings import Target
 from mooltiproxy.forwarding.headers import client_response_headers
 from mooltiproxy.forwarding.upstream import UPSTREAM_ERRORS, UpstreamAnswer, upstream_failure
+from mooltiproxy.forwarding.usage import UsageTail
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.responses import ClientStream
 from mooltiproxy.serving.stamping import stamp
@@ -21,10 +22,16 @@ BUFFERED_BODY_LIMIT = 64 * 1024
 
 
 async def relay(
-    request: web.BaseRequest, context: RequestContext, upstream: UpstreamAnswer, target: Target, client_timeout: float
+    request: web.BaseRequest,
+    context: RequestContext,
+    upstream: UpstreamAnswer,
+    target: Target,
+    client_timeout: float,
+    tail: UsageTail | None = None,
 ) -> web.StreamResponse:
     """The body is relayed as received, still encoded, so its headers stay true. The reason phrase
-    is the status's own: the target's, which nothing reads (RFC 9112 4), is not worth its bytes."""
+    is the status's own: the target's, which nothing reads (RFC 9112 4), is not worth its bytes.
+    A `tail` sees the bytes go by, to read the usage the answer reports."""
     headers = client_response_headers(upstream.headers)
     length = upstream.content_length
     if length is not None and length <= BUFFERED_BODY_LIMIT:
@@ -32,6 +39,8 @@ async def relay(
             body = await upstream.read()
         except UPSTREAM_ERRORS as error:
             raise upstream_failure(target, error) from None
+        if tail is not None:
+            tail.feed(body)
         return web.Response(status=upstream.status, headers=headers, body=body)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     stamp(request, context, response)
@@ -50,6 +59,8 @@ async def relay(
             return response
         if chunk is None:
             break
+        if tail is not None:
+            tail.feed(chunk)
         await stream.write(chunk)
     await stream.end()
     return response

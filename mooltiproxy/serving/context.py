@@ -52,6 +52,7 @@ class RequestContext:
         "held_bytes",
         "rate_headers",
         "settle",
+        "reads_usage",
         "upstream_status",
         "upstream_headers",
         "answer_headers",
@@ -76,6 +77,7 @@ class RequestContext:
         self.rate_headers: dict[str, str] | None = None
         # Run once the request has ended, however it ended (its tokens charged, its slots freed).
         self.settle: Callable[[], None] | None = None
+        self.reads_usage = False  # a token limit applies: read what a relayed answer reports
         self.upstream_status: int | None = None
         self.upstream_headers: CIMultiDictProxy[str] | None = None
         self.answer_headers: list[CIMultiDictProxy[str]] = []

@@ -18,6 +18,7 @@ from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.headers import forwarding, upstream_request_headers
 from mooltiproxy.forwarding.relay import relay
 from mooltiproxy.forwarding.upstream import UpstreamPool
+from mooltiproxy.forwarding.usage import UsageTail
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
 from mooltiproxy.translation.streaming import stream_translated
 
@@ -112,12 +113,18 @@ class Forwarder:
         streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if streaming:
             self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
+        # A key with a token limit: the usage the answer reports is read from its last bytes.
+        reported = context.prompt_tokens is not None or context.completion_tokens is not None
+        encoded = "Content-Encoding" in upstream.headers
+        tail = UsageTail() if context.reads_usage and not reported and not encoded else None
         try:
-            return await relay(request, context, upstream, exchange.target, self._client_timeout)
+            return await relay(request, context, upstream, exchange.target, self._client_timeout, tail)
         finally:
             upstream.release()
             if streaming:
                 self._metrics.add("mooltiproxy_active_streams", -1, target=exchange.target.name)
+            if tail is not None:
+                context.prompt_tokens, context.completion_tokens = tail.tokens()
 
     async def _stream(
         self,
