@@ -35,6 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "bench-proxy-key-0123456789abcdef"
+LIMITED_KEY = "bench-limited-key-0123456789abcdef"
 GENERATE = {"inputs": "What is Deep Learning? Explain it in a few words.", "parameters": {"max_new_tokens": 16}}
 CHAT = {
     "model": "bench",
@@ -201,9 +202,16 @@ def time_to_first_token(tgi: str, proxy: str, key: str | None, samples: int = 30
 
 
 def start_proxy(
-    tgi_url: str, port: int, workers: int, pure: bool, folder: Path, under: tuple[str, ...] = ()
+    tgi_url: str,
+    port: int,
+    workers: int,
+    pure: bool,
+    folder: Path,
+    under: tuple[str, ...] = (),
+    state: str | None = None,
 ) -> subprocess.Popen:
-    """The proxy on `port`, routing to the stand-in; `under`: a command it runs under (valgrind)."""
+    """The proxy on `port`, routing to the stand-in; `under`: a command it runs under (valgrind);
+    `state`: a state store, with a client key whose (unreachable) limits are checked in it."""
     config = {
         "system": {"host": "127.0.0.1", "port": port, "workers": workers},
         "cerbere": {"max_tries": 1000000},
@@ -226,9 +234,13 @@ def start_proxy(
     }
     if workers == 1:
         del config["system"]["workers"]
+    if state:
+        config["system"]["state"] = state
+        limits = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12}
+        config["clients"] = {"limited": {"envkey": "BENCH_LIMITED_KEY", "limits": limits}}
     path = folder / "bench-config.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "MOOLTIPROXY_KEY": KEY}
+    env = {**os.environ, "MOOLTIPROXY_KEY": KEY, "BENCH_LIMITED_KEY": LIMITED_KEY}
     if pure:
         env["MOOLTIPROXY_PURE_PYTHON"] = "1"
     process = subprocess.Popen(
@@ -275,6 +287,12 @@ def measure(args, wrk, tgi_url, proxy_url, key, pids, label="", relay_url=None) 
         ("direct /generate_stream (64 tokens)", f"{tgi_url}/generate_stream", GENERATE, None),
         ("streamed chat (64 tokens)", f"{proxy_url}/v1/chat/completions", CHAT_STREAM, key),
     ]
+    if args.state:
+        store = "redis" if args.state.startswith("redis") else "sqlite"
+        scenarios[2:2] = [
+            (f"pass-through /generate, limited key ({store})", f"{proxy_url}/generate", GENERATE, LIMITED_KEY),
+            (f"translated chat, limited key ({store})", f"{proxy_url}/v1/chat/completions", CHAT, LIMITED_KEY),
+        ]
     if relay_url:
         scenarios[1:1] = [("bare relay /generate", f"{relay_url}/generate", GENERATE, KEY)]
         scenarios[-1:-1] = [
@@ -339,6 +357,9 @@ def main() -> None:
     parser.add_argument("--tgi-port", type=int, default=0, help="the stand-in's port (default: a free one)")
     parser.add_argument("--proxy-url", help="measure this proxy instead of starting mooltiproxy")
     parser.add_argument("--proxy-key", default=KEY)
+    parser.add_argument(
+        "--state", help="a state store (redis://host:port/0, a SQLite path) and scenarios with a limited key"
+    )
     args = parser.parse_args()
 
     wrk = None if args.python_load else ensure_wrk()
@@ -362,7 +383,7 @@ def main() -> None:
             proxy_url, pids = args.proxy_url.rstrip("/"), []
         else:
             port = free_port()
-            proxies.append(start_proxy(tgi_url, port, args.workers, False, folder))
+            proxies.append(start_proxy(tgi_url, port, args.workers, False, folder, state=args.state))
             proxy_url, pids = f"http://127.0.0.1:{port}", process_tree(proxies[0].pid)
         relay_port = free_port()
         relay = subprocess.Popen(

@@ -26,6 +26,29 @@ from mooltiproxy.state.store import (
 MAX_TRACKED_ADDRESSES = 100_000
 
 
+class _Log:
+    """A window's events and their running total."""
+
+    __slots__ = ("events", "used")
+
+    def __init__(self) -> None:
+        self.events: deque[Event] = deque()
+        self.used = 0
+
+    def oldest(self) -> Iterable[Event]:
+        return self.events
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        self.used += event.cost
+
+    def prune(self, at: float) -> _Log:
+        events = self.events
+        while events and events[0].time <= at - WINDOW_SECONDS:
+            self.used -= events.popleft().cost
+        return self
+
+
 class MemoryStore(StateStore):
     """Each decision runs without awaiting anything, so it is atomic on the event loop."""
 
@@ -33,7 +56,7 @@ class MemoryStore(StateStore):
         self._max_tracked = max_tracked
         self._bans: dict[str, Ban] = {}
         self._strikes: OrderedDict[str, int] = OrderedDict()
-        self._events: dict[str, deque[Event]] = {}
+        self._windows: dict[str, _Log] = {}
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease -> expiry
 
     def ban_of(self, address: str) -> Ban | None:
@@ -67,30 +90,30 @@ class MemoryStore(StateStore):
         self._strikes.pop(address, None)
         return self._bans.pop(address, None) is not None
 
-    def _window(self, key: str, at: float) -> deque[Event]:
-        events = self._events.setdefault(key, deque())
-        while events and events[0].time <= at - WINDOW_SECONDS:
-            events.popleft()
-        return events
+    def _window(self, key: str, at: float) -> _Log:
+        log = self._windows.get(key)
+        if log is None:
+            log = self._windows[key] = _Log()
+        return log.prune(at)
 
     async def admit(self, windows: Sequence[Window]) -> Admission:
         at = now()
-        events = {window.key: self._window(window.key, at) for window in windows}
-        admission = decide(windows, {key: list(past) for key, past in events.items()}, at)
+        logs = {window.key: self._window(window.key, at) for window in windows}
+        admission = decide(windows, logs, at)
         if admission.admitted:
             for window in windows:
                 if window.cost:
-                    events[window.key].append(Event(at, window.cost))
+                    logs[window.key].add(Event(at, window.cost))
         return admission
 
     async def charge(self, keys: Iterable[str], cost: int) -> None:
         at = now()
         for key in keys:
-            self._window(key, at).append(Event(at, cost))
+            self._window(key, at).add(Event(at, cost))
 
     async def usage(self, windows: Sequence[Window]) -> list[Usage]:
         at = now()
-        return [current_usage(window, list(self._window(window.key, at)), at) for window in windows]
+        return [current_usage(window, self._window(window.key, at), at) for window in windows]
 
     def _live(self, key: str) -> dict[str, float]:
         leases = self._leases.setdefault(key, {})

@@ -54,23 +54,48 @@ redis.call('HSET', KEYS[1], ARGV[1], since .. ':' .. until_)
 return {2, since, until_}
 """
 )
-# The events of a window, oldest first: members are "<id>:<cost>", scores their times.
+# A window is a sorted set of its events (members "<id>:<cost>", scores their times) and the running
+# total of their costs, so that a decision reads one number; the events themselves are read only
+# as far as needed: the oldest, or on a refusal as many as must leave before the request fits.
 _WINDOW = """
+local function cost_of(member) return tonumber(string.match(member, ':(%d+)$')) end
 local function window(key, now)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - WINDOW)
-  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local costs, times, used = {}, {}, 0
-  for j = 1, #entries, 2 do
-    local cost = tonumber(string.match(entries[j], ':(%d+)$'))
-    used = used + cost
-    costs[#costs + 1] = cost
-    times[#times + 1] = tonumber(entries[j + 1])
+  local total = key .. ':total'
+  local expired = redis.call('ZRANGEBYSCORE', key, '-inf', now - WINDOW)
+  if #expired > 0 then
+    local gone = 0
+    for _, member in ipairs(expired) do gone = gone + cost_of(member) end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - WINDOW)
+    redis.call('DECRBY', total, gone)
   end
-  return costs, times, used
+  return tonumber(redis.call('GET', total) or '0')
+end
+local function reset(key, now)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #first == 0 then return 0 end
+  return tonumber(first[2]) + WINDOW - now
 end
 local function fits(used, cost, limit)
   if cost > 0 then return used + cost <= limit end
   return used < limit
+end
+local function retry_after(key, used, cost, limit, now)
+  local start = 0
+  while true do
+    local batch = redis.call('ZRANGE', key, start, start + 99, 'WITHSCORES')
+    if #batch == 0 then return WINDOW end
+    for j = 1, #batch, 2 do
+      used = used - cost_of(batch[j])
+      if fits(used, cost, limit) then return tonumber(batch[j + 1]) + WINDOW - now end
+    end
+    start = start + 100
+  end
+end
+local function add(key, now, member, cost)
+  redis.call('ZADD', key, now, member)
+  redis.call('INCRBY', key .. ':total', cost)
+  redis.call('EXPIRE', key, WINDOW + 1)
+  redis.call('EXPIRE', key .. ':total', WINDOW + 1)
 end
 """
 # KEYS: the windows; ARGV: limit and cost of each, then the request's id.
@@ -82,26 +107,19 @@ _ADMIT = (
 local usages = {1}
 for i, key in ipairs(KEYS) do
   local limit, cost = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local costs, times, used = window(key, now)
-  local reset = 0
-  if #times > 0 then reset = times[1] + WINDOW - now elseif cost > 0 then reset = WINDOW end
+  local used = window(key, now)
+  local until_reset = reset(key, now)
   if not fits(used, cost, limit) then
-    local left, retry = used, WINDOW
-    for j = 1, #costs do
-      left = left - costs[j]
-      if fits(left, cost, limit) then retry = times[j] + WINDOW - now break end
-    end
-    return {0, i, tostring(used), string.format('%.3f', reset), string.format('%.3f', retry)}
+    local retry = retry_after(key, used, cost, limit, now)
+    return {0, i, tostring(used), string.format('%.3f', until_reset), string.format('%.3f', retry)}
   end
+  if used == 0 and cost > 0 then until_reset = WINDOW end
   usages[#usages + 1] = tostring(used + cost)
-  usages[#usages + 1] = string.format('%.3f', reset)
+  usages[#usages + 1] = string.format('%.3f', until_reset)
 end
 for i, key in ipairs(KEYS) do
   local cost = tonumber(ARGV[2 * i])
-  if cost > 0 then
-    redis.call('ZADD', key, now, ARGV[#ARGV] .. ':' .. i .. ':' .. cost)
-    redis.call('EXPIRE', key, WINDOW + 1)
-  end
+  if cost > 0 then add(key, now, ARGV[#ARGV] .. ':' .. i .. ':' .. cost, cost) end
 end
 return usages
 """
@@ -109,10 +127,11 @@ return usages
 # KEYS: windows; ARGV: cost, id.
 _CHARGE = (
     _NOW
+    + _WINDOW
     + """
 for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, ARGV[2] .. ':' .. i .. ':' .. ARGV[1])
-  redis.call('EXPIRE', key, WINDOW + 1)
+  window(key, now)
+  add(key, now, ARGV[2] .. ':' .. i .. ':' .. ARGV[1], tonumber(ARGV[1]))
 end
 return 1
 """
@@ -124,11 +143,8 @@ _USAGE = (
     + """
 local out = {}
 for i, key in ipairs(KEYS) do
-  local costs, times, used = window(key, now)
-  local reset = 0
-  if #times > 0 then reset = times[1] + WINDOW - now end
-  out[#out + 1] = tostring(used)
-  out[#out + 1] = string.format('%.3f', reset)
+  out[#out + 1] = tostring(window(key, now))
+  out[#out + 1] = string.format('%.3f', reset(key, now))
 end
 return out
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from mooltiproxy.core.shared_file import SharedFile
@@ -39,6 +39,7 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS strikes_by_age ON strikes (updated)",
     "CREATE TABLE IF NOT EXISTS events (key TEXT NOT NULL, time REAL NOT NULL, cost INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS events_by_key ON events (key, time)",
+    "CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, used INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS leases (key TEXT NOT NULL, lease TEXT NOT NULL, expiry REAL NOT NULL,"
     " PRIMARY KEY (key, lease))",
 )
@@ -125,13 +126,23 @@ class SQLiteStore(StateStore):
         return await self._file.run(lambda db: _admit(db, windows))
 
     async def charge(self, keys: Iterable[str], cost: int) -> None:
-        rows = [(key, now(), cost) for key in keys]
-        await self._file.run(lambda db: db.executemany("INSERT INTO events VALUES (?, ?, ?)", rows))
+        charged = list(keys)
+
+        def add(db: sqlite3.Connection) -> None:
+            at = now()
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for key in charged:
+                    _add(db, key, at, cost)
+
+        await self._file.run(add)
 
     async def usage(self, windows: Sequence[Window]) -> list[Usage]:
         def read(db: sqlite3.Connection) -> list[Usage]:
             at = now()
-            return [current_usage(window, _events(db, window.key, at), at) for window in windows]
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                return [current_usage(window, _window(db, window.key, at), at) for window in windows]
 
         return await self._file.run(read)
 
@@ -166,23 +177,44 @@ class SQLiteStore(StateStore):
         return await self._file.run(count)
 
 
-def _events(db: sqlite3.Connection, key: str, at: float) -> list[Event]:
-    rows = db.execute(
-        "SELECT time, cost FROM events WHERE key = ? AND time > ? ORDER BY time", (key, at - WINDOW_SECONDS)
+class _Window:
+    """A window's running total, and its events read from the table only as far as needed."""
+
+    def __init__(self, db: sqlite3.Connection, key: str, used: int):
+        self._db, self._key, self.used = db, key, used
+
+    def oldest(self) -> Iterator[Event]:
+        rows = self._db.execute("SELECT time, cost FROM events WHERE key = ? ORDER BY time", (self._key,))
+        return (Event(*row) for row in rows)
+
+
+def _window(db: sqlite3.Connection, key: str, at: float) -> _Window:
+    """The window, its expired events removed (in the caller's transaction)."""
+    cutoff = at - WINDOW_SECONDS
+    (expired,) = db.execute("SELECT sum(cost) FROM events WHERE key = ? AND time <= ?", (key, cutoff)).fetchone()
+    if expired:
+        db.execute("DELETE FROM events WHERE key = ? AND time <= ?", (key, cutoff))
+        db.execute("UPDATE totals SET used = used - ? WHERE key = ?", (expired, key))
+    row = db.execute("SELECT used FROM totals WHERE key = ?", (key,)).fetchone()
+    return _Window(db, key, row[0] if row else 0)
+
+
+def _add(db: sqlite3.Connection, key: str, at: float, cost: int) -> None:
+    db.execute("INSERT INTO events VALUES (?, ?, ?)", (key, at, cost))
+    db.execute(
+        "INSERT INTO totals VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET used = used + excluded.used", (key, cost)
     )
-    return [Event(*row) for row in rows]
 
 
 def _admit(db: sqlite3.Connection, windows: Sequence[Window]) -> Admission:
     at = now()
     with db:
         db.execute("BEGIN IMMEDIATE")
-        for window in windows:
-            db.execute("DELETE FROM events WHERE key = ? AND time <= ?", (window.key, at - WINDOW_SECONDS))
-        admission = decide(windows, {window.key: _events(db, window.key, at) for window in windows}, at)
+        admission = decide(windows, {window.key: _window(db, window.key, at) for window in windows}, at)
         if admission.admitted:
-            rows = [(window.key, at, window.cost) for window in windows if window.cost]
-            db.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
+            for window in windows:
+                if window.cost:
+                    _add(db, window.key, at, window.cost)
         return admission
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 WINDOW_SECONDS = 60.0  # every limit is per minute, over a sliding window
 FOREVER = 0.0  # a ban's `until` when it lasts until lifted
@@ -77,36 +77,50 @@ class Event(NamedTuple):
     cost: int
 
 
-def decide(windows: Sequence[Window], events: dict[str, list[Event]], now: float) -> Admission:
-    """The admission of a request given each window's events (oldest first, already pruned)."""
+class WindowState(Protocol):
+    """A window as its store holds it: the total of its events, kept as they come and go, and its
+    events oldest first, read only as far as a decision needs (the oldest one, or on a refusal as
+    many as must leave before the request fits)."""
+
+    used: int
+
+    def oldest(self) -> Iterable[Event]: ...
+
+
+def decide(windows: Sequence[Window], states: Mapping[str, WindowState], now: float) -> Admission:
+    """The admission of a request given the state of each of its windows (already pruned)."""
     usages: list[Usage] = []
     for window in windows:
-        past = events.get(window.key, [])
-        used = sum(event.cost for event in past)
-        # Requests: room for this one; tokens: the window not spent yet (the call is charged after).
-        fits = used + window.cost <= window.limit if window.cost else used < window.limit
-        if not fits:
-            usage = Usage(window, used, _reset(past, now))
-            return Admission(tuple(usages), usage, _retry_after(past, window, now))
+        state = states[window.key]
+        if not _fits(state.used, window):
+            usage = Usage(window, state.used, _reset(state, now))
+            return Admission(tuple(usages), usage, _retry_after(state, window, now))
         first_use = WINDOW_SECONDS if window.cost else 0.0  # this request's own use, counted now
-        usages.append(Usage(window, used + window.cost, _reset(past, now) if past else first_use))
+        reset = _reset(state, now) if state.used else first_use
+        usages.append(Usage(window, state.used + window.cost, reset))
     return Admission(tuple(usages))
 
 
-def current_usage(window: Window, past: Sequence[Event], now: float) -> Usage:
-    return Usage(window, sum(event.cost for event in past), _reset(past, now))
+def _fits(used: int, window: Window) -> bool:
+    # Requests: room for this one; tokens: the window not spent yet (the call is charged after).
+    return used + window.cost <= window.limit if window.cost else used < window.limit
 
 
-def _reset(past: Sequence[Event], now: float) -> float:
-    return max(0.0, past[0].time + WINDOW_SECONDS - now) if past else 0.0
+def current_usage(window: Window, state: WindowState, now: float) -> Usage:
+    return Usage(window, state.used, _reset(state, now))
 
 
-def _retry_after(past: Sequence[Event], window: Window, now: float) -> float:
+def _reset(state: WindowState, now: float) -> float:
+    oldest = next(iter(state.oldest()), None)
+    return max(0.0, oldest.time + WINDOW_SECONDS - now) if oldest is not None else 0.0
+
+
+def _retry_after(state: WindowState, window: Window, now: float) -> float:
     """How long until enough of the window's events have left it for this request to fit."""
-    used = sum(event.cost for event in past)
-    for event in past:
+    used = state.used
+    for event in state.oldest():
         used -= event.cost
-        if (used + window.cost <= window.limit) if window.cost else used < window.limit:
+        if _fits(used, window):
             return max(0.0, event.time + WINDOW_SECONDS - now)
     return WINDOW_SECONDS
 
