@@ -14,7 +14,7 @@ from multidict import CIMultiDictProxy
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
-from mooltiproxy.translation.marks import needs_prompter, on_upstream_error, streams_with
+from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_error, streams_with
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
 from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
@@ -25,6 +25,7 @@ _ECHO = "tgi.echo"
 _INCLUDE_USAGE = "tgi.include_usage"
 
 
+@kinds("openai.completions", "tgi.generate")
 def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """An OpenAI completion request -> TGI /generate request(s), or a /generate_stream one."""
     prompts = _prompts(payload.get("prompt"))
@@ -92,6 +93,7 @@ def _context_length_exceeded(limit: int, prompt_tokens: int, new_tokens: int) ->
     )
 
 
+@kinds("tgi.generate", "openai.completions")
 @streams_with(_text_stream)
 @on_upstream_error(_context_window)
 def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
@@ -117,6 +119,7 @@ def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
     return envelope("text_completion", _model(context), choices, usage(prompt_tokens, generated))
 
 
+@kinds("openai.chat", "tgi.generate")
 @needs_prompter
 def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
@@ -133,6 +136,7 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     return _one_or_many([{"inputs": prompt, "parameters": copy} for copy in request.copies])
 
 
+@kinds("tgi.generate", "openai.chat")
 @streams_with(_chat_stream)
 @on_upstream_error(_context_window)
 def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:

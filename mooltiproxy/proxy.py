@@ -31,6 +31,12 @@ from mooltiproxy.translation.forwarder import Forwarder
 log = logging.getLogger("mooltiproxy.proxy")
 
 _CLIENT_CLOSED = 499  # nginx's convention, for the access log only
+# Reachability probes clients send without a key (Claude Code: HEAD / and HEAD /api/hello).
+_PROBES = frozenset({"/", "/api/hello"})
+
+
+def _presents_credentials(request: web.BaseRequest) -> bool:
+    return "Authorization" in request.headers or "x-api-key" in request.headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,15 @@ class RoutingState:
     limiter: Limiter
     authorizations: dict[str, str | None]
     model_routes: dict[str, str]
+    fronts: dict[str, str]  # incoming path -> the API its clients speak, when not OpenAI's
+
+    def front_of(self, raw_target: str) -> str | None:
+        """Known from the path alone, so that even the guard's refusals speak the client's API."""
+        path = raw_target.partition("?")[0]
+        front = self.fronts.get(path)
+        if front is None and path.startswith("/v1/"):
+            front = self.fronts.get(path[3:])
+        return front
 
 
 def routing_state(
@@ -63,6 +78,12 @@ def routing_state(
         limiter=limiter,
         authorizations=authorizations,
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
+        fronts={
+            path: endpoint.front
+            for target in config.targets.values()
+            for path, endpoint in target.endpoints.items()
+            if endpoint.front is not None
+        },
     )
 
 
@@ -85,7 +106,7 @@ class Proxy:
         except ProxyError as error:
             if error.code is not None and error.code.startswith("upstream_"):
                 self._metrics.add("mooltiproxy_upstream_errors_total", target=_target_of(context), kind=error.code)
-            response = error_response(error)
+            response = error_response(error, state.front_of(raw_target), context.request_id)
         except ConnectionResetError:
             # The client went away while the answer was being written to it.
             response = web.Response(status=_CLIENT_CLOSED)
@@ -98,7 +119,8 @@ class Proxy:
                 exc,
                 exc_info=state.config.system.debug,
             )
-            response = error_response(ProxyError(500, "Internal proxy error", code="internal_error"))
+            internal = ProxyError(500, "Internal proxy error", code="internal_error")
+            response = error_response(internal, state.front_of(raw_target), context.request_id)
         finally:
             self._budget.give_back(context.held_bytes)
             if context.settle is not None:
@@ -134,7 +156,11 @@ class Proxy:
         guard.check_address(caller)
         if is_preflight(request):
             return preflight_response(request)
-        client = await guard.authenticate(caller, request.headers.get("Authorization"))
+        if request.method == "HEAD" and raw_target in _PROBES and not _presents_credentials(request):
+            return web.Response()  # what Claude Code asks before anything else, without a key
+        client = await guard.authenticate(
+            caller, request.headers.get("Authorization"), request.headers.get("x-api-key")
+        )
         context.client_name = client.name
         path, query = split_request_target(raw_target)
         if path.startswith(state.admin.prefix):

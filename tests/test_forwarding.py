@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from conftest import KEY, auth, proxy_config
+from conftest import KEY, auth, proxy_config, wait_for_log
 from test_translation import TRANSLATED
 
 UPSTREAM_KEY = "upstream-secret-key-abcdef0123456789"
@@ -288,7 +288,7 @@ def test_debug_logs_bodies(start_proxy, echo):
     config = proxy_config({"echo": {"url": echo.url, "mapping": {"/echo": None}}}, system={"debug": True})
     proxy = start_proxy(config)
     httpx.post(f"{proxy.url}/echo", json={"marker": "debug-body-marker"}, headers=auth())
-    assert "debug-body-marker" in proxy.log()
+    wait_for_log(proxy, "debug-body-marker")
 
 
 def test_errors_name_the_target_and_what_was_tried(start_proxy, fake_tgi):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import KEY, auth, proxy_config
+from conftest import KEY, auth, proxy_config, wait_for_log
 
 
 def guarded_proxy(start_proxy, fake_tgi, **cerbere):
@@ -34,7 +34,7 @@ def test_ban_after_max_tries(start_proxy, fake_tgi):
     banned = httpx.get(f"{proxy.url}/info", headers=auth())
     assert banned.status_code == 403
     assert banned.json()["error"]["type"] == "permission_error"
-    assert "banned" in proxy.log()
+    wait_for_log(proxy, "banned")
 
 
 def test_whitelisted_address_is_never_banned_but_needs_the_key(start_proxy, fake_tgi):

@@ -8,7 +8,7 @@ import textwrap
 import httpx
 import pytest
 
-from conftest import REPO, auth, proxy_config, run_cli
+from conftest import REPO, auth, proxy_config, run_cli, wait_for_log
 
 PLUGIN = textwrap.dedent(
     """
@@ -79,7 +79,7 @@ def test_user_mappers_are_found_by_name(plugin_module, start_proxy, echo):
     assert broken.status_code == 500
     assert "a bug in a user mapper" not in broken.text
     assert broken.json()["error"]["code"] == "mapper_error"
-    assert "mapper brokenAnswer failed on /broken: RuntimeError: a bug in a user mapper" in proxy.log()
+    wait_for_log(proxy, "mapper brokenAnswer failed on /broken: RuntimeError: a bug in a user mapper")
 
 
 def test_private_helpers_are_not_mappers(plugin_module, tmp_path):

@@ -200,7 +200,7 @@ def test_fallback_and_client_limits(start_proxy, fake_tgi):
     answer = client(proxy).chat.completions.with_raw_response.create(**CHAT)
     assert answer.headers["x-mooltiproxy-target"] == "backup"
     assert answer.parse().choices[0].message.content == fake_tgi.reply
-    assert "falling back on backup" in proxy.log()
+    wait_for_log(proxy, "falling back on backup")
     limited = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=auth("limited-key-0123456789abcdef"))
     assert limited.status_code == 502
 
@@ -231,7 +231,7 @@ def test_reload(start_proxy, fake_tgi, echo):
     proxy.config_path.write_text("targets: [broken")
     proxy.process.send_signal(signal.SIGHUP)
     time.sleep(0.5)
-    assert "reload refused" in proxy.log()
+    wait_for_log(proxy, "reload refused")
     assert httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200
     # A valid one is swapped in; what needs a restart is said and kept as it runs.
     config["targets"]["tgi"]["mapping"]["/health"] = None
@@ -240,8 +240,8 @@ def test_reload(start_proxy, fake_tgi, echo):
     proxy.config_path.write_text(yaml.safe_dump(config))
     proxy.process.send_signal(signal.SIGHUP)
     time.sleep(0.5)
-    assert "config reloaded" in proxy.log()
-    assert "system.client_timeout changes only with a restart" in proxy.log()
+    wait_for_log(proxy, "config reloaded")
+    wait_for_log(proxy, "system.client_timeout changes only with a restart")
     assert httpx.get(f"{proxy.url}/health", headers=auth()).status_code == 200
     assert httpx.post(f"{proxy.url}/info", content=b"x" * 100, headers=auth()).status_code == 413
 

@@ -44,6 +44,7 @@ def test_the_readme_has_every_client_example():
         "python-openai",
         "python-openai",
         "python-langchain_openai",
+        "python-anthropic",
         "python-text_generation",
         "python-huggingface_hub",
     ]

@@ -19,7 +19,7 @@ from mooltiproxy.state.memory import MemoryStore
 from mooltiproxy.state.sqlite import SQLiteStore
 from mooltiproxy.state.store import StateStore
 
-from conftest import KEY, auth, proxy_config, run_cli
+from conftest import KEY, auth, proxy_config, run_cli, wait_for_log
 from echo_upstream import EchoUpstream
 
 ALICE_KEY = "alice-key-0123456789abcdefghij"
@@ -180,7 +180,7 @@ def test_trusted_proxy_forwarding_headers(start_proxy, fake_tgi, echo):
     # Strikes go to the forwarded address, not to the proxy in front.
     get_banned(proxy, {"X-Forwarded-For": "192.0.2.44"})
     assert httpx.get(url, headers={**auth(), "X-Forwarded-For": "192.0.2.45"}).status_code == 200
-    assert "192.0.2.44 client=-" in proxy.log()
+    wait_for_log(proxy, "192.0.2.44 client=-")
 
 
 def test_forwarded_is_read_only_when_configured(start_proxy, fake_tgi, echo):
@@ -199,7 +199,7 @@ def test_no_strike_lands_on_a_trusted_proxy(start_proxy, fake_tgi, echo):
     url = f"{proxy.url}/info"
     # A hop the load balancer could not name is an unidentified client: a bucket of its own.
     get_banned(proxy, {"Forwarded": "for=unknown"})
-    assert "refused banned client unidentified" in proxy.log()
+    wait_for_log(proxy, "refused banned client unidentified")
     assert httpx.get(url, headers={**auth(), "Forwarded": "for=192.0.2.8"}).status_code == 200
     # The load balancer asking itself (no client behind it) is never struck.
     for _ in range(4):

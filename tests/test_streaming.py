@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import KEY, TGI_FAILURES, auth, proxy_config
+from conftest import KEY, TGI_FAILURES, auth, proxy_config, wait_for_log
 from test_translation import TRANSLATED
 
 MESSAGES = [{"role": "system", "content": "You are Bob."}, {"role": "user", "content": "Tell me a joke"}]
@@ -190,7 +190,7 @@ def test_client_disconnect_closes_the_upstream_stream(proxy, fake_tgi):
     # The client left while the upstream is silent for a second: only a proxy that watches its
     # clients notices now rather than at its next write.
     assert fake_tgi.stream_closed.wait(0.6), "the proxy kept the upstream stream open"
-    assert "status=499" in proxy.log()
+    wait_for_log(proxy, "status=499")
 
 
 def test_pass_through_stream_is_relayed_as_it_comes(proxy, fake_tgi):

@@ -13,6 +13,7 @@ from pathlib import Path
 import voluptuous as vol
 import yaml
 
+from mooltiproxy.config.chains import chained_mapper, chained_translators
 from mooltiproxy.config.registry import RegistryError, discover, positional_arity
 from mooltiproxy.config.schema import build_schema
 from mooltiproxy.config.settings import (
@@ -26,6 +27,7 @@ from mooltiproxy.config.settings import (
     GuardSettings,
     Limits,
     Mapper,
+    StreamTranslatorFactory,
     SystemSettings,
     Target,
     key_digest,
@@ -231,7 +233,9 @@ class _Builder:
         stream_path = spec.get("stream_path")
         if stream_path is None and upstream_path.endswith("/generate"):
             stream_path = upstream_path + "_stream"  # TGI's streaming twin of /generate
-        translated = spec["in"] != "identity" or spec["out"] != "identity"
+        ins = [name for name in spec["in"] if name != "identity"]
+        outs = [name for name in spec["out"] if name != "identity"]
+        translated = bool(ins or outs)
         if "methods" in spec:
             methods = frozenset(spec["methods"])
         else:
@@ -241,12 +245,14 @@ class _Builder:
             upstream_path=upstream_path,
             methods=methods,
             stream_path=stream_path,
-            stream_translator=getattr(self.mappers[spec["out"]], "stream_translator", None),
-            error_hook=getattr(self.mappers[spec["out"]], "on_upstream_error", None),
-            request_mapper_name=spec["in"],
-            answer_mapper_name=spec["out"],
-            request_mapper=self._mapper(spec["in"]),
-            answer_mapper=self._mapper(spec["out"]),
+            stream_translator=self._translators(outs),
+            # The link facing the target has a say on its errors.
+            error_hook=getattr(self.mappers[outs[0]], "on_upstream_error", None) if outs else None,
+            front=getattr(self.mappers[ins[0]], "takes", None) if ins else None,
+            request_mapper_name=" > ".join(ins) or "identity",
+            answer_mapper_name=" > ".join(outs) or "identity",
+            request_mapper=self._mapper(ins),
+            answer_mapper=self._mapper(outs),
             prompter_name=prompter_name,
             prompter=_adapt(self.prompters[prompter_name], 2) if prompter_name else None,
             template=template,
@@ -255,10 +261,16 @@ class _Builder:
             strip_bos=spec["strip_bos"],
         )
 
-    def _mapper(self, name: str) -> Mapper | None:
-        if name == "identity":
+    def _mapper(self, names: list[str]) -> Mapper | None:
+        """The chain as one mapper; None for identity (bytes relayed, never parsed)."""
+        return chained_mapper([_adapt(self.mappers[name], 3) for name in names]) if names else None
+
+    def _translators(self, names: list[str]) -> StreamTranslatorFactory | None:
+        """The stream translator of an answer chain: one per link, each fed by the one before."""
+        factories = [getattr(self.mappers[name], "stream_translator", None) for name in names]
+        if not factories or None in factories:
             return None
-        return _adapt(self.mappers[name], 3)
+        return chained_translators([factory for factory in factories if factory is not None])
 
 
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")

@@ -99,6 +99,36 @@ def _known_name(kind: str, known: Iterable[str]) -> Callable[[Any], str]:
     return validate
 
 
+def _chain(mappers: Mapping[str, Callable]) -> Callable[[Any], list[str]]:
+    """A mapper's name, or a list of them applied in order."""
+    known = _known_name("mapper", mappers)
+
+    def validate(value: Any) -> list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise vol.Invalid("expected a mapper's name, or a non-empty list of them")
+            return [known(name) for name in value]
+        return [known(value)]
+
+    return validate
+
+
+def _chain_fits(spec: dict, side: str, mappers: Mapping[str, Callable]) -> list[vol.Invalid]:
+    """Each link gives what the next one takes (mappers that declare no kinds fit anything)."""
+    names = spec.get(side)
+    if not isinstance(names, list) or not all(isinstance(name, str) and name in mappers for name in names):
+        return []  # the schema itself reports it
+    links = [(index, name, mappers[name]) for index, name in enumerate(names) if name != "identity"]
+    errors = []
+    for (_, before, first), (index, after, second) in zip(links, links[1:], strict=False):
+        gives, takes = getattr(first, "gives", None), getattr(second, "takes", None)
+        if gives and takes and gives != takes:
+            errors.append(
+                vol.Invalid(f"'{after}' takes {takes}, but '{before}' before it gives {gives}", path=[side, index])
+            )
+    return errors
+
+
 def _path(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise vol.Invalid(f"expected a path starting with '/', got {value!r}")
@@ -241,8 +271,8 @@ def build_schema(
         {
             vol.Optional("path"): _path,
             vol.Optional("stream_path"): _path,
-            vol.Optional("in", default="identity"): _known_name("mapper", mappers),
-            vol.Optional("out", default="identity"): _known_name("mapper", mappers),
+            vol.Optional("in", default=["identity"]): _chain(mappers),
+            vol.Optional("out", default=["identity"]): _chain(mappers),
             vol.Optional("prompter"): _known_name("prompter", prompters),
             vol.Optional("template"): _known_name("template", [*_names(raw_templates), *builtins]),
             vol.Optional("system_prompt"): str,
@@ -253,11 +283,13 @@ def build_schema(
     )
 
     def requirements(spec: dict) -> list[vol.Invalid]:
-        """A mapper that builds prompts needs a prompter; some prompters need a kind of template."""
-        errors = []
-        mapper_name = spec.get("in", "identity")
-        if getattr(mappers.get(mapper_name), "needs_prompter", False) and "prompter" not in spec:
-            errors.append(vol.Invalid(f"mapper '{mapper_name}' needs a prompter", path=["prompter"]))
+        """A mapper that builds prompts needs a prompter; some prompters need a kind of template;
+        the links of a chain must fit."""
+        errors = [*_chain_fits(spec, "in", mappers), *_chain_fits(spec, "out", mappers)]
+        chain = spec.get("in", [])
+        for mapper_name in chain if isinstance(chain, list) else [chain]:
+            if getattr(mappers.get(mapper_name), "needs_prompter", False) and "prompter" not in spec:
+                errors.append(vol.Invalid(f"mapper '{mapper_name}' needs a prompter", path=["prompter"]))
         prompter_name = spec.get("prompter", "")
         kinds = getattr(prompters.get(prompter_name), "template_kinds", None)
         template_name = spec.get("template")

@@ -70,6 +70,8 @@ class Endpoint:
     # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
     stream_path: str | None = None
     stream_translator: StreamTranslatorFactory | None = None
+    # The API the client speaks here (what the request chain takes), for errors in its shape.
+    front: str | None = None
     # The answer mapper's say on an upstream error: hook(error, payload_sent, context) returns a
     # payload to send once more instead, or None; it may raise a ProxyError of its own.
     error_hook: Callable[..., Any] | None = None

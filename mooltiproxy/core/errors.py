@@ -1,4 +1,5 @@
-"""Errors the proxy raises and the OpenAI-shaped bodies it answers them with."""
+"""Errors the proxy raises and the bodies it answers them with: OpenAI's shape, or Anthropic's on
+the routes of its front."""
 
 from __future__ import annotations
 
@@ -55,6 +56,29 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     error_type = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return json.dumps(payload).encode()
+
+
+# Anthropic's error `type` for each status; 529 is its own "overloaded".
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+ANTHROPIC = "anthropic.messages"  # the front whose errors take Anthropic's shape
+
+
+def anthropic_error_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_error_body(status: int, message: str, request_id: str | None) -> bytes:
+    body = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+    return json.dumps({**body, "request_id": request_id}).encode()
 
 
 def shown_url(url: str) -> str:

@@ -42,7 +42,7 @@ HOP_BY_HOP = _names(
 )
 _NOT_FORWARDED = (
     *HOP_BY_HOP,
-    *_names("host", "content-length", "content-encoding", "authorization", "cookie", "target", "expect"),
+    *_names("host", "content-length", "content-encoding", "authorization", "x-api-key", "cookie", "target", "expect"),
 )
 # What says who the client is; from anyone but a trusted proxy, the proxy's word replaces it.
 _FORWARDING = _names("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host")

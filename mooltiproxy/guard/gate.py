@@ -14,7 +14,7 @@ from mooltiproxy.config.settings import MASTER, ClientKey, GuardSettings, Limits
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.guard.client_address import IPAddress, client_origin, parse_address
-from mooltiproxy.guard.keys import KeyRing, presents_a_key
+from mooltiproxy.guard.keys import KeyRing, bearer_token, presents_a_key
 from mooltiproxy.state.store import FOREVER, Ban, StateStore
 
 log = logging.getLogger("mooltiproxy.guard")
@@ -89,8 +89,14 @@ class Guard:
         if ban is not None:
             raise _banned(caller, ban)
 
-    async def authenticate(self, caller: Caller, authorization: str | None) -> ClientKey:
-        """The client the key belongs to; else a 401, and a strike when a key was presented."""
+    async def authenticate(self, caller: Caller, authorization: str | None, api_key: str | None = None) -> ClientKey:
+        """The client the key belongs to; else a 401, and a strike when a key was presented. The key
+        comes as `Authorization: Bearer`, or as `x-api-key` (Anthropic's clients); when both come,
+        they must hold the same key."""
+        if api_key is not None:
+            if authorization is not None and bearer_token(authorization) != api_key.strip():
+                raise _unauthorized("Authorization and x-api-key hold different keys")
+            authorization = f"Bearer {api_key.strip()}"
         client = self._keys.identify(authorization)
         if client is not None:
             return client

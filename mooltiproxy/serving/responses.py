@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mooltiproxy.core.errors import ProxyError, error_body
+from mooltiproxy.core.errors import ANTHROPIC, ProxyError, anthropic_error_body, error_body
 
 # A head is well under this; what is added to it to decide whether a write can block.
 _HEAD_ALLOWANCE = 16 * 1024
@@ -23,13 +23,13 @@ def text_response(text: str, **kwargs: Any) -> web.Response:
     return web.Response(text=text, **kwargs)
 
 
-def error_response(error: ProxyError) -> web.Response:
-    return web.Response(
-        status=error.status,
-        body=error_body(error.status, error.message, error.code, error.param),
-        content_type="application/json",
-        headers=error.headers,
-    )
+def error_response(error: ProxyError, front: str | None = None, request_id: str | None = None) -> web.Response:
+    """The error in the shape of the API the client speaks on this route."""
+    if front == ANTHROPIC:
+        body = anthropic_error_body(error.status, error.message, request_id)
+    else:
+        body = error_body(error.status, error.message, error.code, error.param)
+    return web.Response(status=error.status, body=body, content_type="application/json", headers=error.headers)
 
 
 def _may_block(transport: asyncio.Transport | None, size: int) -> bool:

@@ -33,6 +33,12 @@ def on_upstream_error(hook: Callable[..., Any]) -> Callable[[F], F]:
     return lambda mapper: _marked(mapper, on_upstream_error=hook)
 
 
+def kinds(takes: str, gives: str) -> Callable[[F], F]:
+    """What a mapper takes and gives (`openai.chat`, `tgi.generate`, `anthropic.messages`, ...): in a
+    chain, each link must give what the next takes, and the loader checks it."""
+    return lambda mapper: _marked(mapper, takes=takes, gives=gives)
+
+
 def uses_template(*kinds: str) -> Callable[[F], F]:
     """A prompter that needs an endpoint `template:` of one of these kinds ('markers', 'jinja')."""
     return lambda prompter: _marked(prompter, template_kinds=kinds)

@@ -11,7 +11,14 @@ DONE = b"data: [DONE]\n\n"
 
 
 def frame(payload: Any) -> bytes:
+    """An event with this JSON payload as its data; bytes are an event already framed (a named one)."""
+    if isinstance(payload, bytes):
+        return payload
     return b"data: " + dumps(payload) + b"\n\n"
+
+
+def named_event(name: str, payload: Any) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + dumps(payload) + b"\n\n"
 
 
 def _data_value(line: bytes) -> str:

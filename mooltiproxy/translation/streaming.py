@@ -70,7 +70,7 @@ async def stream_translated(
                 await _send(stream, chunks)
                 if failure is not None:
                     # Ended here, not raised: an exception held by this frame would keep it alive.
-                    await _end_with_error(stream, target, failure)
+                    await _end_with_error(stream, target, failure, translator)
                     return response
                 if translator.finished:
                     break
@@ -81,9 +81,9 @@ async def stream_translated(
             if not translator.complete:
                 raise ProxyError(500, f"Target '{target.name}' ended the stream early", code="incomplete_generation")
         except ProxyError as error:
-            await _end_with_error(stream, target, error)
+            await _end_with_error(stream, target, error, translator)
             return response
-        await stream.end(b"".join(frame(chunk) for chunk in translator.end()) + DONE)
+        await stream.end(b"".join(map(frame, translator.end())) + getattr(translator, "done", DONE))
         return response
     finally:
         # A stream left unread (client gone, stop string reached) closes its connection at once,
@@ -91,10 +91,17 @@ async def stream_translated(
         upstream.release()
 
 
-async def _end_with_error(stream: ClientStream, target: Target, error: ProxyError) -> None:
-    """An error once the stream has started: an error event, then the end of the stream."""
+async def _end_with_error(
+    stream: ClientStream, target: Target, error: ProxyError, translator: StreamTranslator
+) -> None:
+    """An error once the stream has started: an error event (in the client's API's shape), then the
+    end of the stream."""
     log.warning("stream from target %s failed: %s", target.name, error.message)
-    await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
+    error_frame = getattr(translator, "error_frame", None)
+    if error_frame is not None:
+        await stream.end(error_frame(error))
+    else:
+        await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
 
 
 async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:
@@ -119,4 +126,4 @@ def _translate(translator: StreamTranslator, batch: list[str]) -> tuple[list[Any
 
 async def _send(stream: ClientStream, chunks: list[Any]) -> None:
     if chunks:
-        await stream.write(b"".join(frame(chunk) for chunk in chunks))
+        await stream.write(b"".join(map(frame, chunks)))

@@ -1,0 +1,290 @@
+"""Anthropic's Messages API (what Claude Code speaks) <-> OpenAI Chat Completions, the pivot.
+
+Chained with a target's own mappers, for instance onto TGI's /generate:
+
+    /v1/messages:
+      path: /generate
+      in: [messagesReqAnthropicToOpenAI, chatReqOpenAItoTGI]
+      out: [chatAnsTGItoOpenAI, messagesAnsOpenAIToAnthropic]
+      prompter: chat_template
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.errors import ProxyError, anthropic_error_type
+from mooltiproxy.core.ids import unique_id
+from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.translation.marks import kinds, streams_with
+from mooltiproxy.translation.sse import named_event
+
+ANTHROPIC = "anthropic.messages"
+CHAT = "openai.chat"
+# Claude Code's first system line, different on every request: dropped so a target's prefix cache works.
+BILLING_HEADER = "x-anthropic-billing-header"
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+_TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+
+
+def _invalid(message: str) -> ProxyError:
+    return ProxyError(400, message, code="invalid_request_error")
+
+
+@kinds(ANTHROPIC, CHAT)
+def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """An Anthropic Messages request -> an OpenAI chat request. Fields with no meaning for an
+    OpenAI-style target (`thinking`, `cache_control`, `context_management`, ...) are ignored."""
+    max_tokens = payload.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _invalid("max_tokens: a positive integer is required")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages: a non-empty list is required")
+    chat: list[dict[str, Any]] = []
+    system = _system_text(payload.get("system"))
+    if system:
+        chat.append({"role": "system", "content": system})
+    for index, message in enumerate(messages):
+        chat.extend(_chat_messages(message, index))
+    request: dict[str, Any] = {"model": payload.get("model"), "messages": chat, "max_tokens": max_tokens}
+    for name in ("temperature", "top_p", "top_k"):
+        if payload.get(name) is not None:
+            request[name] = payload[name]
+    if payload.get("stop_sequences") is not None:
+        request["stop"] = payload["stop_sequences"]
+    if payload.get("stream") is True:
+        # The usage comes in the last chunk: Anthropic's message_delta carries it.
+        request.update(stream=True, stream_options={"include_usage": True})
+    metadata = payload.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        request["user"] = metadata["user_id"]
+    tools = payload.get("tools")
+    if tools:
+        request["tools"] = [_function_tool(tool, index) for index, tool in enumerate(tools)]
+        choice = payload.get("tool_choice")
+        if isinstance(choice, dict):
+            if choice.get("type") == "tool":
+                request["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+            elif choice.get("type") in _TOOL_CHOICES:
+                request["tool_choice"] = _TOOL_CHOICES[choice["type"]]
+    return request
+
+
+def _system_text(system: Any) -> str:
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        blocks = [system]
+    elif isinstance(system, list):
+        blocks = [block.get("text", "") for block in system if isinstance(block, dict) and block.get("type") == "text"]
+    else:
+        raise _invalid("system: a string or a list of text blocks is expected")
+    text = "\n\n".join(block for block in blocks if not block.startswith(BILLING_HEADER))
+    return text
+
+
+def _chat_messages(message: Any, index: int) -> list[dict[str, Any]]:
+    """One Anthropic message as OpenAI messages: tool results become `tool` messages of their own."""
+    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+        raise _invalid(f"messages.{index}: an object with role user or assistant is expected")
+    role, content = message["role"], message.get("content")
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    if not isinstance(content, list):
+        raise _invalid(f"messages.{index}.content: a string or a list of content blocks is expected")
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for block_index, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        where = f"messages.{index}.content.{block_index}"
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
+        elif kind == "tool_result":
+            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": _result_text(block)})
+        elif kind in ("image", "document"):
+            raise _invalid(f"{where}: {kind} blocks are not supported by this target, which reads text only")
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # the model's earlier reasoning: nothing a target can be given back
+        else:
+            raise _invalid(f"{where}: unknown content block type '{kind}'")
+    chat: list[dict[str, Any]] = results
+    if texts or calls:
+        entry: dict[str, Any] = {"role": role, "content": "".join(texts) if texts else None}
+        if calls:
+            entry["tool_calls"] = calls
+        chat.append(entry)
+    return chat
+
+
+def _result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return "" if content is None else str(content)
+
+
+def _function_tool(tool: Any, index: int) -> dict[str, Any]:
+    if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+        raise _invalid(f"tools.{index}: a tool with a name is expected")
+    kind = tool.get("type")
+    if kind not in (None, "custom"):
+        raise _invalid(f"tools.{index}: the server tool '{kind}' ({tool['name']}) cannot run on this target")
+    function = {"name": tool["name"], "parameters": tool.get("input_schema") or {"type": "object"}}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    return {"type": "function", "function": function}
+
+
+def _anthropic_stream(endpoint: Endpoint, context: RequestContext) -> AnthropicStream:
+    model = context.body.get("model") if isinstance(context.body, dict) else None
+    return AnthropicStream(model if isinstance(model, str) else "unknown")
+
+
+@kinds(CHAT, ANTHROPIC)
+@streams_with(_anthropic_stream)
+def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """An OpenAI chat completion -> an Anthropic message."""
+    choice = (payload.get("choices") or [{}])[0] if isinstance(payload, dict) else {}
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or _tool_id(),
+                "name": function.get("name"),
+                "input": _input(function),
+            }
+        )
+    usage = payload.get("usage") or {}
+    model = context.body.get("model") if isinstance(context.body, dict) else None
+    return {
+        "id": f"msg_{unique_id()}",
+        "type": "message",
+        "role": "assistant",
+        "model": model if isinstance(model, str) else payload.get("model"),
+        "content": content,
+        "stop_reason": _STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0)},
+    }
+
+
+def _input(function: dict[str, Any]) -> Any:
+    try:
+        value = json.loads(function.get("arguments") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_id() -> str:
+    return f"toolu_{unique_id()}"
+
+
+class AnthropicStream:
+    """OpenAI chat chunks -> Anthropic's named events: message_start, a content block per text run
+    or tool call (with text_delta / input_json_delta), message_delta with the stop reason and the
+    usage, message_stop. No [DONE]: message_stop ends it."""
+
+    done = b""
+
+    def __init__(self, model: str):
+        self._model = model
+        self._started = False
+        self._block: str | None = None  # "text" or "tool_use" while a block is open
+        self._index = -1
+        self._stop_reason = "end_turn"
+        self._usage = {"input_tokens": 0, "output_tokens": 0}
+
+    def event(self, chunk: Any) -> list[bytes]:
+        out = self._start()
+        usage = chunk.get("usage") if isinstance(chunk, dict) else None
+        if isinstance(usage, dict):
+            self._usage = {
+                "input_tokens": usage.get("prompt_tokens", 0),
+                "output_tokens": usage.get("completion_tokens", 0),
+            }
+        for choice in chunk.get("choices", []) if isinstance(chunk, dict) else []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                if self._block != "text":
+                    out += self._open({"type": "text", "text": ""}, "text")
+                out.append(self._delta({"type": "text_delta", "text": delta["content"]}))
+            for call in delta.get("tool_calls") or []:
+                function = call.get("function") or {}
+                if call.get("id") or function.get("name"):
+                    block: dict[str, Any] = {
+                        "type": "tool_use",
+                        "id": call.get("id") or _tool_id(),
+                        "name": function.get("name"),
+                        "input": {},
+                    }
+                    out += self._open(block, "tool_use")
+                if function.get("arguments"):
+                    out.append(self._delta({"type": "input_json_delta", "partial_json": function["arguments"]}))
+            if choice.get("finish_reason"):
+                self._stop_reason = _STOP_REASONS.get(choice["finish_reason"], "end_turn")
+        return out
+
+    def end(self) -> list[bytes]:
+        out = self._start() + self._close()
+        delta = {"stop_reason": self._stop_reason, "stop_sequence": None}
+        # Current SDKs read input_tokens here: TGI tells the prompt's length only at the end.
+        out.append(named_event("message_delta", {"type": "message_delta", "delta": delta, "usage": self._usage}))
+        out.append(named_event("message_stop", {"type": "message_stop"}))
+        return out
+
+    def error_frame(self, error: ProxyError) -> bytes:
+        body = {"type": "error", "error": {"type": anthropic_error_type(error.status), "message": error.message}}
+        return named_event("error", body)
+
+    def _start(self) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        message: dict[str, Any] = {
+            "id": f"msg_{unique_id()}",
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},  # placeholders: the counts come at the end
+        }
+        return [named_event("message_start", {"type": "message_start", "message": message})]
+
+    def _open(self, block: dict[str, Any], kind: str) -> list[bytes]:
+        out = self._close()
+        self._index += 1
+        self._block = kind
+        start = {"type": "content_block_start", "index": self._index, "content_block": block}
+        return [*out, named_event("content_block_start", start)]
+
+    def _close(self) -> list[bytes]:
+        if self._block is None:
+            return []
+        self._block = None
+        return [named_event("content_block_stop", {"type": "content_block_stop", "index": self._index})]
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return named_event("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
