@@ -40,6 +40,24 @@ def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: Req
     max_tokens = payload.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _invalid("max_tokens: a positive integer is required")
+    return {**_chat_request(payload), "max_tokens": max_tokens}
+
+
+@kinds(ANTHROPIC, CHAT)
+def countReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """A /v1/messages/count_tokens request (a Messages request without max_tokens) -> OpenAI chat."""
+    return _chat_request(payload)
+
+
+@kinds("tgi.tokenize", "anthropic.count")
+def countAnsTGItoAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """TGI's /tokenize answer (the prompt's tokens, special ones included) -> Anthropic's count."""
+    if not isinstance(payload, list):
+        raise ProxyError(502, "The target's /tokenize answer is not a list of tokens", code="upstream_error")
+    return {"input_tokens": len(payload)}
+
+
+def _chat_request(payload: dict) -> dict[str, Any]:
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages: a non-empty list is required")
@@ -49,7 +67,7 @@ def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: Req
         chat.append({"role": "system", "content": system})
     for index, message in enumerate(messages):
         chat.extend(_chat_messages(message, index))
-    request: dict[str, Any] = {"model": payload.get("model"), "messages": chat, "max_tokens": max_tokens}
+    request: dict[str, Any] = {"model": payload.get("model"), "messages": chat}
     for name in ("temperature", "top_p", "top_k"):
         if payload.get(name) is not None:
             request[name] = payload[name]

@@ -65,14 +65,14 @@ _INPUT_TOO_LONG = re.compile(r"`inputs` must have less than (\d+) tokens\. Given
 
 
 def _context_window(error: ProxyError, sent: dict, context: RequestContext) -> dict | None:
-    """TGI's 422 for a prompt that does not fit: an unset max_tokens is clamped to the room left
-    (the request is sent once more), else OpenAI's context_length_exceeded."""
+    """TGI's 422 for a prompt and max_tokens that do not fit: max_tokens is clamped to the room the
+    prompt leaves (the request is sent once more; Claude Code asks for tens of thousands), else,
+    when the prompt alone does not fit, OpenAI's context_length_exceeded."""
     too_long = _TOO_LONG.search(error.message) if error.status == 422 else None
     if too_long is not None:
         limit, prompt_tokens, new_tokens = map(int, too_long.groups())
-        asked = context.body.get("max_tokens") is not None or context.body.get("max_completion_tokens") is not None
         room = limit - prompt_tokens
-        if not asked and room >= 1:
+        if room >= 1:
             return type(sent)({**sent, "parameters": {**sent["parameters"], "max_new_tokens": room}})
         raise _context_length_exceeded(limit, prompt_tokens, new_tokens)
     input_too_long = _INPUT_TOO_LONG.search(error.message) if error.status == 422 else None
@@ -156,6 +156,16 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
         generated += completion_tokens(answer, tokens, _headers(context, index))
     prompt_tokens = header_count(context.upstream_headers, "x-prompt-tokens")
     return envelope("chat.completion", _model(context), choices, usage(prompt_tokens, generated))
+
+
+@kinds("openai.chat", "tgi.tokenize")
+@needs_prompter
+def tokenizeReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """An OpenAI chat request -> TGI /tokenize of the prompt /generate would get: its token count."""
+    if endpoint.prompter is None:  # the loader requires one (needs_prompter)
+        raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
+    prompt, _ = endpoint.prompter(payload.get("messages"), endpoint)
+    return {"inputs": prompt}
 
 
 def _streamed(payload: dict, context: RequestContext) -> bool:

@@ -20,6 +20,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ MAX_BEST_OF = 2
 MAX_TOP_N_TOKENS = 5
 DEFAULT_GENERATION_LENGTH = 1024
 EOS_TEXT = "</s>"
+BOS_TEXT = "<s>"
+BOS_ID = 1
 EOS_ID = 2
 MODEL_ID = "fake-org/fake-llama-7b-chat"
 
@@ -108,6 +111,7 @@ class FakeTGI(ThreadedServer):
         app.router.add_get("/info", self.info)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
         return app
 
     def reset(self) -> None:
@@ -122,16 +126,18 @@ class FakeTGI(ThreadedServer):
         self.keep_alive_comments = False
         # Set when a client goes away in the middle of a stream.
         self.stream_closed = threading.Event()
+        # (name, arguments): /v1/chat/completions answers with this tool call when the request has tools.
+        self.tool_call: tuple[str, dict] | None = None
 
     # ---- request parsing and validation, as TGI does it ----
-    async def _parse(self, request: web.Request) -> dict:
+    async def _parse(self, request: web.Request, chat: bool = False) -> dict:
         if request.content_type != "application/json":
             raise Rejection(415, "Expected request with `Content-Type: application/json`")
         try:
             body = json.loads(await request.read())
         except ValueError as exc:
             raise Rejection(400, f"Failed to parse the request body as JSON: {exc}") from None
-        problem = _deserialization_problem(body)
+        problem = _chat_deserialization_problem(body) if chat else _deserialization_problem(body)
         if problem:
             raise Rejection(422, f"Failed to deserialize the JSON body into the target type: {problem}")
         return body
@@ -352,6 +358,76 @@ class FakeTGI(ThreadedServer):
             raise
         return response
 
+    # ---- TGI's OpenAI-compatible Messages API (router/src/server.rs chat_completions) ----
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._parse(request, chat=True)
+        except Rejection as rejection:
+            return web.Response(status=rejection.status, text=rejection.text)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _validation_error("`messages` cannot be empty")
+        # The fake's chat template: each message on a line of its own.
+        prompt = "".join(f"{m.get('role')}: {_chat_text(m.get('content'))}\n" for m in messages) + "assistant:"
+        # TGI takes max_completion_tokens as another name for max_tokens.
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_GENERATION_LENGTH
+        stop = body.get("stop") or []
+        parameters = {"max_new_tokens": max_tokens, "stop": [stop] if isinstance(stop, str) else stop}
+        generation = self._generate(parameters, len(tokenize(prompt)) + 1, max_tokens)
+        call = self.tool_call if body.get("tools") and body.get("tool_choice") != "none" else None
+        usage = {
+            "prompt_tokens": generation.input_length,
+            "completion_tokens": len(generation.tokens),
+            "total_tokens": generation.input_length + len(generation.tokens),
+        }
+        envelope = {"id": "", "created": int(time.time()), "model": MODEL_ID, "system_fingerprint": "3.3.7-native"}
+        if not body.get("stream"):
+            if call is not None:
+                function = {"name": call[0], "arguments": json.dumps(call[1], separators=(",", ":"))}
+                message: dict[str, Any] = {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "0", "type": "function", "function": function}],
+                }
+                finish = "stop"  # TGI says stop for a tool call, with no content
+            else:
+                message = {"role": "assistant", "content": generation.generated_text}
+                finish = "length" if generation.finish_reason == "length" else "stop"
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            return _json_response({"object": "chat.completion", **envelope, "choices": [choice], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+
+        async def chunk(delta: dict, finish: str | None = None, **extra: Any) -> None:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            await self._event(response, {"object": "chat.completion.chunk", **envelope, "choices": [choice], **extra})
+
+        if call is not None:
+            # TGI streams a tool call's arguments piece by piece, and never a finish_reason.
+            arguments = json.dumps(call[1], separators=(",", ":"))
+            function = {"name": call[0], "arguments": ""}
+            await chunk(
+                {"role": "assistant", "tool_calls": [{"index": 0, "id": "", "type": "function", "function": function}]}
+            )
+            for start in range(0, len(arguments), 8):
+                piece = {
+                    "index": 0,
+                    "id": "",
+                    "type": "function",
+                    "function": {"name": None, "arguments": arguments[start : start + 8]},
+                }
+                await chunk({"role": "assistant", "tool_calls": [piece]})
+        else:
+            for index, token in enumerate(generation.tokens, start=1):
+                last = index == len(generation.tokens)
+                finish = ("length" if generation.finish_reason == "length" else "stop") if last else None
+                text = "" if token["special"] else token["text"]
+                await chunk({"role": "assistant", "content": text}, finish)
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
+            await self._event(response, {"object": "chat.completion.chunk", **envelope, "choices": [], "usage": usage})
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
     @staticmethod
     async def _event(response: web.StreamResponse, payload: dict) -> None:
         # TGI (axum's Sse) frames events as `data:{json}`, without a space.
@@ -389,7 +465,8 @@ class FakeTGI(ThreadedServer):
             body = await self._parse(request)
         except Rejection as rejection:
             return web.Response(status=rejection.status, text=rejection.text)
-        tokens, start = [], 0
+        # The tokenizer adds its special tokens, as /generate's input_length counts them: the BOS.
+        tokens, start = [{"id": BOS_ID, "text": BOS_TEXT, "start": 0, "stop": 0}], 0
         for piece in tokenize(body["inputs"]):
             tokens.append({"id": token_id(piece), "text": piece, "start": start, "stop": start + len(piece)})
             start += len(piece)
@@ -416,6 +493,24 @@ _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "adapter_id": (str,),
 }
 _UNSIGNED = {"best_of", "truncate", "max_new_tokens", "seed", "top_n_tokens"}
+
+
+def _chat_deserialization_problem(body: Any) -> str | None:
+    """What serde would refuse in a ChatRequest."""
+    if not isinstance(body, dict):
+        return "invalid type: expected struct ChatRequest"
+    if not isinstance(body.get("messages"), list):
+        return "missing field `messages`"
+    for index, message in enumerate(body["messages"]):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"messages[{index}]: missing field `role`"
+    return None
+
+
+def _chat_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
 
 
 def _deserialization_problem(body: Any) -> str | None:

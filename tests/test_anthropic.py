@@ -18,6 +18,13 @@ MESSAGES_ROUTE = {
     "prompter": "chat_template",
     "template": "llama3",
 }
+COUNT_ROUTE = {
+    "path": "/tokenize",
+    "in": ["countReqAnthropicToOpenAI", "tokenizeReqOpenAItoTGI"],
+    "out": "countAnsTGItoAnthropic",
+    "prompter": "chat_template",
+    "template": "llama3",
+}
 HISTORY = [
     {"role": "user", "content": "Hello"},
     {"role": "assistant", "content": [{"type": "text", "text": "Hi! How can I help?"}]},
@@ -28,7 +35,12 @@ HISTORY = [
 @pytest.fixture
 def proxy(start_proxy, fake_tgi):
     config = proxy_config(
-        {"tgi": {"url": fake_tgi.url, "mapping": {"/messages": MESSAGES_ROUTE, "/generate": None}}},
+        {
+            "tgi": {
+                "url": fake_tgi.url,
+                "mapping": {"/messages": MESSAGES_ROUTE, "/messages/count_tokens": COUNT_ROUTE, "/generate": None},
+            }
+        },
         clients={"alice": {"envkey": "ALICE_KEY", "limits": {"requests_per_minute": 1}}},
     )
     return start_proxy(config, env={"ALICE_KEY": "alice-key-0123456789abcdefghij"})
@@ -160,3 +172,21 @@ def test_a_chain_whose_links_do_not_fit_is_a_config_error(tmp_path):
         "targets.tgi.mapping./messages.in.1: 'messagesReqAnthropicToOpenAI' takes anthropic.messages, "
         "but 'chatReqOpenAItoTGI' before it gives tgi.generate"
     ) in result.stderr
+
+
+def test_claude_codes_large_max_tokens_is_clamped_and_an_overlong_prompt_said_its_way(proxy, fake_tgi):
+    fake_tgi.reply = "Short answer."
+    with client(proxy).messages.stream(model="c", max_tokens=32000, messages=HISTORY) as stream:
+        message = stream.get_final_message()  # the SDK streams a request this large, as Claude Code does
+    assert message.content[0].text == "Short answer."
+    assert fake_tgi.received[-1].json()["parameters"]["max_new_tokens"] < 4096
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client(proxy).messages.create(model="c", max_tokens=100, messages=[{"role": "user", "content": "word " * 5000}])
+    assert refused.value.body["error"]["message"].startswith("input length and `max_tokens` exceed context limit")
+
+
+def test_count_tokens_asks_the_targets_tokenizer(proxy, fake_tgi):
+    count = client(proxy).messages.count_tokens(model="c", system="You are Bob.", messages=HISTORY)
+    assert fake_tgi.last.path == "/tokenize"
+    message = client(proxy).messages.create(model="c", max_tokens=5, system="You are Bob.", messages=HISTORY)
+    assert count.input_tokens == message.usage.input_tokens

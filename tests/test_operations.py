@@ -96,11 +96,15 @@ def test_request_ids_and_json_logs(start_proxy, fake_tgi):
 def test_context_window(start_proxy, fake_tgi):
     endpoint = {**TRANSLATED["/chat/completions"], "defaults": {"max_new_tokens": 5000}}
     proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": endpoint}}}))
+    long_prompt = [{"role": "user", "content": "word " * 5000}]
     with pytest.raises(openai.BadRequestError) as refused:
-        client(proxy).chat.completions.create(**CHAT, max_tokens=5000)
+        client(proxy).chat.completions.create(model="m", messages=long_prompt, max_tokens=10)
     assert refused.value.body["code"] == "context_length_exceeded"
     assert "maximum context length is 4096 tokens" in refused.value.body["message"]
-    # No max_tokens from the client: the endpoint's default is clamped to what fits.
+    # A max_tokens larger than the room the prompt leaves, asked or the endpoint's default, is
+    # clamped to what fits.
+    asked = client(proxy).chat.completions.create(**CHAT, max_tokens=5000)
+    assert asked.choices[0].message.content
     answer = client(proxy).chat.completions.create(**CHAT)
     assert answer.choices[0].message.content
     first, second = fake_tgi.received[-2:]

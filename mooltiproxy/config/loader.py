@@ -231,8 +231,9 @@ class _Builder:
         if template_name is not None:
             template = self.templates.get(template_name) or builtin_templates()[template_name]
         stream_path = spec.get("stream_path")
-        if stream_path is None and upstream_path.endswith("/generate"):
-            stream_path = upstream_path + "_stream"  # TGI's streaming twin of /generate
+        if stream_path is None:
+            # TGI's streaming twin of /generate; elsewhere (OpenAI-compatible servers) the same path.
+            stream_path = upstream_path + "_stream" if upstream_path.endswith("/generate") else upstream_path
         ins = [name for name in spec["in"] if name != "identity"]
         outs = [name for name in spec["out"] if name != "identity"]
         translated = bool(ins or outs)

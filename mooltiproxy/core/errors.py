@@ -76,7 +76,9 @@ def anthropic_error_type(status: int) -> str:
     return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
-def anthropic_error_body(status: int, message: str, request_id: str | None) -> bytes:
+def anthropic_error_body(status: int, message: str, request_id: str | None, code: str | None = None) -> bytes:
+    if code == "context_length_exceeded":  # Anthropic's own words, which Claude Code reacts to
+        message = f"input length and `max_tokens` exceed context limit: {message}"
     body = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
     return json.dumps({**body, "request_id": request_id}).encode()
 

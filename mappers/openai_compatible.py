@@ -1,0 +1,135 @@
+"""OpenAI Chat Completions <-> an OpenAI-compatible chat server: vLLM, SGLang, llama.cpp's server,
+and TGI's own /v1/chat/completions. What such servers do differently is normalised to what OpenAI
+clients expect: TGI answers a tool call with `finish_reason: "stop"` and the id "0", and never ends
+a streamed tool call with a `finish_reason`; here each call gets a unique id, and the answer
+`finish_reason: "tool_calls"` and a final chunk.
+
+    /chat/completions:
+      in: chatReqOpenAItoCompatible
+      out: chatAnsCompatibleToOpenAI
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.accelerators import loads
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.ids import unique_id
+from mooltiproxy.serving.context import RequestContext, Streamed
+from mooltiproxy.translation.marks import kinds, streams_with
+
+CHAT = "openai.chat"
+SERVER = "openai.compatible"
+_WANTS_USAGE = "compatible.wants_usage"
+
+
+@kinds(CHAT, SERVER)
+def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
+    """The request as it is, tools and all; a stream always asks for its usage (token limits and
+    the Anthropic front need it), which is passed on only to a client that asked."""
+    request = dict(payload)
+    if payload.get("stream") is not True:
+        return request
+    options = payload.get("stream_options")
+    context.state[_WANTS_USAGE] = isinstance(options, dict) and options.get("include_usage") is True
+    request["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return Streamed(request)
+
+
+def _stream(endpoint: Endpoint, context: RequestContext) -> CompatibleStream:
+    return CompatibleStream(bool(context.state.get(_WANTS_USAGE)))
+
+
+@kinds(SERVER, CHAT)
+@streams_with(_stream)
+def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> Any:
+    if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
+        raise ProxyError(502, "The target's answer is not a chat completion", code="upstream_error")
+    payload["id"] = payload.get("id") or f"chatcmpl-{unique_id()}"
+    for choice in payload["choices"]:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and message.get("tool_calls"):
+            for call in message["tool_calls"]:
+                call["id"] = _call_id()
+            message.setdefault("content", None)
+            choice["finish_reason"] = "tool_calls"
+    return payload
+
+
+def _call_id() -> str:
+    return f"call_{unique_id()}"
+
+
+class CompatibleStream:
+    """The server's chunks, normalised: a unique id for each tool call (sent once, as OpenAI does),
+    a final chunk with a finish_reason when the server sent none, then the usage for a client that
+    asked for it."""
+
+    def __init__(self, wants_usage: bool):
+        self.finished = False
+        self.complete = False
+        self.usage: dict[str, Any] | None = None
+        self._wants_usage = wants_usage
+        self._usage_chunk: dict[str, Any] | None = None
+        self._finished_choice = False
+        self._calls: dict[int, str] = {}
+        self._id = f"chatcmpl-{unique_id()}"
+        self._last: dict[str, Any] = {}
+
+    def event(self, data: str) -> list[Any]:
+        if data.strip() == "[DONE]":
+            self.finished = self.complete = True
+            return []
+        try:
+            chunk = loads(data)
+        except ValueError:
+            raise ProxyError(502, "The target sent an event that is not JSON", code="upstream_error") from None
+        if not isinstance(chunk, dict):
+            raise ProxyError(502, "The target sent an event that is not a chunk", code="upstream_error")
+        if "error" in chunk:
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise ProxyError(500, str(message), code="upstream_error")
+        chunk["id"] = chunk.get("id") or self._id
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        if not chunk.get("choices"):
+            if isinstance(usage, dict):
+                self._usage_chunk = chunk  # sent after the final chunk, as OpenAI orders them
+            return []
+        chunk.pop("usage", None)
+        for choice in chunk["choices"]:
+            self._normalise(choice)
+        self._last = chunk
+        return [chunk]
+
+    def _normalise(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta") or {}
+        for call in delta.get("tool_calls") or []:
+            index = call.get("index", 0)
+            function = call.get("function") or {}
+            if function.get("name") is None:
+                function.pop("name", None)
+            if index in self._calls:
+                call.pop("id", None)
+                call.pop("type", None)
+            else:
+                self._calls[index] = call["id"] = _call_id()
+                call["type"] = "function"
+        if choice.get("finish_reason"):
+            self._finished_choice = True
+            if self._calls:
+                choice["finish_reason"] = "tool_calls"
+
+    def end(self) -> list[Any]:
+        out: list[Any] = []
+        if not self._finished_choice:
+            finish = "tool_calls" if self._calls else "stop"
+            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
+            out.append({**self._last, "id": self._last.get("id", self._id), "choices": [choice]})
+        if self._wants_usage and self._usage_chunk is not None:
+            out.append(self._usage_chunk)
+        return out
