@@ -1,0 +1,375 @@
+"""OpenAI's Responses API (what Codex speaks) <-> OpenAI Chat Completions, the pivot:
+
+    /responses:
+      path: /v1/chat/completions
+      in: [responsesReqToOpenAI, chatReqOpenAItoCompatible]
+      out: [chatAnsCompatibleToOpenAI, responsesAnsOpenAIToResponses]
+
+Each request carries its whole history (`store: false`, as Codex sends it); responses are not kept,
+so `previous_response_id` is refused with a 400 that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.ids import unique_id
+from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.translation.marks import kinds, streams_with
+from mooltiproxy.translation.sse import named_event
+
+log = logging.getLogger("mooltiproxy.responses")
+
+RESPONSES = "openai.responses"
+CHAT = "openai.chat"
+_REQUEST = "responses.request"  # the client's request, for the answer's echo of it
+_INPUT_TEXT = ("input_text", "output_text", "text")
+
+
+def _invalid(message: str, param: str | None = None) -> ProxyError:
+    return ProxyError(400, message, code="invalid_request_error", param=param)
+
+
+@kinds(RESPONSES, CHAT)
+def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """A Responses request -> an OpenAI chat request. `reasoning`, `store`, `metadata`, `include`
+    and the like are accepted and have no effect."""
+    if payload.get("previous_response_id"):
+        raise _invalid(
+            "previous_response_id: this proxy keeps no responses; send the whole conversation as `input`",
+            "previous_response_id",
+        )
+    messages: list[dict[str, Any]] = []
+    if isinstance(payload.get("instructions"), str) and payload["instructions"]:
+        messages.append({"role": "system", "content": payload["instructions"]})
+    source = payload.get("input")
+    if isinstance(source, str):
+        messages.append({"role": "user", "content": source})
+    elif isinstance(source, list):
+        for index, item in enumerate(source):
+            _add_item(messages, item, index)
+    else:
+        raise _invalid("input: a string or a list of items is expected", "input")
+    request: dict[str, Any] = {"model": payload.get("model"), "messages": messages}
+    for name in ("temperature", "top_p", "parallel_tool_calls"):
+        if payload.get(name) is not None:
+            request[name] = payload[name]
+    if payload.get("max_output_tokens") is not None:
+        request["max_tokens"] = payload["max_output_tokens"]
+    text_format = (payload.get("text") or {}).get("format") if isinstance(payload.get("text"), dict) else None
+    if isinstance(text_format, dict) and text_format.get("type") == "json_schema":
+        schema = {"name": text_format.get("name", "answer"), "schema": text_format.get("schema")}
+        request["response_format"] = {"type": "json_schema", "json_schema": schema}
+    tools = [tool for tool in (_function_tool(tool) for tool in payload.get("tools") or []) if tool]
+    if tools:
+        request["tools"] = tools
+        choice = payload.get("tool_choice")
+        if choice in ("auto", "required", "none"):
+            request["tool_choice"] = choice
+        elif isinstance(choice, dict) and choice.get("name"):
+            request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    if payload.get("stream") is True:
+        request.update(stream=True, stream_options={"include_usage": True})
+    context.state[_REQUEST] = payload
+    return request
+
+
+def _add_item(messages: list[dict[str, Any]], item: Any, index: int) -> None:
+    if not isinstance(item, dict):
+        raise _invalid(f"input[{index}]: an item object is expected", "input")
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = "system" if item.get("role") == "developer" else item.get("role")
+        messages.append({"role": role, "content": _text(item.get("content"))})
+    elif kind in ("function_call", "custom_tool_call"):
+        arguments = item.get("arguments") if kind == "function_call" else json.dumps({"input": item.get("input", "")})
+        call = {
+            "id": item.get("call_id"),
+            "type": "function",
+            "function": {"name": item.get("name"), "arguments": arguments},
+        }
+        if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("content"):
+            messages[-1].setdefault("tool_calls", []).append(call)  # parallel calls: one assistant turn
+        else:
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+    elif kind in ("function_call_output", "custom_tool_call_output"):
+        output = item.get("output")
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": item.get("call_id"),
+                "content": output if isinstance(output, str) else _text(output),
+            }
+        )
+    elif kind in ("reasoning", "local_shell_call", "local_shell_call_output", "web_search_call"):
+        log.info("input[%d]: a %s item has no meaning for the target and is left out", index, kind)
+    else:
+        raise _invalid(f"input[{index}]: unknown item type '{kind}'", "input")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") in _INPUT_TEXT
+        )
+    return ""
+
+
+def _function_tool(tool: Any) -> dict[str, Any] | None:
+    """A tool the target can run, as a chat function tool; None (and a log line) for the others."""
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    if kind == "function":
+        function = {"name": tool.get("name"), "parameters": tool.get("parameters") or {"type": "object"}}
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        return {"type": "function", "function": function}
+    if kind == "custom":  # free-form input: offered as a function of one string
+        parameters = {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
+        return {
+            "type": "function",
+            "function": {
+                "name": tool.get("name"),
+                "description": tool.get("description", ""),
+                "parameters": parameters,
+            },
+        }
+    log.info("a %s tool cannot run on this target and is left out", kind)
+    return None
+
+
+def _stream(endpoint: Endpoint, context: RequestContext) -> ResponsesStream:
+    return ResponsesStream(Envelope(context.state.get(_REQUEST) or {}))
+
+
+@kinds(CHAT, RESPONSES)
+@streams_with(_stream)
+def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """An OpenAI chat completion -> a Response."""
+    choice = (payload.get("choices") or [{}])[0] if isinstance(payload, dict) else {}
+    message = choice.get("message") or {}
+    output: list[dict[str, Any]] = []
+    if message.get("content"):
+        output.append(_message_item(f"msg_{unique_id()}", message["content"]))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        output.append(_call_item(f"fc_{unique_id()}", call.get("id") or f"call_{unique_id()}", function))
+    envelope = Envelope(context.state.get(_REQUEST) or {})
+    return envelope.response(output, choice.get("finish_reason"), payload.get("usage") or {})
+
+
+def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": [part]}
+
+
+def _call_item(item_id: str, call_id: str, function: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": function.get("name"),
+        "arguments": function.get("arguments") or "",
+    }
+
+
+class Envelope:
+    """The fields of a Response that echo its request."""
+
+    def __init__(self, request: dict[str, Any]):
+        self.id = f"resp_{unique_id()}"
+        self.created_at = int(time.time())
+        self._request = request
+
+    def response(
+        self, output: list[dict[str, Any]], finish_reason: Any, usage: dict[str, Any], status: str | None = None
+    ) -> dict[str, Any]:
+        request = self._request
+        incomplete = finish_reason == "length"
+        input_tokens, output_tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status or ("incomplete" if incomplete else "completed"),
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+            "instructions": request.get("instructions"),
+            "max_output_tokens": request.get("max_output_tokens"),
+            "model": request.get("model") or "unknown",
+            "output": output,
+            "parallel_tool_calls": request.get("parallel_tool_calls", True),
+            "previous_response_id": None,
+            "reasoning": None,
+            "store": False,
+            "temperature": request.get("temperature"),
+            "text": request.get("text") or {"format": {"type": "text"}},
+            "tool_choice": request.get("tool_choice", "auto"),
+            "tools": request.get("tools") or [],
+            "top_p": request.get("top_p"),
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            },
+            "metadata": request.get("metadata") or {},
+        }
+
+
+class ResponsesStream:
+    """OpenAI chat chunks -> the Responses API's typed events, numbered by `sequence_number`:
+    response.created and .in_progress, then per output item .output_item.added, its text deltas
+    (or function call argument deltas), their .done, .output_item.done, and response.completed
+    (or .incomplete) carrying the whole response with its usage. No [DONE]."""
+
+    done = b""
+
+    def __init__(self, envelope: Envelope):
+        self._envelope = envelope
+        self._sequence = 0
+        self._started = False
+        self._output: list[dict[str, Any]] = []
+        self._open: dict[str, Any] | None = None  # the item being streamed
+        self._text = ""
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._finish: Any = None
+        self._usage: dict[str, Any] = {}
+
+    def event(self, chunk: Any) -> list[bytes]:
+        out = self._start()
+        if not isinstance(chunk, dict):
+            return out
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                if self._open is None or self._open["type"] != "message":
+                    out += self._open_item(_message_item(f"msg_{unique_id()}", "", "in_progress"))
+                    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                    out.append(
+                        self._emit("response.content_part.added", item_id=self._open_id(), content_index=0, part=part)
+                    )
+                self._text += delta["content"]
+                out.append(
+                    self._emit(
+                        "response.output_text.delta",
+                        item_id=self._open_id(),
+                        content_index=0,
+                        delta=delta["content"],
+                        logprobs=[],
+                    )
+                )
+            for call in delta.get("tool_calls") or []:
+                out += self._call_delta(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+        return out
+
+    def _call_delta(self, call: dict[str, Any]) -> list[bytes]:
+        out: list[bytes] = []
+        function = call.get("function") or {}
+        if call.get("index", 0) not in self._calls:
+            item = _call_item(f"fc_{unique_id()}", call.get("id") or f"call_{unique_id()}", function, "in_progress")
+            item["arguments"] = ""
+            self._calls[call.get("index", 0)] = item
+            out += self._open_item(item)
+        if function.get("arguments"):
+            assert self._open is not None
+            self._open["arguments"] += function["arguments"]
+            out.append(
+                self._emit(
+                    "response.function_call_arguments.delta", item_id=self._open_id(), delta=function["arguments"]
+                )
+            )
+        return out
+
+    def end(self) -> list[bytes]:
+        out = self._start() + self._close_item()
+        usage = self._usage
+        response = self._envelope.response(self._output, self._finish, usage)
+        kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        out.append(self._emit(kind, response=response))
+        return out
+
+    def error_frame(self, error: ProxyError) -> bytes:
+        response = self._envelope.response(self._output, None, self._usage, status="failed")
+        response["error"] = {"code": error.code or "server_error", "message": error.message}
+        return self._emit("response.failed", response=response)
+
+    def _start(self) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        response = self._envelope.response([], None, {}, status="in_progress")
+        return [
+            self._emit("response.created", response=response),
+            self._emit("response.in_progress", response=response),
+        ]
+
+    def _open_item(self, item: dict[str, Any]) -> list[bytes]:
+        out = self._close_item()
+        self._open = item
+        self._text = ""
+        return [*out, self._emit("response.output_item.added", output_index=len(self._output), item=item)]
+
+    def _close_item(self) -> list[bytes]:
+        item = self._open
+        if item is None:
+            return []
+        index = len(self._output)
+        out: list[bytes] = []
+        if item["type"] == "message":
+            part = {"type": "output_text", "text": self._text, "annotations": [], "logprobs": []}
+            out.append(
+                self._emit(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=self._text,
+                    logprobs=[],
+                )
+            )
+            out.append(
+                self._emit(
+                    "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
+                )
+            )
+            item = _message_item(item["id"], self._text)
+        else:
+            out.append(
+                self._emit(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+            )
+            item = {**item, "status": "completed"}
+        out.append(self._emit("response.output_item.done", output_index=index, item=item))
+        self._output.append(item)
+        self._open = None
+        return out
+
+    def _open_id(self) -> str:
+        assert self._open is not None
+        return str(self._open["id"])
+
+    def _emit(self, kind: str, **fields: Any) -> bytes:
+        if "output_index" not in fields and kind.startswith(
+            ("response.output_text", "response.content_part", "response.function_call")
+        ):
+            fields["output_index"] = len(self._output)
+        self._sequence += 1
+        return named_event(kind, {"type": kind, "sequence_number": self._sequence - 1, **fields})
