@@ -5,8 +5,9 @@
       in: [responsesReqToOpenAI, chatReqOpenAItoCompatible]
       out: [chatAnsCompatibleToOpenAI, responsesAnsOpenAIToResponses]
 
-Each request carries its whole history (`store: false`, as Codex sends it); responses are not kept,
-so `previous_response_id` is refused with a 400 that says so.
+A request carries its whole history (`store: false`, as Codex sends it), or names the response it
+follows (`previous_response_id`): the proxy keeps responses in its state store
+(mooltiproxy/translation/stored_responses.py) and puts the earlier turns back before mapping.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mooltiproxy.core.ids import unique_id
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.translation.marks import kinds, streams_with
 from mooltiproxy.translation.sse import named_event
+from mooltiproxy.translation.stored_responses import FINAL
 
 log = logging.getLogger("mooltiproxy.responses")
 
@@ -39,11 +41,6 @@ def _invalid(message: str, param: str | None = None) -> ProxyError:
 def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """A Responses request -> an OpenAI chat request. `reasoning`, `store`, `metadata`, `include`
     and the like are accepted and have no effect."""
-    if payload.get("previous_response_id"):
-        raise _invalid(
-            "previous_response_id: this proxy keeps no responses; send the whole conversation as `input`",
-            "previous_response_id",
-        )
     messages: list[dict[str, Any]] = []
     if isinstance(payload.get("instructions"), str) and payload["instructions"]:
         messages.append({"role": "system", "content": payload["instructions"]})
@@ -145,7 +142,7 @@ def _function_tool(tool: Any) -> dict[str, Any] | None:
 
 
 def _stream(endpoint: Endpoint, context: RequestContext) -> ResponsesStream:
-    return ResponsesStream(Envelope(context.state.get(_REQUEST) or {}))
+    return ResponsesStream(Envelope(context), context.state)
 
 
 @kinds(CHAT, RESPONSES)
@@ -160,8 +157,9 @@ def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: Req
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         output.append(_call_item(f"fc_{unique_id()}", call.get("id") or f"call_{unique_id()}", function))
-    envelope = Envelope(context.state.get(_REQUEST) or {})
-    return envelope.response(output, choice.get("finish_reason"), payload.get("usage") or {})
+    response = Envelope(context).response(output, choice.get("finish_reason"), payload.get("usage") or {})
+    context.state[FINAL] = response  # kept when the request asks it to be
+    return response
 
 
 def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
@@ -183,10 +181,10 @@ def _call_item(item_id: str, call_id: str, function: dict[str, Any], status: str
 class Envelope:
     """The fields of a Response that echo its request."""
 
-    def __init__(self, request: dict[str, Any]):
+    def __init__(self, context: RequestContext):
         self.id = f"resp_{unique_id()}"
         self.created_at = int(time.time())
-        self._request = request
+        self._request: dict[str, Any] = context.state.get(_REQUEST) or {}
 
     def response(
         self, output: list[dict[str, Any]], finish_reason: Any, usage: dict[str, Any], status: str | None = None
@@ -206,9 +204,9 @@ class Envelope:
             "model": request.get("model") or "unknown",
             "output": output,
             "parallel_tool_calls": request.get("parallel_tool_calls", True),
-            "previous_response_id": None,
+            "previous_response_id": request.get("previous_response_id"),
             "reasoning": None,
-            "store": False,
+            "store": request.get("store", True) is not False,
             "temperature": request.get("temperature"),
             "text": request.get("text") or {"format": {"type": "text"}},
             "tool_choice": request.get("tool_choice", "auto"),
@@ -234,8 +232,9 @@ class ResponsesStream:
 
     done = b""
 
-    def __init__(self, envelope: Envelope):
+    def __init__(self, envelope: Envelope, state: dict[str, Any]):
         self._envelope = envelope
+        self._state = state
         self._sequence = 0
         self._started = False
         self._output: list[dict[str, Any]] = []
@@ -298,6 +297,7 @@ class ResponsesStream:
         out = self._start() + self._close_item()
         usage = self._usage
         response = self._envelope.response(self._output, self._finish, usage)
+        self._state[FINAL] = response
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         out.append(self._emit(kind, response=response))
         return out

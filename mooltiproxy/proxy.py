@@ -27,6 +27,9 @@ from mooltiproxy.serving.request_target import split_request_target
 from mooltiproxy.serving.responses import error_response
 from mooltiproxy.serving.stamping import stamp
 from mooltiproxy.translation.forwarder import Forwarder
+from mooltiproxy.translation.stored_responses import FRONT as RESPONSES_FRONT
+from mooltiproxy.translation.stored_responses import ROUTE as STORED_RESPONSE
+from mooltiproxy.translation.stored_responses import StoredResponses
 
 log = logging.getLogger("mooltiproxy.proxy")
 
@@ -50,6 +53,7 @@ class RoutingState:
     forwarder: Forwarder
     catalog: ModelCatalog
     limiter: Limiter
+    responses: StoredResponses
     authorizations: dict[str, str | None]
     model_routes: dict[str, str]
     fronts: dict[str, str]  # incoming path -> the API its clients speak, when not OpenAI's
@@ -64,7 +68,13 @@ class RoutingState:
 
 
 def routing_state(
-    config: Config, guard: Guard, admin: Admin, pool: UpstreamPool, metrics: Metrics, limiter: Limiter
+    config: Config,
+    guard: Guard,
+    admin: Admin,
+    pool: UpstreamPool,
+    metrics: Metrics,
+    limiter: Limiter,
+    responses: StoredResponses,
 ) -> RoutingState:
     # Precomputed so that the hot path only looks things up.
     authorizations = {name: f"Bearer {t.key}" if t.key else None for name, t in config.targets.items()}
@@ -76,6 +86,7 @@ def routing_state(
         forwarder=Forwarder(pool, authorizations, metrics, config.system, config.guard.client_address_header),
         catalog=ModelCatalog(config.targets, pool),
         limiter=limiter,
+        responses=responses,
         authorizations=authorizations,
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
         fronts={
@@ -165,6 +176,9 @@ class Proxy:
         path, query = split_request_target(raw_target)
         if path.startswith(state.admin.prefix):
             return await state.admin.handle(request, path, client)
+        kept = STORED_RESPONSE.match(path) if request.method in ("GET", "DELETE") else None
+        if kept is not None and RESPONSES_FRONT in state.fronts.values():
+            return await state.responses.answer(request.method, kept.group(1), client.name)
         system = state.config.system
         context.raw_body = await read_body(
             request,
@@ -190,7 +204,12 @@ class Proxy:
         _check_method(request.method, candidates[0][1])
         if all(endpoint.request_mapper is not None for _, endpoint in candidates):
             context.keep_parsed_body_only()
-        return await self._forward(state, request, context, candidates, query, caller)
+        if candidates[0][1].front != RESPONSES_FRONT:
+            return await self._forward(state, request, context, candidates, query, caller)
+        await state.responses.expand(context, client.name)
+        response = await self._forward(state, request, context, candidates, query, caller)
+        await state.responses.keep(context, client.name)
+        return response
 
     async def _forward(
         self,

@@ -29,6 +29,7 @@ from mooltiproxy.operations.logs import setup_logging
 from mooltiproxy.proxy import Proxy, RoutingState, routing_state
 from mooltiproxy.serving.http_server import HttpServer, check_c_parser
 from mooltiproxy.state.choose import state_store
+from mooltiproxy.translation.stored_responses import StoredResponses
 
 log = logging.getLogger("mooltiproxy")
 
@@ -75,7 +76,8 @@ class Runtime:
             partial(self._limits_report, config, guard),
             config.system.metrics_public,
         )
-        return routing_state(config, guard, admin, pool, self.metrics, self.limiter)
+        responses = StoredResponses(self.store, config.system.responses_ttl, config.system.responses_max_bytes)
+        return routing_state(config, guard, admin, pool, self.metrics, self.limiter, responses)
 
     def _state_error(self) -> None:
         self.metrics.add("mooltiproxy_state_errors_total")

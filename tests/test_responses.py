@@ -119,11 +119,51 @@ def test_a_streamed_function_call(proxy, fake_tgi):
     assert events[-1].type == "response.completed"
 
 
-def test_an_incomplete_answer_and_a_refused_previous_response_id(proxy, fake_tgi):
+def test_an_incomplete_answer(proxy, fake_tgi):
     fake_tgi.reply = "one two three four five six"
     response = client(proxy, "tgi").responses.create(model="m", input="Count", max_output_tokens=3)
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
-    with pytest.raises(openai.BadRequestError) as refused:
-        client(proxy, "tgi").responses.create(model="m", input="Again", previous_response_id=response.id)
-    assert refused.value.body["param"] == "previous_response_id"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_previous_response_id_continues_a_kept_conversation(start_proxy, fake_tgi, stream):
+    config = proxy_config(
+        {"server": {"url": fake_tgi.url, "mapping": {"/responses": ON_SERVER}}},
+        clients={"bob": {"envkey": "BOB_KEY"}},
+    )
+    proxy = start_proxy(config, env={"BOB_KEY": "bob-key-0123456789abcdefghij"})
+    fake_tgi.reply = "Nice to meet you, Ada."
+    first = client(proxy, "server").responses.create(model="m", input="My name is Ada.")
+    fake_tgi.reply = "Your name is Ada."
+    arguments = {"model": "m", "input": "What is my name?", "previous_response_id": first.id}
+    if stream:
+        events = list(client(proxy, "server").responses.create(**arguments, stream=True))
+        second = events[-1].response
+    else:
+        second = client(proxy, "server").responses.create(**arguments)
+    assert second.previous_response_id == first.id
+    assert fake_tgi.last.json()["messages"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    kept = client(proxy, "server").responses.retrieve(second.id)
+    assert kept.output_text == "Your name is Ada."
+    # Scoped to the key that made it.
+    bob = OpenAI(base_url=f"{proxy.url}/v1", api_key="bob-key-0123456789abcdefghij", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve(second.id)
+    client(proxy, "server").responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError) as gone:
+        client(proxy, "server").responses.retrieve(second.id)
+    assert gone.value.body["message"] == f"Response with id '{second.id}' not found."
+    with pytest.raises(openai.NotFoundError):
+        client(proxy, "server").responses.create(model="m", input="Again", previous_response_id=second.id)
+
+
+def test_store_false_keeps_nothing(proxy, fake_tgi):
+    response = client(proxy, "server").responses.create(model="m", input="Hi", store=False)
+    assert response.store is False
+    with pytest.raises(openai.NotFoundError):
+        client(proxy, "server").responses.retrieve(response.id)

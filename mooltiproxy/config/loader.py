@@ -164,6 +164,8 @@ class _Builder:
             state_envkey=section["state_envkey"],
             state_timeout=section["state_timeout"],
             limits_fail_closed=section["limits_when_store_down"] == "closed",
+            responses_ttl=section["responses_ttl"],
+            responses_max_bytes=section["responses_max_bytes"],
         )
 
     def _state(self, state: str | None) -> str | None:

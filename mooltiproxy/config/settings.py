@@ -186,6 +186,9 @@ class SystemSettings:
     state_envkey: str | None = None
     state_timeout: float = 0.25  # seconds a store call may take before local state answers
     limits_fail_closed: bool = False  # the store down: refuse limited keys (else count locally)
+    # Responses API answers kept for previous_response_id: how long, and how large at most.
+    responses_ttl: float = 24 * 3600
+    responses_max_bytes: int = 1024 * 1024
     masterkey: str | None = None
 
 

@@ -180,6 +180,26 @@ class WithFallback(StateStore):
         except _Unavailable:
             pass  # the lease's time to live ends it
 
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        try:
+            await self._call(lambda: self._remote.put(key, value, ttl))
+        except _Unavailable:
+            await self._local.put(key, value, ttl)
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._call(lambda: self._remote.get(key))
+        except _Unavailable:
+            value = None
+        return value if value is not None else await self._local.get(key)
+
+    async def delete(self, key: str) -> bool:
+        deleted_here = await self._local.delete(key)
+        try:
+            return await self._call(lambda: self._remote.delete(key)) or deleted_here
+        except _Unavailable:
+            return deleted_here
+
     async def slots_taken(self, key: str) -> int:
         try:
             return await self._call(lambda: self._remote.slots_taken(key))

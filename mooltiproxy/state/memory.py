@@ -58,6 +58,7 @@ class MemoryStore(StateStore):
         self._strikes: OrderedDict[str, int] = OrderedDict()
         self._windows: dict[str, _Log] = {}
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease -> expiry
+        self._values: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # key -> (expiry, value)
 
     def ban_of(self, address: str) -> Ban | None:
         ban = self._bans.get(address)
@@ -140,3 +141,19 @@ class MemoryStore(StateStore):
 
     async def slots_taken(self, key: str) -> int:
         return len(self._live(key))
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        self._values.pop(key, None)
+        self._values[key] = (now() + ttl, value)
+        while len(self._values) > self._max_tracked:
+            self._values.popitem(last=False)
+
+    async def get(self, key: str) -> bytes | None:
+        kept = self._values.get(key)
+        if kept is None or kept[0] <= now():
+            self._values.pop(key, None)
+            return None
+        return kept[1]
+
+    async def delete(self, key: str) -> bool:
+        return await self.get(key) is not None and self._values.pop(key, None) is not None

@@ -274,6 +274,16 @@ class RedisStore(StateStore):
     async def release(self, key: str, lease: str) -> None:
         await self._client.zrem(_lease_key(key), lease)
 
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._client.set(f"{_PREFIX}kept:{key}", value.decode(), px=max(1, int(ttl * 1000)))
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._client.get(f"{_PREFIX}kept:{key}")
+        return str(value).encode() if value is not None else None
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._client.delete(f"{_PREFIX}kept:{key}"))
+
     async def slots_taken(self, key: str) -> int:
         return int(await self._run("slots", [_lease_key(key)], []))
 

@@ -40,6 +40,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS events (key TEXT NOT NULL, time REAL NOT NULL, cost INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS events_by_key ON events (key, time)",
     "CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, used INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS kept (key TEXT PRIMARY KEY, value BLOB NOT NULL, expiry REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS leases (key TEXT NOT NULL, lease TEXT NOT NULL, expiry REAL NOT NULL,"
     " PRIMARY KEY (key, lease))",
 )
@@ -168,6 +169,28 @@ class SQLiteStore(StateStore):
 
     async def release(self, key: str, lease: str) -> None:
         await self._file.run(lambda db: db.execute("DELETE FROM leases WHERE key = ? AND lease = ?", (key, lease)))
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            at = now()
+            with db:
+                db.execute("DELETE FROM kept WHERE expiry <= ?", (at,))
+                db.execute("INSERT OR REPLACE INTO kept VALUES (?, ?, ?)", (key, value, at + ttl))
+
+        await self._file.run(write)
+
+    async def get(self, key: str) -> bytes | None:
+        def read(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT value FROM kept WHERE key = ? AND expiry > ?", (key, now())).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._file.run(read)
+
+    async def delete(self, key: str) -> bool:
+        def remove(db: sqlite3.Connection) -> bool:
+            return bool(db.execute("DELETE FROM kept WHERE key = ? AND expiry > ?", (key, now())).rowcount)
+
+        return await self._file.run(remove)
 
     async def slots_taken(self, key: str) -> int:
         def count(db: sqlite3.Connection) -> int:

@@ -181,6 +181,16 @@ class StateStore(ABC):
     @abstractmethod
     async def slots_taken(self, key: str) -> int: ...
 
+    @abstractmethod
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        """Keeps a value (a stored response) for `ttl` seconds."""
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool: ...
+
 
 def now() -> float:
     return time.time()
