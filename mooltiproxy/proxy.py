@@ -190,7 +190,8 @@ class Proxy:
         context.target = target
         if request.method == "GET" and path in LISTING_PATHS and target.find_endpoint(path) is None:
             # The proxy's own list of the models this client may use, whatever the default target.
-            return await state.catalog.listing(client, state.authorizations)
+            anthropic = "anthropic-version" in request.headers
+            return await state.catalog.listing(client, state.authorizations, anthropic)
         _check_allowed(client, target)
         grant = await state.limiter.admit(client.name, state.guard.limits_of(client), target)
         if grant is not None:
@@ -204,6 +205,7 @@ class Proxy:
         _check_method(request.method, candidates[0][1])
         if all(endpoint.request_mapper is not None for _, endpoint in candidates):
             context.keep_parsed_body_only()
+            _apply_model_alias(context, target)
         if candidates[0][1].front != RESPONSES_FRONT:
             return await self._forward(state, request, context, candidates, query, caller)
         await state.responses.expand(context, client.name)
@@ -293,6 +295,12 @@ def _origin_form(request: web.BaseRequest) -> str:
         return raw
     url = request.rel_url
     return f"{url.raw_path}?{url.raw_query_string}" if url.raw_query_string else url.raw_path
+
+
+def _apply_model_alias(context: RequestContext, target: Target) -> None:
+    model = context.body.get("model") if target.model_aliases else None
+    if isinstance(model, str) and model in target.model_aliases:
+        context.body["model"] = target.model_aliases[model]
 
 
 def _settle(limiter: Limiter, grant: Grant, context: RequestContext) -> None:

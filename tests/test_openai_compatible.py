@@ -117,3 +117,22 @@ def test_anthropic_tool_use_streamed_and_not(proxy, fake_tgi):
     messages = fake_tgi.last.json()["messages"]
     assert messages[1]["tool_calls"][0]["id"] == use.id
     assert messages[2] == {"role": "tool", "tool_call_id": use.id, "content": "18 C, sunny"}
+
+
+def test_claude_model_names_are_routed_and_renamed(start_proxy, fake_tgi):
+    targets = {
+        "tgi": {"url": "http://127.0.0.1:9", "mapping": {"/info": None}},
+        "server": {
+            "url": fake_tgi.url,
+            "models": {"claude-sonnet-4-5": "Qwen/Qwen3-Coder-30B", "local-model": None},
+            "mapping": {"/messages": MESSAGES_ROUTE},
+        },
+    }
+    proxy = start_proxy(proxy_config(targets, default="tgi"))
+    fake_tgi.reply = "Routed."
+    message = anthropic_client(proxy).messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=ASK)
+    assert message.content[0].text == "Routed."
+    assert fake_tgi.last.json()["model"] == "Qwen/Qwen3-Coder-30B"
+    listed = anthropic_client(proxy).models.list()
+    assert [model.id for model in listed.data] == ["tgi", "claude-sonnet-4-5", "local-model"]
+    assert listed.data[1].type == "model"

@@ -221,6 +221,9 @@ class _Builder:
             retries=entry["retries"],
             fallback=tuple(entry["fallback"]),
             models=tuple(entry["models"]),
+            model_aliases={name: alias for name, alias in entry["models"].items() if alias}
+            if isinstance(entry["models"], dict)
+            else {},
             keepalive=entry["keepalive"],
             limits=_limits(entry["limits"]),
         )

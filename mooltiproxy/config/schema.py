@@ -364,7 +364,7 @@ def build_schema(
         errors = []
         for name, entry in targets.items():
             models = entry.get("models") if isinstance(entry, dict) else None
-            for model in models if isinstance(models, list) else []:
+            for model in models if isinstance(models, list | dict) else []:
                 if isinstance(model, str) and owners.setdefault(model, name) != name:
                     errors.append(
                         vol.Invalid(f"model '{model}' is claimed by {owners[model]} too", path=[name, "models"])
@@ -400,7 +400,8 @@ def build_schema(
                 vol.Optional("urls"): vol.All([_http_url], vol.Length(min=1)),
                 vol.Optional("retries", default=0): _integer(0, 10),
                 vol.Optional("fallback", default=[]): [_known_name("target", target_names)],
-                vol.Optional("models", default=[]): [str],
+                # Names routed here; as a mapping, each to the name the target knows it by.
+                vol.Optional("models", default=[]): vol.Any([str], {str: vol.Any(None, str)}),
                 vol.Optional("limits", default=None): vol.Any(None, LIMITS),
                 vol.Optional("key"): vol.Any(None, str),
                 vol.Optional("envkey"): str,

@@ -93,6 +93,9 @@ class Target:
     fallback: tuple[str, ...] = ()
     # Model names routed to this target when a request has no `target` header.
     models: tuple[str, ...] = ()
+    # Of those, the ones the target knows by another name (claude-sonnet-4-5 -> Qwen3-Coder): the
+    # body's `model` is rewritten on translated routes.
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
     # False: a new connection per request, for a target not trusted to frame its answers.
     keepalive: bool = True
     # For all the target's callers together.

@@ -29,16 +29,25 @@ class ModelCatalog:
         self._pool = pool
         self._cache: dict[str, tuple[float, str | None]] = {}
 
-    async def listing(self, client: ClientKey, authorizations: Mapping[str, str | None]) -> web.Response:
+    async def listing(
+        self, client: ClientKey, authorizations: Mapping[str, str | None], anthropic: bool = False
+    ) -> web.Response:
+        """OpenAI's model list, or Anthropic's for a client that says it speaks Anthropic's API."""
         names = [name for name in self._targets if client.targets is None or name in client.targets]
         ids = await asyncio.gather(*(self._model_ids(name, authorizations[name]) for name in names))
-        data, seen = [], set()
+        owners: dict[str, str] = {}
         for name, models in zip(names, ids, strict=True):
             for model in models:
-                if model not in seen:
-                    seen.add(model)
-                    data.append({"id": model, "object": "model", "created": 0, "owned_by": name})
-        return json_response({"object": "list", "data": data})
+                owners.setdefault(model, name)
+        if anthropic:
+            data = [
+                {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
+                for model in owners
+            ]
+            first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+            return json_response({"data": data, "has_more": False, "first_id": first, "last_id": last})
+        listed = [{"id": model, "object": "model", "created": 0, "owned_by": name} for model, name in owners.items()]
+        return json_response({"object": "list", "data": listed})
 
     async def _model_ids(self, name: str, authorization: str | None) -> list[str]:
         target = self._targets[name]
