@@ -34,7 +34,7 @@ class ChainedTranslator:
     def __init__(self, links: Sequence[Any]):
         self._links = links
         last = links[-1]
-        for name in ("done", "error_frame"):  # what the client's API says about ends and errors
+        for name in ("done", "error_frame", "ping"):  # what the client's API says of ends, errors, silence
             if hasattr(last, name):
                 setattr(self, name, getattr(last, name))
 

@@ -7,6 +7,7 @@ event, followed by the end of the stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from mooltiproxy.translation.sse import DONE, event_batches, frame
 
 log = logging.getLogger("mooltiproxy.streaming")
 
+PING_SECONDS = 10.0
 STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -74,7 +76,7 @@ async def stream_translated(
                     return response
                 if translator.finished:
                     break
-                batch = await _next_batch(batches, target)
+                batch = await _next_batch_or_ping(batches, target, stream, translator)
                 if batch is None:
                     break
                 chunks, failure = _translate(translator, batch)
@@ -102,6 +104,23 @@ async def _end_with_error(
         await stream.end(error_frame(error))
     else:
         await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
+
+
+async def _next_batch_or_ping(
+    batches: AsyncIterator[list[str]], target: Target, stream: ClientStream, translator: StreamTranslator
+) -> list[str] | None:
+    """The next batch; while the target is silent (a long prompt being read, say), a translator with
+    a `ping` frame (Anthropic's) sends it every PING_SECONDS, as the API it speaks does."""
+    ping = getattr(translator, "ping", None)
+    if ping is None:
+        return await _next_batch(batches, target)
+    waiting = asyncio.ensure_future(_next_batch(batches, target))
+    try:
+        while not (await asyncio.wait({waiting}, timeout=PING_SECONDS))[0]:
+            await stream.write(ping)
+        return waiting.result()
+    finally:
+        waiting.cancel()
 
 
 async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:
