@@ -18,11 +18,13 @@ from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_err
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
 from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
+from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
 _ECHO = "tgi.echo"
 _INCLUDE_USAGE = "tgi.include_usage"
+_TOOL_PARSER = "tgi.tool_parser"
 
 
 @kinds("openai.completions", "tgi.generate")
@@ -125,10 +127,14 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
     if endpoint.prompter is None:  # the loader requires one (needs_prompter)
         raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
-    prompt, prompt_stops = endpoint.prompter(payload.get("messages"), endpoint)
+    tools = _tools(payload, endpoint)
+    prompt, prompt_stops = endpoint.prompter(payload.get("messages"), endpoint, tools)
     stream = _streamed(payload, context)
-    request = tgi_request(payload, endpoint.defaults, list(prompt_stops), stream=stream)
+    if tools and stream:
+        raise invalid("streamed tool calls are not supported on this endpoint yet; set stream to false", "stream")
+    request = tgi_request(_without_tools(payload), endpoint.defaults, list(prompt_stops), stream=stream)
     context.state[_STOPS] = request.stops
+    context.state[_TOOL_PARSER] = endpoint.tool_parser if tools else None
     if stream:
         if len(request.copies) > 1:
             raise invalid("streaming is supported for n = 1", "n")
@@ -145,14 +151,14 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
     generated = 0
     for index, answer in enumerate(_answers(payload)):
         text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()))
-        choices.append(
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        )
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        parser = context.state.get(_TOOL_PARSER)
+        if parser is not None:
+            content, calls = parse_tool_calls(text, parser)
+            if calls:
+                message = {"role": "assistant", "content": content, "tool_calls": calls}
+                finish_reason = "tool_calls"
+        choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason})
         generated += completion_tokens(answer, tokens, _headers(context, index))
     prompt_tokens = header_count(context.upstream_headers, "x-prompt-tokens")
     return envelope("chat.completion", _model(context), choices, usage(prompt_tokens, generated))
@@ -164,8 +170,26 @@ def tokenizeReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestCo
     """An OpenAI chat request -> TGI /tokenize of the prompt /generate would get: its token count."""
     if endpoint.prompter is None:  # the loader requires one (needs_prompter)
         raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
-    prompt, _ = endpoint.prompter(payload.get("messages"), endpoint)
+    prompt, _ = endpoint.prompter(payload.get("messages"), endpoint, payload.get("tools"))
     return {"inputs": prompt}
+
+
+def _tools(payload: dict, endpoint: Endpoint) -> list[Any] | None:
+    """The request's tools, when the endpoint can read calls back and its template renders tools."""
+    tools = payload.get("tools")
+    if not tools or payload.get("tool_choice") == "none":
+        return None
+    if endpoint.tool_parser is None:
+        raise invalid("tool calling is not supported by this endpoint (it sets no tool_parser)", "tools")
+    if not isinstance(tools, list):
+        raise invalid("'tools' must be a list of tools", "tools")
+    if endpoint.template is None or not endpoint.template.renders_tools:
+        raise invalid("tool calling needs a chat template that renders tools", "tools")
+    return tools
+
+
+def _without_tools(payload: dict) -> dict:
+    return {name: value for name, value in payload.items() if name not in ("tools", "tool_choice")}
 
 
 def _streamed(payload: dict, context: RequestContext) -> bool:

@@ -10,6 +10,6 @@ from mooltiproxy.translation.prompting import render_chat
 
 
 @uses_template("jinja")
-def chat_template(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
+def chat_template(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
     """The endpoint's template (a `templates:` entry or a built-in one such as `llama3`)."""
-    return render_chat(messages, endpoint)
+    return render_chat(messages, endpoint, tools)

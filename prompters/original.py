@@ -27,11 +27,11 @@ def _split_system(messages: list[dict[str, str]], endpoint: Endpoint) -> tuple[s
 
 
 @uses_template("markers", "jinja")
-def fromTemplate(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
+def fromTemplate(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
     """The original format built from a `templates:` entry's markers, or its whole Jinja template."""
     template = template_of(endpoint)
     if template.jinja is not None:
-        return render_chat(messages, endpoint)
+        return render_chat(messages, endpoint, tools)
     plain = plain_messages(messages)
     system, turns = _split_system(plain, endpoint)
     for index, message in enumerate(turns, start=len(plain) - len(turns)):

@@ -82,6 +82,7 @@ def test_request_ids_and_json_logs(start_proxy, fake_tgi):
     assert fake_tgi.last.headers["X-Request-ID"] == "req-42"
     generated = httpx.post(f"{proxy.url}/chat/completions", json=CHAT, headers=auth()).headers["x-request-id"]
     assert len(generated) == 24 and int(generated, 16)
+    wait_for_log(proxy, '"request_id": "req-42"')
     lines = [json.loads(line) for line in proxy.log().splitlines()]
     access = next(line for line in lines if line.get("request_id") == "req-42")
     assert access["client"] == "master"

@@ -14,7 +14,7 @@ import yaml
 
 from mooltiproxy.core.shared_file import open_shared_file
 
-from conftest import auth, proxy_config
+from conftest import auth, proxy_config, wait_for_log
 
 
 def worker_pids(proxy) -> list[int]:
@@ -53,7 +53,7 @@ def test_a_worker_that_dies_is_replaced(start_proxy, fake_tgi):
     while time.monotonic() < deadline and (len(worker_pids(proxy)) < 2 or first[0] in worker_pids(proxy)):
         time.sleep(0.1)
     assert len(worker_pids(proxy)) == 2 and first[0] not in worker_pids(proxy)
-    assert "worker 0 exited" in proxy.log()
+    wait_for_log(proxy, "worker 0 exited")
     assert all(httpx.get(f"{proxy.url}/info", headers=auth()).status_code == 200 for _ in range(6))
 
 

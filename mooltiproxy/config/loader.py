@@ -260,11 +260,12 @@ class _Builder:
             request_mapper=self._mapper(ins),
             answer_mapper=self._mapper(outs),
             prompter_name=prompter_name,
-            prompter=_adapt(self.prompters[prompter_name], 2) if prompter_name else None,
+            prompter=_adapt(self.prompters[prompter_name], 3) if prompter_name else None,
             template=template,
             defaults=spec["defaults"],
             system_prompt=spec.get("system_prompt"),
             strip_bos=spec["strip_bos"],
+            tool_parser=spec.get("tool_parser"),
         )
 
     def _mapper(self, names: list[str]) -> Mapper | None:

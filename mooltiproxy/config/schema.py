@@ -13,7 +13,7 @@ from typing import Any
 
 import voluptuous as vol
 
-from mooltiproxy.config.settings import MASTER, NEVER_FORWARDED_METHODS
+from mooltiproxy.config.settings import MASTER, NEVER_FORWARDED_METHODS, TOOL_PARSERS
 from mooltiproxy.config.template_entries import builtin_templates, kind_of, template_entry_validator
 
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -279,6 +279,7 @@ def build_schema(
             vol.Optional("strip_bos", default=True): bool,
             vol.Optional("defaults", default=None): _section(TGI_DEFAULTS),
             vol.Optional("methods"): vol.All([_method], vol.Length(min=1)),
+            vol.Optional("tool_parser"): vol.In(list(TOOL_PARSERS), msg=f"expected one of {', '.join(TOOL_PARSERS)}"),
         }
     )
 

@@ -18,9 +18,13 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Mapper = Callable[[Any, "Endpoint", Any], Any]
 # Builds the translator of one streamed answer: factory(endpoint, context).
 StreamTranslatorFactory = Callable[["Endpoint", Any], Any]
-# Prompters are called as prompter(messages, endpoint) -> (prompt, stop_sequences).
-Prompter = Callable[[Any, "Endpoint"], tuple[str, list[str]]]
+# Prompters are called as prompter(messages, endpoint, tools) -> (prompt, stop_sequences); tools is
+# the request's (None without), and a prompter written with two arguments never sees it.
+Prompter = Callable[[Any, "Endpoint", Any], tuple[str, list[str]]]
 
+
+# How tool calls are read back from generated text (translation/tgi/tool_calls.py).
+TOOL_PARSERS = ("hermes",)
 
 # Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
 # every method but CONNECT and TRACE, which are never forwarded.
@@ -67,6 +71,8 @@ class Endpoint:
     system_prompt: str | None = None
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
     strip_bos: bool = True
+    # How tool calls are read back from generated text (TGI's /generate): "hermes", or None (no tools).
+    tool_parser: str | None = None
     # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
     stream_path: str | None = None
     stream_translator: StreamTranslatorFactory | None = None

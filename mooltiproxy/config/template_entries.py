@@ -86,6 +86,7 @@ def _jinja_entry(entry: Mapping, source: str, folder: Path, tokens: dict, stop: 
         "jinja": compiled["default"],
         "tool_use": compiled.get("tool_use"),
         "content_parts": parts,
+        "renders_tools": "tools" in default or "tool_use" in compiled,
         "stop": stop_strings_of(tokens.get("eos_token", ""), default, stop),
         **_split_tokens(tokens),
     }

@@ -149,6 +149,7 @@ class PromptTemplate:
     # unk_token, pad_token, additional_special_tokens: the rest of the tokenizer's special tokens map.
     other_tokens: Mapping[str, Any] = field(default_factory=dict)
     content_parts: bool = False
+    renders_tools: bool = False  # the template reads `tools` (a model trained for tool calls)
     stop: tuple[str, ...] = ()
 
     def render(

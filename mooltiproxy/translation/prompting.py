@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,14 +51,39 @@ def plain_messages(messages: Any, keep_parts: bool = False) -> list[dict[str, An
         role = message.get("role")
         if not isinstance(role, str) or not role:
             raise _invalid(f"messages[{index}].role must be a non-empty string")
-        plain.append({"role": "system" if role == "developer" else role, "content": content})
+        entry: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": content}
+        for name in ("tool_call_id", "name"):
+            if isinstance(message.get(name), str):
+                entry[name] = message[name]
+        if isinstance(message.get("tool_calls"), list):
+            entry["tool_calls"] = [_call_for_template(call) for call in message["tool_calls"]]
+        plain.append(entry)
     return plain
 
 
-def render_chat(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
-    """(prompt, stop strings) from the endpoint's Jinja template, rendered as transformers renders it."""
+def _call_for_template(call: Any) -> Any:
+    """A tool call as templates expect it: `arguments` as a mapping, where OpenAI sends a JSON string
+    (transformers' convention, which vLLM follows)."""
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        return call
+    arguments = call["function"].get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            pass
+    return {**call, "function": {**call["function"], "arguments": arguments}}
+
+
+def render_chat(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
+    """(prompt, stop strings) from the endpoint's Jinja template, rendered as transformers renders it,
+    with the request's tools (in OpenAI's function format, as templates expect them)."""
     template = template_of(endpoint)
-    prompt = template.render(plain_messages(messages, keep_parts=template.content_parts))
+    if tools and not template.renders_tools:
+        raise ProxyError(
+            400, f"Template '{template.name}' renders no tools", code="invalid_request_error", param="tools"
+        )
+    prompt = template.render(plain_messages(messages, keep_parts=template.content_parts), tools=tools)
     return without_bos(prompt, template.bos_token, endpoint.strip_bos), list(template.stop)
 
 

@@ -1,0 +1,135 @@
+"""Tool calls on TGI's /generate: the tools rendered by the model's own chat template (Qwen 2.5's,
+from its model repository), the calls read back from the generated text, through all three fronts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import anthropic
+import httpx
+import pytest
+from openai import OpenAI
+
+from conftest import DATA, KEY, auth, proxy_config
+
+QWEN = DATA / "tool-templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
+COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen", "tool_parser": "hermes"}
+ROUTES = {
+    "/chat/completions": {**COMMON, "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"},
+    "/messages": {
+        **COMMON,
+        "in": ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoTGI"],
+        "out": ["chatAnsTGItoOpenAI", "messagesAnsOpenAIToAnthropic"],
+    },
+    "/responses": {
+        **COMMON,
+        "in": ["responsesReqToOpenAI", "chatReqOpenAItoTGI"],
+        "out": ["chatAnsTGItoOpenAI", "responsesAnsOpenAIToResponses"],
+    },
+    "/no-tools/chat/completions": {
+        **COMMON,
+        "template": "llama3",
+        "in": "chatReqOpenAItoTGI",
+        "out": "chatAnsTGItoOpenAI",
+    },
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture
+def proxy(start_proxy, fake_tgi, tmp_path):
+    model = tmp_path / "qwen"
+    model.mkdir()
+    shutil.copy(QWEN, model / "chat_template.jinja")
+    (model / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}}, templates={"Qwen": {"tokenizer_config": str(model)}}
+    )
+    return start_proxy(config)
+
+
+def openai_client(proxy) -> OpenAI:
+    return OpenAI(base_url=f"{proxy.url}/v1", api_key=KEY, max_retries=0, _strict_response_validation=True)
+
+
+def test_a_tool_round_trip_with_openai(proxy, fake_tgi):
+    fake_tgi.reply = CALL
+    answer = openai_client(proxy).chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER])
+    prompt = fake_tgi.last.json()["inputs"]
+    assert "<tools>\n" + json.dumps(WEATHER) + "\n</tools>" in prompt  # the model's own words for tools
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    fake_tgi.reply = "It is 18 C and sunny."
+    history = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "18 C, sunny"},
+    ]
+    final = openai_client(proxy).chat.completions.create(model="qwen", messages=history, tools=[WEATHER])
+    assert final.choices[0].message.content == "It is 18 C and sunny."
+    assert final.choices[0].finish_reason == "stop"
+    prompt = fake_tgi.last.json()["inputs"]
+    # The call rendered with its arguments as a mapping, as the template expects; then its result.
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in prompt
+    assert "<tool_response>\n18 C, sunny\n</tool_response>" in prompt
+
+
+def test_a_tool_round_trip_with_anthropic(proxy, fake_tgi):
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
+    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
+    fake_tgi.reply = "Let me check. " + CALL
+    message = client.messages.create(model="qwen", max_tokens=64, messages=ASK, tools=[tool])
+    assert message.stop_reason == "tool_use"
+    text, use = message.content
+    assert text.text == "Let me check."
+    assert (use.name, use.input) == ("get_weather", {"city": "Paris"})
+    fake_tgi.reply = "Sunny."
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18 C"}]},
+    ]
+    final = client.messages.create(model="qwen", max_tokens=64, messages=history, tools=[tool])
+    assert final.content[0].text == "Sunny."
+    assert "<tool_response>\n18 C\n</tool_response>" in fake_tgi.last.json()["inputs"]
+
+
+def test_a_tool_round_trip_with_responses(proxy, fake_tgi):
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
+    fake_tgi.reply = CALL
+    response = openai_client(proxy).responses.create(model="qwen", input="Weather in Paris?", tools=[tool])
+    (call,) = response.output
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
+    fake_tgi.reply = "Sunny in Paris."
+    follow_up = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C"},
+    ]
+    final = openai_client(proxy).responses.create(model="qwen", input=follow_up, tools=[tool])
+    assert final.output_text == "Sunny in Paris."
+
+
+def test_a_malformed_call_is_text_and_a_template_without_tools_is_a_400(proxy, fake_tgi):
+    fake_tgi.reply = '<tool_call>\n{"name": "get_weather", "arguments": {"city": </tool_call>'
+    answer = openai_client(proxy).chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER])
+    assert answer.choices[0].message.content == fake_tgi.reply
+    assert answer.choices[0].finish_reason == "stop"
+    body = {"model": "m", "messages": ASK, "tools": [WEATHER]}
+    refused = httpx.post(f"{proxy.url}/no-tools/chat/completions", json=body, headers=auth())
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "tool calling needs a chat template that renders tools"
