@@ -58,7 +58,13 @@ def _text_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTransl
 
 
 def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTranslator:
-    return TGIStreamTranslator("chat", _model(context), context.state[_STOPS], context.state[_INCLUDE_USAGE])
+    return TGIStreamTranslator(
+        "chat",
+        _model(context),
+        context.state[_STOPS],
+        context.state[_INCLUDE_USAGE],
+        tool_parser=context.state.get(_TOOL_PARSER),
+    )
 
 
 # TGI's own words when a request does not fit the model's context window.
@@ -130,8 +136,6 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     tools = _tools(payload, endpoint)
     prompt, prompt_stops = endpoint.prompter(payload.get("messages"), endpoint, tools)
     stream = _streamed(payload, context)
-    if tools and stream:
-        raise invalid("streamed tool calls are not supported on this endpoint yet; set stream to false", "stream")
     request = tgi_request(_without_tools(payload), endpoint.defaults, list(prompt_stops), stream=stream)
     context.state[_STOPS] = request.stops
     context.state[_TOOL_PARSER] = endpoint.tool_parser if tools else None

@@ -133,3 +133,39 @@ def test_a_malformed_call_is_text_and_a_template_without_tools_is_a_400(proxy, f
     refused = httpx.post(f"{proxy.url}/no-tools/chat/completions", json=body, headers=auth())
     assert refused.status_code == 400
     assert refused.json()["error"]["message"] == "tool calling needs a chat template that renders tools"
+
+
+def test_streamed_tool_calls_through_every_front(proxy, fake_tgi):
+    # Text, then two parallel calls, the markers split across the stream's tokens.
+    fake_tgi.reply = "Checking. " + CALL + "\n" + CALL.replace("Paris", "Lyon")
+    chunks = list(
+        openai_client(proxy).chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER], stream=True)
+    )
+    content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert content.strip() == "Checking."
+    assert "<tool" not in content
+    calls = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
+    named = [call for call in calls if call.id]
+    assert [call.function.name for call in named] == ["get_weather", "get_weather"]
+    arguments = {index: "" for index in (0, 1)}
+    for call in calls:
+        arguments[call.index] += call.function.arguments or ""
+    assert [json.loads(arguments[index]) for index in (0, 1)] == [{"city": "Paris"}, {"city": "Lyon"}]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
+    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
+    with client.messages.stream(model="qwen", max_tokens=128, messages=ASK, tools=[tool]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [block.type for block in final.content] == ["text", "tool_use", "tool_use"]
+    assert [block.input for block in final.content[1:]] == [{"city": "Paris"}, {"city": "Lyon"}]
+
+    events = list(
+        openai_client(proxy).responses.create(
+            model="qwen", input="Weather?", tools=[{"type": "function", **WEATHER["function"]}], stream=True
+        )
+    )
+    done = [event.item for event in events if event.type == "response.output_item.done"]
+    assert [item.type for item in done] == ["message", "function_call", "function_call"]
+    assert json.loads(done[2].arguments) == {"city": "Lyon"}

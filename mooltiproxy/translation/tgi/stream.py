@@ -13,6 +13,7 @@ from typing import Any
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, new_id, usage
+from mooltiproxy.translation.tgi.tool_calls import ToolCallFilter
 
 # TGI's error_type -> the HTTP status TGI would have answered outside a stream.
 ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
@@ -69,7 +70,15 @@ def event_error(event: dict) -> ProxyError | None:
 class TGIStreamTranslator:
     """One stream's state. `kind` is 'chat' (chat.completion.chunk) or 'text' (text_completion)."""
 
-    def __init__(self, kind: str, model: str, stops: Sequence[str], include_usage: bool, prefix: str = ""):
+    def __init__(
+        self,
+        kind: str,
+        model: str,
+        stops: Sequence[str],
+        include_usage: bool,
+        prefix: str = "",
+        tool_parser: str | None = None,
+    ):
         self._chat = kind == "chat"
         self._object = "chat.completion.chunk" if self._chat else "text_completion"
         self._id = new_id("chatcmpl" if self._chat else "cmpl")
@@ -82,6 +91,9 @@ class TGIStreamTranslator:
         self._finish_reason: str | None = None
         self._usage: dict[str, int] | None = None
         self._ended_upstream = False
+        # Tool calls read from the text as it streams (chat only, when the request has tools).
+        self._tools = ToolCallFilter(tool_parser) if tool_parser and self._chat else None
+        self._calls = 0
 
     @property
     def finished(self) -> bool:
@@ -118,9 +130,7 @@ class TGIStreamTranslator:
         token = event.get("token") or {}
         # The EOS token is special: its text is not part of the answer.
         text = "" if token.get("special") else str(token.get("text", ""))
-        released = self._filter.feed(text)
-        if released:
-            chunks.append(self._chunk({"content": released} if self._chat else released))
+        chunks += self._release(self._filter.feed(text))
         details = event.get("details")
         if isinstance(details, dict):
             self._finish_reason = FINISH_REASONS.get(str(details.get("finish_reason")), "stop")
@@ -129,12 +139,32 @@ class TGIStreamTranslator:
             self._ended_upstream = True
         return chunks
 
+    def _release(self, text: str) -> list[dict[str, Any]]:
+        """The chunks of released text: content, and tool calls as OpenAI streams them (the call
+        with its name first, then its arguments)."""
+        if self._tools is None:
+            return [self._chunk({"content": text} if self._chat else text)] if text else []
+        content, calls = self._tools.feed(text)
+        chunks = [self._chunk({"content": content})] if content else []
+        for call in calls:
+            index, self._calls = self._calls, self._calls + 1
+            function = call["function"]
+            opening = {**call, "index": index, "function": {"name": function["name"], "arguments": ""}}
+            chunks.append(self._chunk({"tool_calls": [opening]}))
+            chunks.append(
+                self._chunk({"tool_calls": [{"index": index, "function": {"arguments": function["arguments"]}}]})
+            )
+        return chunks
+
     def end(self) -> list[dict[str, Any]]:
-        chunks = []
-        rest = self._filter.flush()
-        if rest:
-            chunks.append(self._chunk({"content": rest} if self._chat else rest))
+        chunks = self._release(self._filter.flush())
+        if self._tools is not None:
+            rest = self._tools.flush()
+            if rest:
+                chunks.append(self._chunk({"content": rest}))
         finish_reason = "stop" if self._filter.stopped else self._finish_reason or "stop"
+        if self._calls:
+            finish_reason = "tool_calls"
         chunks.append(self._chunk({} if self._chat else "", finish_reason))
         if self._include_usage:
             chunks.append({**self._envelope([]), "usage": self._usage or usage(0, 0)})

@@ -3,6 +3,7 @@
 `hermes` is the format of Hermes, Qwen 2.5 and Qwen 3 models: each call a JSON object
 `{"name": ..., "arguments": {...}}` between `<tool_call>` and `</tool_call>`. The text around the
 calls stays the answer's content; a call that is not valid JSON stays text too, never an error.
+In a stream, only the text that may be the start of a call marker is held back.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from mooltiproxy.core.ids import unique_id
 
-# Each parser's call pattern; its first group is the call's JSON.
+# Each parser's markers around a call, and its pattern (the first group is the call's JSON).
+MARKERS = {"hermes": ("<tool_call>", "</tool_call>")}
 _CALLS = {"hermes": re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)}
 
 
@@ -44,3 +46,56 @@ def _call(source: str) -> dict[str, Any] | None:
     arguments = value.get("arguments", value.get("parameters", {}))
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     return {"id": f"call_{unique_id()}", "type": "function", "function": {"name": value["name"], "arguments": encoded}}
+
+
+class ToolCallFilter:
+    """Streamed text in, (text, completed calls) out: text is released as it comes, except what may
+    be the start of a call marker; a call is released once its closing marker has come."""
+
+    def __init__(self, parser: str):
+        self._open, self._close = MARKERS[parser]
+        self._buffer = ""
+        self._inside = False
+        self._after_call = False  # whitespace after a call is held: it is text only if more follows
+
+    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        self._buffer += text
+        released, calls = "", []
+        while True:
+            if not self._inside:
+                start = self._buffer.find(self._open)
+                if start < 0:
+                    held = _held_back(self._buffer, self._open)
+                    released += self._buffer[: len(self._buffer) - held]
+                    self._buffer = self._buffer[len(self._buffer) - held :]
+                    break
+                released += self._buffer[:start]
+                self._buffer, self._inside = self._buffer[start + len(self._open) :], True
+            end = self._buffer.find(self._close)
+            if end < 0:
+                break
+            source, self._buffer, self._inside = self._buffer[:end], self._buffer[end + len(self._close) :], False
+            call = _call(source.strip())
+            if call is None:
+                released += self._open + source + self._close  # malformed: it stays text
+            else:
+                calls.append(call)
+                self._after_call = True
+        if self._after_call and released and not released.strip():
+            self._buffer, released = released + self._buffer, ""
+        elif released.strip():
+            self._after_call = False
+        return released, calls
+
+    def flush(self) -> str:
+        rest = (self._open + self._buffer) if self._inside else self._buffer
+        self._buffer, self._inside = "", False
+        return "" if self._after_call and not rest.strip() else rest
+
+
+def _held_back(buffer: str, marker: str) -> int:
+    """Length of the longest end of the buffer that begins the marker."""
+    for length in range(min(len(marker) - 1, len(buffer)), 0, -1):
+        if buffer.endswith(marker[:length]):
+            return length
+    return 0
