@@ -169,3 +169,62 @@ def test_streamed_tool_calls_through_every_front(proxy, fake_tgi):
     done = [event.item for event in events if event.type == "response.output_item.done"]
     assert [item.type for item in done] == ["message", "function_call", "function_call"]
     assert json.loads(done[2].arguments) == {"city": "Lyon"}
+
+
+LLAMA31 = DATA / "tool-templates" / "meta-llama-Llama-3.1-8B-Instruct.jinja"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_llama3_json_calls_with_llama_3_1s_own_template(start_proxy, fake_tgi, tmp_path, stream):
+    model = tmp_path / "llama31"
+    model.mkdir()
+    shutil.copy(LLAMA31, model / "chat_template.jinja")
+    (model / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"})
+    )
+    route = {**ROUTES["/chat/completions"], "template": "Llama31", "tool_parser": "llama3_json"}
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": route}}},
+        templates={"Llama31": {"tokenizer_config": str(model)}},
+    )
+    proxy = start_proxy(config)
+
+    def ask(messages: list) -> tuple[str | None, list]:
+        kwargs = {"model": "llama", "messages": messages, "tools": [WEATHER]}
+        if not stream:
+            message = openai_client(proxy).chat.completions.create(**kwargs).choices[0].message
+            return message.content, [
+                (c.id, c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls or []
+            ]
+        chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
+        content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) or None
+        calls = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
+        named = [(call.id, call.function.name) for call in calls if call.id]
+        arguments = "".join(call.function.arguments or "" for call in calls)
+        return content, [(*named[0], json.loads(arguments))] if named else []
+
+    fake_tgi.reply = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+    content, calls = ask(ASK)
+    prompt = fake_tgi.last.json()["inputs"]
+    assert "Given the following functions" in prompt and '"name": "get_weather"' in prompt
+    assert content is None
+    (call_id, name, arguments) = calls[0]
+    assert (name, arguments) == ("get_weather", {"city": "Paris"})
+    fake_tgi.reply = "It is sunny in Paris."
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "18 C, sunny"},
+    ]
+    content, calls = ask(history)
+    assert (content, calls) == ("It is sunny in Paris.", [])
+    prompt = fake_tgi.last.json()["inputs"]
+    assert '{"name": "get_weather", "parameters": {"city": "Paris"}}' in prompt
+    # A string is iterable to Jinja: this template writes it as JSON, as transformers renders it too.
+    assert '<|start_header_id|>ipython<|end_header_id|>\n\n"18 C, sunny"' in prompt

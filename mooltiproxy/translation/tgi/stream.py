@@ -13,7 +13,7 @@ from typing import Any
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, new_id, usage
-from mooltiproxy.translation.tgi.tool_calls import ToolCallFilter
+from mooltiproxy.translation.tgi.tool_calls import tool_call_filter
 
 # TGI's error_type -> the HTTP status TGI would have answered outside a stream.
 ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
@@ -92,7 +92,7 @@ class TGIStreamTranslator:
         self._usage: dict[str, int] | None = None
         self._ended_upstream = False
         # Tool calls read from the text as it streams (chat only, when the request has tools).
-        self._tools = ToolCallFilter(tool_parser) if tool_parser and self._chat else None
+        self._tools = tool_call_filter(tool_parser) if tool_parser and self._chat else None
         self._calls = 0
 
     @property
@@ -144,7 +144,9 @@ class TGIStreamTranslator:
         with its name first, then its arguments)."""
         if self._tools is None:
             return [self._chunk({"content": text} if self._chat else text)] if text else []
-        content, calls = self._tools.feed(text)
+        return self._tool_chunks(*self._tools.feed(text))
+
+    def _tool_chunks(self, content: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         chunks = [self._chunk({"content": content})] if content else []
         for call in calls:
             index, self._calls = self._calls, self._calls + 1
@@ -159,9 +161,7 @@ class TGIStreamTranslator:
     def end(self) -> list[dict[str, Any]]:
         chunks = self._release(self._filter.flush())
         if self._tools is not None:
-            rest = self._tools.flush()
-            if rest:
-                chunks.append(self._chunk({"content": rest}))
+            chunks += self._tool_chunks(*self._tools.flush())
         finish_reason = "stop" if self._filter.stopped else self._finish_reason or "stop"
         if self._calls:
             finish_reason = "tool_calls"

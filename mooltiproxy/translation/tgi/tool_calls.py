@@ -1,9 +1,14 @@
 """Tool calls read back from the text a model generated on TGI's /generate.
 
-`hermes` is the format of Hermes, Qwen 2.5 and Qwen 3 models: each call a JSON object
-`{"name": ..., "arguments": {...}}` between `<tool_call>` and `</tool_call>`. The text around the
-calls stays the answer's content; a call that is not valid JSON stays text too, never an error.
-In a stream, only the text that may be the start of a call marker is held back.
+- `hermes` (Hermes, Qwen 2.5 and Qwen 3): each call a JSON object `{"name": ..., "arguments": {...}}`
+  between `<tool_call>` and `</tool_call>`, anywhere in the text. In a stream, only the text that
+  may be the start of the marker is held back.
+- `llama3_json` (Llama 3.1, 3.2, 3.3): the whole answer is the call(s), `{"name": ..., "parameters":
+  {...}}`, several separated by `;`. In a stream, an answer that begins with `{` is held until it
+  ends, then read as calls or released as text.
+
+The text around calls stays the answer's content; a call that is not valid JSON stays text too,
+never an error.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ _CALLS = {"hermes": re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)}
 
 def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str, Any]]]:
     """(content, OpenAI tool_calls) of a generated text."""
+    if parser == "llama3_json":
+        whole = _json_calls(text)
+        return (None, whole) if whole else (text, [])
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
     position = 0
@@ -36,6 +44,29 @@ def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str,
     return (content or None) if calls else text, calls
 
 
+def _json_calls(text: str) -> list[dict[str, Any]]:
+    """The calls of an answer that is nothing but calls, or none at all."""
+    body = text.strip().removeprefix("<|python_tag|>").strip()
+    if not body.startswith("{"):
+        return []
+    calls = []
+    decoder = json.JSONDecoder()
+    position = 0
+    while position < len(body):
+        try:
+            value, end = decoder.raw_decode(body, position)
+        except ValueError:
+            return []
+        call = _call(json.dumps(value)) if isinstance(value, dict) else None
+        if call is None:
+            return []
+        calls.append(call)
+        position = end
+        while position < len(body) and body[position] in " \t\n;":
+            position += 1
+    return calls
+
+
 def _call(source: str) -> dict[str, Any] | None:
     try:
         value = json.loads(source)
@@ -46,6 +77,40 @@ def _call(source: str) -> dict[str, Any] | None:
     arguments = value.get("arguments", value.get("parameters", {}))
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     return {"id": f"call_{unique_id()}", "type": "function", "function": {"name": value["name"], "arguments": encoded}}
+
+
+def tool_call_filter(parser: str) -> ToolCallFilter | WholeAnswerFilter:
+    return WholeAnswerFilter() if parser == "llama3_json" else ToolCallFilter(parser)
+
+
+class WholeAnswerFilter:
+    """For parsers whose calls are the whole answer: an answer that begins with `{` is held to its
+    end; any other is released as it comes."""
+
+    def __init__(self) -> None:
+        self._held: str | None = None  # the answer so far, while it may be calls
+        self._deciding = ""
+
+    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        if self._held is not None:
+            self._held += text
+            return "", []
+        self._deciding += text
+        start = self._deciding.lstrip().removeprefix("<|python_tag|>").lstrip()
+        if not start:
+            return "", []
+        released, self._deciding = self._deciding, ""
+        if start.startswith("{"):
+            self._held = released
+            return "", []
+        self._held = None
+        return released, []
+
+    def flush(self) -> tuple[str, list[dict[str, Any]]]:
+        """What is left, and the calls it turned out to be."""
+        held, self._held, self._deciding = (self._held or "") + self._deciding, None, ""
+        calls = _json_calls(held)
+        return ("", calls) if calls else (held, [])
 
 
 class ToolCallFilter:
@@ -87,10 +152,10 @@ class ToolCallFilter:
             self._after_call = False
         return released, calls
 
-    def flush(self) -> str:
+    def flush(self) -> tuple[str, list[dict[str, Any]]]:
         rest = (self._open + self._buffer) if self._inside else self._buffer
         self._buffer, self._inside = "", False
-        return "" if self._after_call and not rest.strip() else rest
+        return ("" if self._after_call and not rest.strip() else rest), []
 
 
 def _held_back(buffer: str, marker: str) -> int:
