@@ -228,3 +228,28 @@ def test_llama3_json_calls_with_llama_3_1s_own_template(start_proxy, fake_tgi, t
     assert '{"name": "get_weather", "parameters": {"city": "Paris"}}' in prompt
     # A string is iterable to Jinja: this template writes it as JSON, as transformers renders it too.
     assert '<|start_header_id|>ipython<|end_header_id|>\n\n"18 C, sunny"' in prompt
+
+
+def test_langchain_bind_tools_and_structured_output(proxy, fake_tgi):
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    class Weather(BaseModel):
+        """The weather of a city."""
+
+        city: str
+        sky: str
+
+    model = ChatOpenAI(base_url=f"{proxy.url}/v1", api_key=KEY, model="qwen", max_retries=0)
+    fake_tgi.reply = CALL
+    message = model.bind_tools([get_weather]).invoke("What is the weather in Paris?")
+    assert [(call["name"], call["args"]) for call in message.tool_calls] == [("get_weather", {"city": "Paris"})]
+    fake_tgi.reply = '<tool_call>\n{"name": "Weather", "arguments": {"city": "Paris", "sky": "clear"}}\n</tool_call>'
+    structured = model.with_structured_output(Weather, method="function_calling").invoke("Weather in Paris?")
+    assert structured == Weather(city="Paris", sky="clear")
