@@ -18,7 +18,7 @@ from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_err
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
 from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
-from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls
+from mooltiproxy.translation.tgi.tool_calls import grammar_for, parse_tool_calls, tool_prompt
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
@@ -134,9 +134,18 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     if endpoint.prompter is None:  # the loader requires one (needs_prompter)
         raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
     tools = _tools(payload, endpoint)
-    prompt, prompt_stops = endpoint.prompter(payload.get("messages"), endpoint, tools)
+    messages = payload.get("messages")
+    renders_tools = endpoint.template is not None and endpoint.template.renders_tools
+    if tools and not renders_tools:  # grammar mode on a template that knows no tools: tell the model
+        messages = _with_tool_prompt(messages, tools)
+    prompt, prompt_stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None)
     stream = _streamed(payload, context)
     request = tgi_request(_without_tools(payload), endpoint.defaults, list(prompt_stops), stream=stream)
+    if tools and endpoint.tool_parser == "grammar":
+        if payload.get("response_format") is not None:
+            raise invalid("'response_format' cannot be combined with tools on this endpoint", "response_format")
+        for copy in request.copies:
+            copy["grammar"] = grammar_for(tools, payload.get("tool_choice"))
     context.state[_STOPS] = request.stops
     context.state[_TOOL_PARSER] = endpoint.tool_parser if tools else None
     if stream:
@@ -159,8 +168,9 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
         parser = context.state.get(_TOOL_PARSER)
         if parser is not None:
             content, calls = parse_tool_calls(text, parser)
+            message = {"role": "assistant", "content": content}  # a grammar's no_tool answer, say
             if calls:
-                message = {"role": "assistant", "content": content, "tool_calls": calls}
+                message["tool_calls"] = calls
                 finish_reason = "tool_calls"
         choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason})
         generated += completion_tokens(answer, tokens, _headers(context, index))
@@ -187,9 +197,20 @@ def _tools(payload: dict, endpoint: Endpoint) -> list[Any] | None:
         raise invalid("tool calling is not supported by this endpoint (it sets no tool_parser)", "tools")
     if not isinstance(tools, list):
         raise invalid("'tools' must be a list of tools", "tools")
-    if endpoint.template is None or not endpoint.template.renders_tools:
-        raise invalid("tool calling needs a chat template that renders tools", "tools")
+    renders_tools = endpoint.template is not None and endpoint.template.renders_tools
+    if not renders_tools and endpoint.tool_parser != "grammar":
+        raise invalid("tool calling needs a chat template that renders tools (or tool_parser: grammar)", "tools")
     return tools
+
+
+def _with_tool_prompt(messages: Any, tools: list[Any]) -> Any:
+    """The messages with the tools described after the last one, as TGI's Messages API does."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return messages
+    last = messages[-1]
+    content = last.get("content")
+    text = content if isinstance(content, str) else ""
+    return [*messages[:-1], {**last, "content": text + tool_prompt(tools)}]
 
 
 def _without_tools(payload: dict) -> dict:

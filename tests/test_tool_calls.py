@@ -132,7 +132,9 @@ def test_a_malformed_call_is_text_and_a_template_without_tools_is_a_400(proxy, f
     body = {"model": "m", "messages": ASK, "tools": [WEATHER]}
     refused = httpx.post(f"{proxy.url}/no-tools/chat/completions", json=body, headers=auth())
     assert refused.status_code == 400
-    assert refused.json()["error"]["message"] == "tool calling needs a chat template that renders tools"
+    assert refused.json()["error"]["message"] == (
+        "tool calling needs a chat template that renders tools (or tool_parser: grammar)"
+    )
 
 
 def test_streamed_tool_calls_through_every_front(proxy, fake_tgi):
@@ -253,3 +255,40 @@ def test_langchain_bind_tools_and_structured_output(proxy, fake_tgi):
     fake_tgi.reply = '<tool_call>\n{"name": "Weather", "arguments": {"city": "Paris", "sky": "clear"}}\n</tool_call>'
     structured = model.with_structured_output(Weather, method="function_calling").invoke("Weather in Paris?")
     assert structured == Weather(city="Paris", sky="clear")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_grammar_mode_on_a_template_that_knows_no_tools(start_proxy, fake_tgi, stream):
+    route = {**ROUTES["/chat/completions"], "template": "llama3", "tool_parser": "grammar"}
+    proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": route}}}))
+
+    def ask(**extra) -> tuple[str | None, list, str]:
+        kwargs = {"model": "m", "messages": ASK, "tools": [WEATHER], **extra}
+        if not stream:
+            choice = openai_client(proxy).chat.completions.create(**kwargs).choices[0]
+            calls = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
+            return choice.message.content, calls, choice.finish_reason
+        chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
+        content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) or None
+        deltas = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
+        calls = (
+            [(deltas[0].function.name, json.loads("".join(d.function.arguments or "" for d in deltas)))]
+            if deltas
+            else []
+        )
+        return content, calls, chunks[-1].choices[0].finish_reason
+
+    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Paris"}}'  # what the grammar allows
+    assert ask() == (None, [("get_weather", {"city": "Paris"})], "tool_calls")
+    sent = fake_tgi.last.json()
+    grammar = sent["parameters"]["grammar"]
+    assert grammar["type"] == "json"
+    assert [option["properties"]["name"]["const"] for option in grammar["value"]["oneOf"]] == ["get_weather", "no_tool"]
+    assert "JSON Schema:\n" + json.dumps([WEATHER]) in sent["inputs"]  # the tools, told in the prompt
+    fake_tgi.reply = '{"name": "no_tool", "content": "I cannot tell."}'
+    assert ask() == ("I cannot tell.", [], "stop")
+    # A forced call leaves out the no_tool choice.
+    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Lyon"}}'
+    ask(tool_choice="required")
+    options = fake_tgi.last.json()["parameters"]["grammar"]["value"]["oneOf"]
+    assert [option["properties"]["name"]["const"] for option in options] == ["get_weather"]

@@ -24,7 +24,7 @@ Prompter = Callable[[Any, "Endpoint", Any], tuple[str, list[str]]]
 
 
 # How tool calls are read back from generated text (translation/tgi/tool_calls.py).
-TOOL_PARSERS = ("hermes", "llama3_json")
+TOOL_PARSERS = ("hermes", "llama3_json", "grammar")
 
 # Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
 # every method but CONNECT and TRACE, which are never forwarded.

@@ -7,6 +7,10 @@
   {...}}`, several separated by `;`. In a stream, an answer that begins with `{` is held until it
   ends, then read as calls or released as text.
 
+- `grammar` (any model, as TGI's own Messages API does it): the generation is constrained by a JSON
+  grammar built from the tools, one of which it must call, or (unless `tool_choice` forbids it) the
+  `no_tool` choice that carries a text answer. Streamed, the answer is held until it ends.
+
 The text around calls stays the answer's content; a call that is not valid JSON stays text too,
 never an error.
 """
@@ -29,6 +33,8 @@ def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str,
     if parser == "llama3_json":
         whole = _json_calls(text)
         return (None, whole) if whole else (text, [])
+    if parser == "grammar":
+        return _grammar_answer(text)
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
     position = 0
@@ -42,6 +48,48 @@ def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str,
     kept.append(text[position:])
     content = "".join(kept).strip()
     return (content or None) if calls else text, calls
+
+
+NO_TOOL = "no_tool"
+
+
+def grammar_for(tools: list[Any], tool_choice: Any) -> dict[str, Any]:
+    """TGI's grammar for a call of one of the tools, or the no_tool answer when the choice allows it."""
+    chosen = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
+    options: list[dict[str, Any]] = []
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or (chosen is not None and function.get("name") != chosen):
+            continue
+        properties = {
+            "name": {"const": function.get("name")},
+            "arguments": function.get("parameters") or {"type": "object"},
+        }
+        options.append({"type": "object", "properties": properties, "required": ["name", "arguments"]})
+    if chosen is None and tool_choice != "required":
+        properties = {"name": {"const": NO_TOOL}, "content": {"type": "string"}}
+        options.append({"type": "object", "properties": properties, "required": ["name", "content"]})
+    return {"type": "json", "value": {"oneOf": options}}
+
+
+def tool_prompt(tools: list[Any]) -> str:
+    """What a model whose template renders no tools is told of them, as TGI's Messages API does."""
+    return (
+        "\n\nYou will be presented with a JSON schema representing a set of tools. Answer with a JSON "
+        f'object: {{"name": the tool to call, "arguments": its arguments}}, or {{"name": "{NO_TOOL}", '
+        '"content": your answer}} when no tool is needed.\n\nJSON Schema:\n' + json.dumps(tools)
+    )
+
+
+def _grammar_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text, []
+    if isinstance(value, dict) and value.get("name") == NO_TOOL:
+        return str(value.get("content", "")), []
+    call = _call(text)
+    return (None, [call]) if call is not None else (text, [])
 
 
 def _json_calls(text: str) -> list[dict[str, Any]]:
@@ -80,15 +128,18 @@ def _call(source: str) -> dict[str, Any] | None:
 
 
 def tool_call_filter(parser: str) -> ToolCallFilter | WholeAnswerFilter:
-    return WholeAnswerFilter() if parser == "llama3_json" else ToolCallFilter(parser)
+    if parser == "hermes":
+        return ToolCallFilter(parser)
+    return WholeAnswerFilter(parser, hold_all=parser == "grammar")
 
 
 class WholeAnswerFilter:
-    """For parsers whose calls are the whole answer: an answer that begins with `{` is held to its
-    end; any other is released as it comes."""
+    """For parsers whose calls are the whole answer: an answer that may be calls (one that begins
+    with `{`, or any answer under a grammar) is held to its end; any other is released as it comes."""
 
-    def __init__(self) -> None:
-        self._held: str | None = None  # the answer so far, while it may be calls
+    def __init__(self, parser: str, hold_all: bool = False):
+        self._parser = parser
+        self._held: str | None = "" if hold_all else None  # the answer so far, while it may be calls
         self._deciding = ""
 
     def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
@@ -109,8 +160,8 @@ class WholeAnswerFilter:
     def flush(self) -> tuple[str, list[dict[str, Any]]]:
         """What is left, and the calls it turned out to be."""
         held, self._held, self._deciding = (self._held or "") + self._deciding, None, ""
-        calls = _json_calls(held)
-        return ("", calls) if calls else (held, [])
+        content, calls = parse_tool_calls(held, self._parser)
+        return content or "", calls
 
 
 class ToolCallFilter:
