@@ -15,14 +15,13 @@ import json
 from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.apis import ANTHROPIC_COUNT, ANTHROPIC_MESSAGES, OPENAI_CHAT, TGI_TOKENIZE
 from mooltiproxy.core.errors import ProxyError, anthropic_error_type
-from mooltiproxy.core.ids import unique_id
+from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.translation.marks import kinds, streams_with
 from mooltiproxy.translation.sse import named_event
 
-ANTHROPIC = "anthropic.messages"
-CHAT = "openai.chat"
 # Claude Code's first system line, different on every request: dropped so a target's prefix cache works.
 BILLING_HEADER = "x-anthropic-billing-header"
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
@@ -33,7 +32,7 @@ def _invalid(message: str) -> ProxyError:
     return ProxyError(400, message, code="invalid_request_error")
 
 
-@kinds(ANTHROPIC, CHAT)
+@kinds(ANTHROPIC_MESSAGES, OPENAI_CHAT)
 def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """An Anthropic Messages request -> an OpenAI chat request. Fields with no meaning for an
     OpenAI-style target (`thinking`, `cache_control`, `context_management`, ...) are ignored."""
@@ -43,13 +42,13 @@ def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: Req
     return {**_chat_request(payload), "max_tokens": max_tokens}
 
 
-@kinds(ANTHROPIC, CHAT)
+@kinds(ANTHROPIC_MESSAGES, OPENAI_CHAT)
 def countReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """A /v1/messages/count_tokens request (a Messages request without max_tokens) -> OpenAI chat."""
     return _chat_request(payload)
 
 
-@kinds("tgi.tokenize", "anthropic.count")
+@kinds(TGI_TOKENIZE, ANTHROPIC_COUNT)
 def countAnsTGItoAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """TGI's /tokenize answer (the prompt's tokens, special ones included) -> Anthropic's count."""
     if not isinstance(payload, list):
@@ -173,7 +172,7 @@ def _anthropic_stream(endpoint: Endpoint, context: RequestContext) -> AnthropicS
     return AnthropicStream(model if isinstance(model, str) else "unknown")
 
 
-@kinds(CHAT, ANTHROPIC)
+@kinds(OPENAI_CHAT, ANTHROPIC_MESSAGES)
 @streams_with(_anthropic_stream)
 def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """An OpenAI chat completion -> an Anthropic message."""
@@ -187,7 +186,7 @@ def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: Requ
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or _tool_id(),
+                "id": call.get("id") or new_id("toolu_"),
                 "name": function.get("name"),
                 "input": _input(function),
             }
@@ -195,7 +194,7 @@ def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: Requ
     usage = payload.get("usage") or {}
     model = context.body.get("model") if isinstance(context.body, dict) else None
     return {
-        "id": f"msg_{unique_id()}",
+        "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
         "model": model if isinstance(model, str) else payload.get("model"),
@@ -212,10 +211,6 @@ def _input(function: dict[str, Any]) -> Any:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _tool_id() -> str:
-    return f"toolu_{unique_id()}"
 
 
 class AnthropicStream:
@@ -253,7 +248,7 @@ class AnthropicStream:
                 if call.get("id") or function.get("name"):
                     block: dict[str, Any] = {
                         "type": "tool_use",
-                        "id": call.get("id") or _tool_id(),
+                        "id": call.get("id") or new_id("toolu_"),
                         "name": function.get("name"),
                         "input": {},
                     }
@@ -281,7 +276,7 @@ class AnthropicStream:
             return []
         self._started = True
         message: dict[str, Any] = {
-            "id": f"msg_{unique_id()}",
+            "id": new_id("msg_"),
             "type": "message",
             "role": "assistant",
             "model": self._model,

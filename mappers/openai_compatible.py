@@ -15,17 +15,16 @@ from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.accelerators import loads
+from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_COMPATIBLE
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.core.ids import unique_id
+from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext, Streamed
 from mooltiproxy.translation.marks import kinds, streams_with
 
-CHAT = "openai.chat"
-SERVER = "openai.compatible"
 _WANTS_USAGE = "compatible.wants_usage"
 
 
-@kinds(CHAT, SERVER)
+@kinds(OPENAI_CHAT, OPENAI_COMPATIBLE)
 def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """The request as it is, tools and all; a stream always asks for its usage (token limits and
     the Anthropic front need it), which is passed on only to a client that asked."""
@@ -42,24 +41,20 @@ def _stream(endpoint: Endpoint, context: RequestContext) -> CompatibleStream:
     return CompatibleStream(bool(context.state.get(_WANTS_USAGE)))
 
 
-@kinds(SERVER, CHAT)
+@kinds(OPENAI_COMPATIBLE, OPENAI_CHAT)
 @streams_with(_stream)
 def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> Any:
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
         raise ProxyError(502, "The target's answer is not a chat completion", code="upstream_error")
-    payload["id"] = payload.get("id") or f"chatcmpl-{unique_id()}"
+    payload["id"] = payload.get("id") or new_id("chatcmpl-")
     for choice in payload["choices"]:
         message = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(message, dict) and message.get("tool_calls"):
             for call in message["tool_calls"]:
-                call["id"] = _call_id()
+                call["id"] = new_id("call_")
             message.setdefault("content", None)
             choice["finish_reason"] = "tool_calls"
     return payload
-
-
-def _call_id() -> str:
-    return f"call_{unique_id()}"
 
 
 class CompatibleStream:
@@ -75,7 +70,7 @@ class CompatibleStream:
         self._usage_chunk: dict[str, Any] | None = None
         self._finished_choice = False
         self._calls: dict[int, str] = {}
-        self._id = f"chatcmpl-{unique_id()}"
+        self._id = new_id("chatcmpl-")
         self._last: dict[str, Any] = {}
 
     def event(self, data: str) -> list[Any]:
@@ -117,7 +112,7 @@ class CompatibleStream:
                 call.pop("id", None)
                 call.pop("type", None)
             else:
-                self._calls[index] = call["id"] = _call_id()
+                self._calls[index] = call["id"] = new_id("call_")
                 call["type"] = "function"
         if choice.get("finish_reason"):
             self._finished_choice = True

@@ -12,6 +12,7 @@ from typing import Any
 from multidict import CIMultiDictProxy
 
 from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_COMPLETIONS, TGI_GENERATE, TGI_TOKENIZE
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
 from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_error, streams_with
@@ -27,7 +28,7 @@ _INCLUDE_USAGE = "tgi.include_usage"
 _TOOL_PARSER = "tgi.tool_parser"
 
 
-@kinds("openai.completions", "tgi.generate")
+@kinds(OPENAI_COMPLETIONS, TGI_GENERATE)
 def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """An OpenAI completion request -> TGI /generate request(s), or a /generate_stream one."""
     prompts = _prompts(payload.get("prompt"))
@@ -101,7 +102,7 @@ def _context_length_exceeded(limit: int, prompt_tokens: int, new_tokens: int) ->
     )
 
 
-@kinds("tgi.generate", "openai.completions")
+@kinds(TGI_GENERATE, OPENAI_COMPLETIONS)
 @streams_with(_text_stream)
 @on_upstream_error(_context_window)
 def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
@@ -127,7 +128,7 @@ def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
     return envelope("text_completion", _model(context), choices, usage(prompt_tokens, generated))
 
 
-@kinds("openai.chat", "tgi.generate")
+@kinds(OPENAI_CHAT, TGI_GENERATE)
 @needs_prompter
 def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
@@ -155,7 +156,7 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     return _one_or_many([{"inputs": prompt, "parameters": copy} for copy in request.copies])
 
 
-@kinds("tgi.generate", "openai.chat")
+@kinds(TGI_GENERATE, OPENAI_CHAT)
 @streams_with(_chat_stream)
 @on_upstream_error(_context_window)
 def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
@@ -178,7 +179,7 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
     return envelope("chat.completion", _model(context), choices, usage(prompt_tokens, generated))
 
 
-@kinds("openai.chat", "tgi.tokenize")
+@kinds(OPENAI_CHAT, TGI_TOKENIZE)
 @needs_prompter
 def tokenizeReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """An OpenAI chat request -> TGI /tokenize of the prompt /generate would get: its token count."""

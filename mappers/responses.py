@@ -18,8 +18,9 @@ import time
 from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_RESPONSES
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.core.ids import unique_id
+from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.translation.marks import kinds, streams_with
 from mooltiproxy.translation.sse import named_event
@@ -27,8 +28,6 @@ from mooltiproxy.translation.stored_responses import FINAL
 
 log = logging.getLogger("mooltiproxy.responses")
 
-RESPONSES = "openai.responses"
-CHAT = "openai.chat"
 _REQUEST = "responses.request"  # the client's request, for the answer's echo of it
 _INPUT_TEXT = ("input_text", "output_text", "text")
 
@@ -37,7 +36,7 @@ def _invalid(message: str, param: str | None = None) -> ProxyError:
     return ProxyError(400, message, code="invalid_request_error", param=param)
 
 
-@kinds(RESPONSES, CHAT)
+@kinds(OPENAI_RESPONSES, OPENAI_CHAT)
 def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """A Responses request -> an OpenAI chat request. `reasoning`, `store`, `metadata`, `include`
     and the like are accepted and have no effect."""
@@ -145,7 +144,7 @@ def _stream(endpoint: Endpoint, context: RequestContext) -> ResponsesStream:
     return ResponsesStream(Envelope(context), context.state)
 
 
-@kinds(CHAT, RESPONSES)
+@kinds(OPENAI_CHAT, OPENAI_RESPONSES)
 @streams_with(_stream)
 def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """An OpenAI chat completion -> a Response."""
@@ -153,10 +152,10 @@ def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: Req
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
     if message.get("content"):
-        output.append(_message_item(f"msg_{unique_id()}", message["content"]))
+        output.append(_message_item(new_id("msg_"), message["content"]))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        output.append(_call_item(f"fc_{unique_id()}", call.get("id") or f"call_{unique_id()}", function))
+        output.append(_call_item(new_id("fc_"), call.get("id") or new_id("call_"), function))
     response = Envelope(context).response(output, choice.get("finish_reason"), payload.get("usage") or {})
     context.state[FINAL] = response  # kept when the request asks it to be
     return response
@@ -182,7 +181,7 @@ class Envelope:
     """The fields of a Response that echo its request."""
 
     def __init__(self, context: RequestContext):
-        self.id = f"resp_{unique_id()}"
+        self.id = new_id("resp_")
         self.created_at = int(time.time())
         self._request: dict[str, Any] = context.state.get(_REQUEST) or {}
 
@@ -254,7 +253,7 @@ class ResponsesStream:
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 if self._open is None or self._open["type"] != "message":
-                    out += self._open_item(_message_item(f"msg_{unique_id()}", "", "in_progress"))
+                    out += self._open_item(_message_item(new_id("msg_"), "", "in_progress"))
                     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
                     out.append(
                         self._emit("response.content_part.added", item_id=self._open_id(), content_index=0, part=part)
@@ -279,7 +278,7 @@ class ResponsesStream:
         out: list[bytes] = []
         function = call.get("function") or {}
         if call.get("index", 0) not in self._calls:
-            item = _call_item(f"fc_{unique_id()}", call.get("id") or f"call_{unique_id()}", function, "in_progress")
+            item = _call_item(new_id("fc_"), call.get("id") or new_id("call_"), function, "in_progress")
             item["arguments"] = ""
             self._calls[call.get("index", 0)] = item
             out += self._open_item(item)

@@ -69,7 +69,6 @@ _ANTHROPIC_TYPES = {
     503: "overloaded_error",
     529: "overloaded_error",
 }
-ANTHROPIC = "anthropic.messages"  # the front whose errors take Anthropic's shape
 
 
 def anthropic_error_type(status: int) -> str:

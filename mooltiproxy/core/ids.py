@@ -23,3 +23,8 @@ os.register_at_fork(after_in_child=_start)
 def unique_id() -> str:
     """24 hex digits, unique across the proxy's processes and their lifetimes."""
     return f"{_prefix}{next(_counter):012x}"
+
+
+def new_id(prefix: str) -> str:
+    """An id as the API it belongs to writes them: `chatcmpl-…`, `call_…`, `msg_…`."""
+    return f"{prefix}{unique_id()}"

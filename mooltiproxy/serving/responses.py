@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mooltiproxy.core.errors import ANTHROPIC, ProxyError, anthropic_error_body, error_body
+from mooltiproxy.core.apis import ANTHROPIC_MESSAGES
+from mooltiproxy.core.errors import ProxyError, anthropic_error_body, error_body
 
 # A head is well under this; what is added to it to decide whether a write can block.
 _HEAD_ALLOWANCE = 16 * 1024
@@ -25,7 +26,7 @@ def text_response(text: str, **kwargs: Any) -> web.Response:
 
 def error_response(error: ProxyError, front: str | None = None, request_id: str | None = None) -> web.Response:
     """The error in the shape of the API the client speaks on this route."""
-    if front == ANTHROPIC:
+    if front == ANTHROPIC_MESSAGES:
         body = anthropic_error_body(error.status, error.message, request_id, error.code)
     else:
         body = error_body(error.status, error.message, error.code, error.param)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -119,92 +119,81 @@ class WithFallback(StateStore):
                 self._local_bans.append(result.new_ban)
             return result
 
-    async def bans(self) -> list[Ban]:
+    async def _either(self, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
+        """The remote store's answer, else local state's."""
         try:
-            remote = await self._call(self._remote.bans)
+            return await self._call(remote)
         except _Unavailable:
-            remote = []
-        local = [ban for ban in await self._local.bans() if ban.address not in {b.address for b in remote}]
-        return remote + local
+            return await local()
+
+    async def _both(self, remote: Callable[[], Awaitable[Any]], local: Callable[[], Awaitable[Any]]) -> bool:
+        """Done on local state and, when it can be reached, on the remote store: whether either did it."""
+        done_here = bool(await local())
+        try:
+            return bool(await self._call(remote)) or done_here
+        except _Unavailable:
+            return done_here
+
+    async def bans(self) -> list[Ban]:
+        remote = await self._either(self._remote.bans, _nothing)
+        known = {ban.address for ban in remote}
+        return remote + [ban for ban in await self._local.bans() if ban.address not in known]
 
     async def lift(self, address: str) -> bool:
-        lifted_here = await self._local.lift(address)
-        try:
-            return await self._call(lambda: self._remote.lift(address)) or lifted_here
-        except _Unavailable:
-            return lifted_here
+        return await self._both(lambda: self._remote.lift(address), lambda: self._local.lift(address))
 
     async def admit(self, windows: Sequence[Window]) -> Admission:
-        try:
-            return await self._call(lambda: self._remote.admit(windows))
-        except _Unavailable:
-            if self._fail_closed:
-                raise ProxyError(
-                    429,
-                    "Rate limits cannot be checked right now; try again shortly",
-                    code="rate_limit_exceeded",
-                    headers={"Retry-After": str(int(PROBE_SECONDS)), "retry-after-ms": str(int(PROBE_SECONDS * 1000))},
-                ) from None
-            return await self._local.admit(windows)
+        return await self._either(lambda: self._remote.admit(windows), lambda: self._admit_locally(windows))
+
+    async def _admit_locally(self, windows: Sequence[Window]) -> Admission:
+        if self._fail_closed:
+            raise ProxyError(
+                429,
+                "Rate limits cannot be checked right now; try again shortly",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(int(PROBE_SECONDS)), "retry-after-ms": str(int(PROBE_SECONDS * 1000))},
+            )
+        return await self._local.admit(windows)
 
     async def charge(self, keys: Iterable[str], cost: int) -> None:
-        keys = list(keys)
-        try:
-            await self._call(lambda: self._remote.charge(keys, cost))
-        except _Unavailable:
-            await self._local.charge(keys, cost)
+        charged = list(keys)
+        await self._either(lambda: self._remote.charge(charged, cost), lambda: self._local.charge(charged, cost))
 
     async def usage(self, windows: Sequence[Window]) -> list[Usage]:
-        try:
-            return await self._call(lambda: self._remote.usage(windows))
-        except _Unavailable:
-            return await self._local.usage(windows)
+        return await self._either(lambda: self._remote.usage(windows), lambda: self._local.usage(windows))
 
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
-        try:
-            return await self._call(lambda: self._remote.acquire(key, limit, lease, ttl))
-        except _Unavailable:
-            return await self._local.acquire(key, limit, lease, ttl)
+        return await self._either(
+            lambda: self._remote.acquire(key, limit, lease, ttl), lambda: self._local.acquire(key, limit, lease, ttl)
+        )
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
-        await self._local.renew(leases, ttl)
-        try:
-            await self._call(lambda: self._remote.renew(leases, ttl))
-        except _Unavailable:
-            pass
+        await self._both(lambda: self._remote.renew(leases, ttl), lambda: self._local.renew(leases, ttl))
 
     async def release(self, key: str, lease: str) -> None:
-        await self._local.release(key, lease)
-        try:
-            await self._call(lambda: self._remote.release(key, lease))
-        except _Unavailable:
-            pass  # the lease's time to live ends it
+        # Unreachable, the remote lease ends with its time to live.
+        await self._both(lambda: self._remote.release(key, lease), lambda: self._local.release(key, lease))
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
-        try:
-            await self._call(lambda: self._remote.put(key, value, ttl))
-        except _Unavailable:
-            await self._local.put(key, value, ttl)
+        await self._either(lambda: self._remote.put(key, value, ttl), lambda: self._local.put(key, value, ttl))
 
     async def get(self, key: str) -> bytes | None:
-        try:
-            value = await self._call(lambda: self._remote.get(key))
-        except _Unavailable:
-            value = None
+        value = await self._either(lambda: self._remote.get(key), _nothing_kept)
         return value if value is not None else await self._local.get(key)
 
     async def delete(self, key: str) -> bool:
-        deleted_here = await self._local.delete(key)
-        try:
-            return await self._call(lambda: self._remote.delete(key)) or deleted_here
-        except _Unavailable:
-            return deleted_here
+        return await self._both(lambda: self._remote.delete(key), lambda: self._local.delete(key))
 
     async def slots_taken(self, key: str) -> int:
-        try:
-            return await self._call(lambda: self._remote.slots_taken(key))
-        except _Unavailable:
-            return await self._local.slots_taken(key)
+        return await self._either(lambda: self._remote.slots_taken(key), lambda: self._local.slots_taken(key))
+
+
+async def _nothing() -> list[Ban]:
+    return []
+
+
+async def _nothing_kept() -> bytes | None:
+    return None
 
 
 class _Unavailable(Exception):

@@ -7,7 +7,6 @@ read again twice a second (one HGETALL): a ban made elsewhere holds here within 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,9 +24,6 @@ from mooltiproxy.state.store import (
     now,
 )
 
-log = logging.getLogger("mooltiproxy.state")
-
-REFRESH_SECONDS = 0.5
 STRIKES_TTL = 24 * 3600  # strikes not followed by another within a day are forgotten
 _PREFIX = "mooltiproxy:"
 _BANS = _PREFIX + "bans"
@@ -286,9 +282,6 @@ class RedisStore(StateStore):
 
     async def slots_taken(self, key: str) -> int:
         return int(await self._run("slots", [_lease_key(key)], []))
-
-    async def ping(self) -> None:
-        await self._client.ping()
 
 
 def _window_key(key: str) -> str:

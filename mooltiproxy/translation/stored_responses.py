@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from mooltiproxy.core.accelerators import dumps, loads
+from mooltiproxy.core.apis import OPENAI_RESPONSES
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.responses import json_response
@@ -21,7 +22,7 @@ from mooltiproxy.state.store import StateStore
 
 log = logging.getLogger("mooltiproxy.responses")
 
-FRONT = "openai.responses"
+FRONT = OPENAI_RESPONSES
 FINAL = "responses.final"  # the Response the answer mapper made, left in the request's state
 ROUTE = re.compile(r"^(?:/v1)?/responses/(resp_[A-Za-z0-9_-]{1,64})$")
 

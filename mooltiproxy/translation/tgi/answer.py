@@ -7,13 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.core.ids import unique_id
+from mooltiproxy.core.ids import new_id
 
 FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{unique_id()}"
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -61,7 +57,7 @@ def completion_tokens(answer: Any, counted: int, headers: Mapping[str, str] | No
 
 
 def envelope(kind: str, model: str, choices: list[dict], token_usage: dict[str, int]) -> dict[str, Any]:
-    prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
+    prefix = "chatcmpl-" if kind == "chat.completion" else "cmpl-"
     return {
         "id": new_id(prefix),
         "object": kind,

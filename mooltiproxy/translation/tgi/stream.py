@@ -12,7 +12,8 @@ from typing import Any
 
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, new_id, usage
+from mooltiproxy.core.ids import new_id
+from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, usage
 from mooltiproxy.translation.tgi.tool_calls import tool_call_filter
 
 # TGI's error_type -> the HTTP status TGI would have answered outside a stream.
@@ -81,7 +82,7 @@ class TGIStreamTranslator:
     ):
         self._chat = kind == "chat"
         self._object = "chat.completion.chunk" if self._chat else "text_completion"
-        self._id = new_id("chatcmpl" if self._chat else "cmpl")
+        self._id = new_id("chatcmpl-" if self._chat else "cmpl-")
         self._created = int(time.time())
         self._model = model
         self._filter = StopFilter(stops)

@@ -21,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from mooltiproxy.core.ids import unique_id
+from mooltiproxy.core.ids import new_id
 
 # Each parser's markers around a call, and its pattern (the first group is the call's JSON).
 MARKERS = {"hermes": ("<tool_call>", "</tool_call>")}
@@ -124,7 +124,7 @@ def _call(source: str) -> dict[str, Any] | None:
         return None
     arguments = value.get("arguments", value.get("parameters", {}))
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-    return {"id": f"call_{unique_id()}", "type": "function", "function": {"name": value["name"], "arguments": encoded}}
+    return {"id": new_id("call_"), "type": "function", "function": {"name": value["name"], "arguments": encoded}}
 
 
 def tool_call_filter(parser: str) -> ToolCallFilter | WholeAnswerFilter:
