@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s", warning)
     if args.check:
         print(f"{args.config}: valid; {config.summary()}")
+        for note in config.notes:
+            print(note)
         return 0
+    for note in config.notes:
+        log.info("%s", note)
     if config.system.workers > 1:
         return run_workers(config, master_key)
     try:

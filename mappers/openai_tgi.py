@@ -19,7 +19,13 @@ from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_err
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
 from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
-from mooltiproxy.translation.tgi.tool_calls import grammar_for, parse_tool_calls, tool_prompt
+from mooltiproxy.translation.tgi.tool_calls import (
+    SPECIAL_MARKERS,
+    grammar_for,
+    parse_tool_calls,
+    tool_prompt,
+    with_mistral_ids,
+)
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
@@ -132,23 +138,20 @@ def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
 @needs_prompter
 def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
-    if endpoint.prompter is None:  # the loader requires one (needs_prompter)
-        raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
-    tools = _tools(payload, endpoint)
-    messages = payload.get("messages")
-    renders_tools = endpoint.template is not None and endpoint.template.renders_tools
-    if tools and not renders_tools:  # grammar mode on a template that knows no tools: tell the model
-        messages = _with_tool_prompt(messages, tools)
-    prompt, prompt_stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None)
+    tools, prompt, prompt_stops = _prompt(payload, endpoint)
     stream = _streamed(payload, context)
-    request = tgi_request(_without_tools(payload), endpoint.defaults, list(prompt_stops), stream=stream)
-    if tools and endpoint.tool_parser == "grammar":
+    request = tgi_request(_without_tools(payload), endpoint.defaults, prompt_stops, stream=stream)
+    parser = endpoint.tool_parser if tools else None
+    tool_choice = payload.get("tool_choice")
+    if tools and (parser == "grammar" or tool_choice == "required" or isinstance(tool_choice, dict)):
+        # A call the client forces is forced by TGI's grammar, whatever the model's own format.
         if payload.get("response_format") is not None:
             raise invalid("'response_format' cannot be combined with tools on this endpoint", "response_format")
         for copy in request.copies:
-            copy["grammar"] = grammar_for(tools, payload.get("tool_choice"))
+            copy["grammar"] = grammar_for(tools, tool_choice)
+        parser = "grammar"
     context.state[_STOPS] = request.stops
-    context.state[_TOOL_PARSER] = endpoint.tool_parser if tools else None
+    context.state[_TOOL_PARSER] = parser
     if stream:
         if len(request.copies) > 1:
             raise invalid("streaming is supported for n = 1", "n")
@@ -164,9 +167,10 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
     choices = []
     generated = 0
     for index, answer in enumerate(_answers(payload)):
-        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()))
-        message: dict[str, Any] = {"role": "assistant", "content": text}
         parser = context.state.get(_TOOL_PARSER)
+        kept_specials = SPECIAL_MARKERS.get(parser or "", frozenset())
+        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()), kept_specials)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
         if parser is not None:
             content, calls = parse_tool_calls(text, parser)
             message = {"role": "assistant", "content": content}  # a grammar's no_tool answer, say
@@ -183,10 +187,23 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
 @needs_prompter
 def tokenizeReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """An OpenAI chat request -> TGI /tokenize of the prompt /generate would get: its token count."""
+    _, prompt, _ = _prompt(payload, endpoint)
+    return {"inputs": prompt}
+
+
+def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, list[str]]:
+    """(the tools to call, the prompt, its stop strings) of a chat request, by the endpoint's prompter."""
     if endpoint.prompter is None:  # the loader requires one (needs_prompter)
         raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
-    prompt, _ = endpoint.prompter(payload.get("messages"), endpoint, payload.get("tools"))
-    return {"inputs": prompt}
+    tools = _tools(payload, endpoint)
+    messages = payload.get("messages")
+    if endpoint.tool_parser == "mistral":
+        messages = with_mistral_ids(messages)
+    renders_tools = endpoint.template is not None and endpoint.template.renders_tools
+    if tools and not renders_tools:  # grammar mode on a template that knows no tools: tell the model
+        messages = _with_tool_prompt(messages, tools)
+    prompt, stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None)
+    return tools, prompt, list(stops)
 
 
 def _tools(payload: dict, endpoint: Endpoint) -> list[Any] | None:

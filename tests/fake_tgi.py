@@ -10,7 +10,9 @@ Faithful to TGI (router/src/server.rs, validation.rs) and its OpenAPI document:
     `generated_text`; `details` only when asked.
   - `/`, /health, /info, /metrics, /tokenize. Unknown paths: 404 with an empty body.
 The "model" is deterministic: it answers `reply` token by token (a token is a word with its
-leading spaces), then the EOS token, unless `max_new_tokens` or a stop sequence ends it first.
+leading spaces, or one of `special_tokens` whole), then the EOS token, unless `max_new_tokens` or a
+stop sequence ends it first. As in TGI, a special token's text is in its token (`special: true`)
+but not in `generated_text`, which is decoded without special tokens.
 Every request received is recorded in `received`, headers and body included.
 """
 
@@ -40,6 +42,8 @@ BOS_TEXT = "<s>"
 BOS_ID = 1
 EOS_ID = 2
 MODEL_ID = "fake-org/fake-llama-7b-chat"
+# Special tokens of tool-calling models (Mistral's markers, Llama 3.1's python tag).
+SPECIAL_TOKENS = frozenset({"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>"})
 
 _TOKEN = re.compile(r"\s*\S+|\s+$")
 
@@ -128,6 +132,8 @@ class FakeTGI(ThreadedServer):
         self.stream_closed = threading.Event()
         # (name, arguments): /v1/chat/completions answers with this tool call when the request has tools.
         self.tool_call: tuple[str, dict] | None = None
+        # Texts the tokenizer knows as special tokens.
+        self.special_tokens: set[str] = set(SPECIAL_TOKENS)
 
     # ---- request parsing and validation, as TGI does it ----
     async def _parse(self, request: web.Request, chat: bool = False) -> dict:
@@ -205,21 +211,36 @@ class FakeTGI(ThreadedServer):
             raise ValidationFailure(f"`best_of` must be > 0 and <= {MAX_BEST_OF}. Given: {best_of}")
         return p, input_length, max_new_tokens
 
+    def _pieces(self) -> list[tuple[str, bool]]:
+        """The reply's tokens, as (text, special)."""
+        if not self.special_tokens:
+            return [(piece, False) for piece in tokenize(self.reply)]
+        specials = "|".join(map(re.escape, sorted(self.special_tokens, key=len, reverse=True)))
+        pieces: list[tuple[str, bool]] = []
+        for part in re.split(f"({specials})", self.reply):
+            if part in self.special_tokens:
+                pieces.append((part, True))
+            else:
+                pieces.extend((piece, False) for piece in tokenize(part))
+        return pieces
+
     def _generate(self, parameters: dict, input_length: int, max_new_tokens: int) -> Generation:
         stops = parameters.get("stop") or []
         tokens: list[dict] = []
-        text = ""
+        text = ""  # decoded without special tokens
+        decoded = ""  # with them: what stop sequences are looked for in
         finish_reason = "length"
-        for piece in tokenize(self.reply) + [None]:
+        for piece, special in [*self._pieces(), (None, True)]:
             if len(tokens) == max_new_tokens:
                 break
             if piece is None:
                 tokens.append({"id": EOS_ID, "text": EOS_TEXT, "logprob": -0.01, "special": True})
                 finish_reason = "eos_token"
                 break
-            tokens.append({"id": token_id(piece), "text": piece, "logprob": -0.25, "special": False})
-            text += piece
-            if any(text.endswith(stop) for stop in stops if stop):
+            tokens.append({"id": token_id(piece), "text": piece, "logprob": -0.25, "special": special})
+            text += "" if special else piece
+            decoded += piece
+            if any(decoded.endswith(stop) for stop in stops if stop):
                 finish_reason = "stop_sequence"
                 break
         else:

@@ -1,17 +1,21 @@
-"""Tool calls on TGI's /generate: the tools rendered by the model's own chat template (Qwen 2.5's,
-from its model repository), the calls read back from the generated text, through all three fronts."""
+"""Tool calls on TGI's /generate: the tools rendered by the models' own chat templates (Qwen 2.5's,
+Llama 3.1's, Mistral Nemo's and Mistral Small 3.2's, as llama.cpp keeps them), the calls read back
+from the generated text, through all three fronts."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import anthropic
 import httpx
 import pytest
+import yaml
 from openai import OpenAI
 
-from conftest import DATA, KEY, auth, proxy_config
+from conftest import DATA, KEY, auth, proxy_config, run_cli
 
 QWEN = DATA / "tool-templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
 COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen", "tool_parser": "hermes"}
@@ -46,14 +50,20 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
+def model_folder(tmp_path: Path, template: Path, **tokens: str) -> str:
+    """A model folder as its repository has it: chat_template.jinja and tokenizer_config.json."""
+    folder = tmp_path / template.stem
+    folder.mkdir()
+    shutil.copy(template, folder / "chat_template.jinja")
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokens))
+    return str(folder)
+
+
 @pytest.fixture
 def proxy(start_proxy, fake_tgi, tmp_path):
-    model = tmp_path / "qwen"
-    model.mkdir()
-    shutil.copy(QWEN, model / "chat_template.jinja")
-    (model / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    qwen = model_folder(tmp_path, QWEN, eos_token="<|im_end|>")
     config = proxy_config(
-        {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}}, templates={"Qwen": {"tokenizer_config": str(model)}}
+        {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}}, templates={"Qwen": {"tokenizer_config": qwen}}
     )
     return start_proxy(config)
 
@@ -178,16 +188,11 @@ LLAMA31 = DATA / "tool-templates" / "meta-llama-Llama-3.1-8B-Instruct.jinja"
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_llama3_json_calls_with_llama_3_1s_own_template(start_proxy, fake_tgi, tmp_path, stream):
-    model = tmp_path / "llama31"
-    model.mkdir()
-    shutil.copy(LLAMA31, model / "chat_template.jinja")
-    (model / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"})
-    )
+    model = model_folder(tmp_path, LLAMA31, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
     route = {**ROUTES["/chat/completions"], "template": "Llama31", "tool_parser": "llama3_json"}
     config = proxy_config(
         {"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": route}}},
-        templates={"Llama31": {"tokenizer_config": str(model)}},
+        templates={"Llama31": {"tokenizer_config": model}},
     )
     proxy = start_proxy(config)
 
@@ -252,9 +257,12 @@ def test_langchain_bind_tools_and_structured_output(proxy, fake_tgi):
     fake_tgi.reply = CALL
     message = model.bind_tools([get_weather]).invoke("What is the weather in Paris?")
     assert [(call["name"], call["args"]) for call in message.tool_calls] == [("get_weather", {"city": "Paris"})]
-    fake_tgi.reply = '<tool_call>\n{"name": "Weather", "arguments": {"city": "Paris", "sky": "clear"}}\n</tool_call>'
+    # LangChain names the tool it wants: TGI's grammar forces that call, so the answer is its JSON.
+    fake_tgi.reply = '{"name": "Weather", "arguments": {"city": "Paris", "sky": "clear"}}'
     structured = model.with_structured_output(Weather, method="function_calling").invoke("Weather in Paris?")
     assert structured == Weather(city="Paris", sky="clear")
+    (option,) = fake_tgi.last.json()["parameters"]["grammar"]["value"]["oneOf"]
+    assert option["properties"]["name"] == {"const": "Weather"}
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -292,3 +300,178 @@ def test_grammar_mode_on_a_template_that_knows_no_tools(start_proxy, fake_tgi, s
     ask(tool_choice="required")
     options = fake_tgi.last.json()["parameters"]["grammar"]["value"]["oneOf"]
     assert [option["properties"]["name"]["const"] for option in options] == ["get_weather"]
+
+
+def test_the_fake_leaves_special_tokens_out_of_generated_text_as_tgi_does(fake_tgi):
+    fake_tgi.reply = '[TOOL_CALLS][{"name": "f", "arguments": {}}]'
+    body = {"inputs": "x", "parameters": {"details": True}}
+    answer = httpx.post(f"{fake_tgi.url}/generate", json=body).json()
+    assert answer["generated_text"] == '[{"name": "f", "arguments": {}}]'
+    assert answer["details"]["tokens"][0] == {**answer["details"]["tokens"][0], "text": "[TOOL_CALLS]", "special": True}
+    events = httpx.post(f"{fake_tgi.url}/generate_stream", json=body).text.split("\n\n")
+    first = json.loads(events[0].removeprefix("data:"))
+    assert (first["token"]["text"], first["token"]["special"]) == ("[TOOL_CALLS]", True)
+
+
+def ask_openai(proxy, messages: list, stream: bool, **extra) -> tuple[str | None, list, str]:
+    """(content, [(id, name, arguments)], finish_reason) of a chat request, streamed or not."""
+    kwargs = {"model": "m", "messages": messages, "tools": [WEATHER], **extra}
+    if not stream:
+        choice = openai_client(proxy).chat.completions.create(**kwargs).choices[0]
+        calls = [(c.id, c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
+        return choice.message.content, calls, choice.finish_reason
+    chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
+    content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) or None
+    deltas = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
+    names = {delta.index: (delta.id, delta.function.name) for delta in deltas if delta.id}
+    arguments = {index: "" for index in names}
+    for delta in deltas:
+        arguments[delta.index] += delta.function.arguments or ""
+    calls = [(*names[index], json.loads(arguments[index])) for index in sorted(names)]
+    return content, calls, chunks[-1].choices[0].finish_reason
+
+
+NEMO = DATA / "tool-templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja"
+SMALL_32 = DATA / "tool-templates" / "Mistral-Small-3.2-24B-Instruct-2506.jinja"
+MISTRAL_ID = re.compile(r"[A-Za-z0-9]{9}")
+
+
+def mistral_proxy(start_proxy, fake_tgi, tmp_path, template: Path):
+    model = model_folder(tmp_path, template, bos_token="<s>", eos_token="</s>")
+    mapping = {path: {**route, "template": "Mistral", "tool_parser": "mistral"} for path, route in ROUTES.items()}
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": mapping}}, templates={"Mistral": {"tokenizer_config": model}}
+    )
+    return start_proxy(config)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_mistral_nemo_calls_and_ids_with_its_own_template(start_proxy, fake_tgi, tmp_path, stream):
+    proxy = mistral_proxy(start_proxy, fake_tgi, tmp_path, NEMO)
+    # [TOOL_CALLS] is a special token: TGI leaves it out of generated_text, the proxy reads the tokens.
+    fake_tgi.reply = "[TOOL_CALLS]" + json.dumps(
+        [{"name": "get_weather", "arguments": {"city": city}} for city in ("Paris", "Lyon")]
+    )
+    content, calls, finish_reason = ask_openai(proxy, ASK, stream)
+    assert '[AVAILABLE_TOOLS][{"type": "function", "function": {"name": "get_weather"' in fake_tgi.last.json()["inputs"]
+    assert (content, finish_reason) == (None, "tool_calls")
+    assert [(name, arguments) for _, name, arguments in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Lyon"}),
+    ]
+    fake_tgi.reply = "Sunny in both."
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+                for id, name, arguments in calls
+            ],
+        },
+        *({"role": "tool", "tool_call_id": id, "content": "18 C"} for id, _, _ in calls),
+    ]
+    assert ask_openai(proxy, history, stream)[:2] == ("Sunny in both.", [])
+    prompt = fake_tgi.last.json()["inputs"]
+    # The template takes 9-character ids only: each client id became one, the same for its result.
+    ids = re.findall(r'"arguments": \{"city": "(?:Paris|Lyon)"\}, "id": "([^"]*)"\}', prompt)
+    assert len(ids) == 2 and all(MISTRAL_ID.fullmatch(id) for id in ids) and ids[0] != ids[1]
+    assert re.findall(r'"call_id": "([^"]*)"\}\[/TOOL_RESULTS\]', prompt) == ids
+
+
+def test_mistral_small_3_2_calls_through_every_front(start_proxy, fake_tgi, tmp_path):
+    proxy = mistral_proxy(start_proxy, fake_tgi, tmp_path, SMALL_32)
+    # The newer format: name[ARGS]{...} after each [TOOL_CALLS], with text before.
+    fake_tgi.reply = (
+        'Checking. [TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{"city": "Lyon"}'
+    )
+    for stream in (False, True):
+        content, calls, finish_reason = ask_openai(proxy, ASK, stream)
+        assert (content.strip(), finish_reason) == ("Checking.", "tool_calls")
+        assert [arguments for _, _, arguments in calls] == [{"city": "Paris"}, {"city": "Lyon"}]
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
+    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
+    with client.messages.stream(model="m", max_tokens=128, messages=ASK, tools=[tool]) as events:
+        message = events.get_final_message()
+    assert [block.type for block in message.content] == ["text", "tool_use", "tool_use"]
+    use = message.content[1]
+    fake_tgi.reply = "Sunny."
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18 C"}]},
+    ]
+    assert client.messages.create(model="m", max_tokens=64, messages=history, tools=[tool]).content[0].text == "Sunny."
+    prompt = fake_tgi.last.json()["inputs"]
+    (call_id,) = re.findall(r'\[TOOL_CALLS\]get_weather\[CALL_ID\](\w+)\[ARGS\]\{"city": "Paris"\}', prompt)
+    assert MISTRAL_ID.fullmatch(call_id) and f"[TOOL_RESULTS]{call_id}[TOOL_CONTENT]18 C[/TOOL_RESULTS]" in prompt
+    fake_tgi.reply = '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
+    events = list(
+        openai_client(proxy).responses.create(
+            model="m", input="Weather?", tools=[{"type": "function", **WEATHER["function"]}], stream=True
+        )
+    )
+    (done,) = [event.item for event in events if event.type == "response.output_item.done"]
+    assert (done.type, json.loads(done.arguments)) == ("function_call", {"city": "Paris"})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_mistral_text_streams_as_it_comes_and_a_malformed_call_stays_text(start_proxy, fake_tgi, tmp_path, stream):
+    proxy = mistral_proxy(start_proxy, fake_tgi, tmp_path, SMALL_32)
+    fake_tgi.reply = "No tool needed: it is [TOOL sunny."  # a marker's beginning, then not
+    assert ask_openai(proxy, ASK, stream) == ("No tool needed: it is [TOOL sunny.", [], "stop")
+    fake_tgi.reply = '[TOOL_CALLS]get_weather[ARGS]{"city": '
+    assert ask_openai(proxy, ASK, stream) == ('[TOOL_CALLS]get_weather[ARGS]{"city": ', [], "stop")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_hermes_markers_that_are_special_tokens_are_read_from_the_tokens(proxy, fake_tgi, stream):
+    fake_tgi.special_tokens |= {"<tool_call>", "</tool_call>"}  # as in Hermes 2 Pro's tokenizer
+    fake_tgi.reply = "Let me see. " + CALL
+    content, calls, finish_reason = ask_openai(proxy, ASK, stream)
+    assert (content.strip(), finish_reason) == ("Let me see.", "tool_calls")
+    assert [(name, arguments) for _, name, arguments in calls] == [("get_weather", {"city": "Paris"})]
+    # Without tools, special tokens stay out of the answer, as TGI leaves them out.
+    chat = {"model": "m", "messages": ASK}
+    answer = openai_client(proxy).chat.completions.create(**chat)
+    assert (
+        answer.choices[0].message.content == 'Let me see. \n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_forced_tool_choice_is_forced_by_tgis_grammar(proxy, fake_tgi, stream):
+    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Paris"}}'  # what the grammar allows
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in ("required", named):
+        content, calls, finish_reason = ask_openai(proxy, ASK, stream, tool_choice=choice)
+        assert (content, finish_reason) == (None, "tool_calls")
+        assert [(name, arguments) for _, name, arguments in calls] == [("get_weather", {"city": "Paris"})]
+        sent = fake_tgi.last.json()
+        assert "<tools>" in sent["inputs"]  # still told by its own template
+        options = sent["parameters"]["grammar"]["value"]["oneOf"]
+        assert [option["properties"]["name"]["const"] for option in options] == ["get_weather"]
+    ask_openai(proxy, ASK, stream, tool_choice="auto")
+    assert "grammar" not in fake_tgi.last.json()["parameters"]
+
+
+def test_auto_picks_each_templates_parser_and_check_says_which(start_proxy, fake_tgi, tmp_path):
+    templates = {
+        "Qwen": {"tokenizer_config": model_folder(tmp_path, QWEN, eos_token="<|im_end|>")},
+        "Llama31": {"tokenizer_config": model_folder(tmp_path, LLAMA31, eos_token="<|eot_id|>")},
+        "Nemo": {"tokenizer_config": model_folder(tmp_path, NEMO, bos_token="<s>", eos_token="</s>")},
+    }
+    route = {**ROUTES["/chat/completions"], "tool_parser": "auto"}
+    mapping = {f"/{name}/chat/completions": {**route, "template": name} for name in [*templates, "llama3"]}
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": mapping}}, templates=templates)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("--config", str(tmp_path / "config.yaml"), "--check")
+    assert result.returncode == 0, result.stderr
+    picked = dict(re.findall(r"mapping\./(\w+)/chat/completions: tool_parser auto picked (\w+)", result.stdout))
+    assert picked == {"Qwen": "hermes", "Llama31": "llama3_json", "Nemo": "mistral", "llama3": "grammar"}
+    proxy = start_proxy(config)
+    fake_tgi.reply = '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]'
+    body = {"model": "m", "messages": ASK, "tools": [WEATHER]}
+    answer = httpx.post(f"{proxy.url}/Nemo/chat/completions", json=body, headers=auth()).json()
+    assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"

@@ -120,6 +120,7 @@ class _Builder:
         self.prompters = prompters
         self.environ = environ
         self.warnings: list[str] = []
+        self.notes: list[str] = []
 
     def build(self) -> Config:
         self.templates = {
@@ -136,6 +137,7 @@ class _Builder:
             templates=self.templates,
             clients=self._clients(self.document["clients"]),
             warnings=tuple(self.warnings),
+            notes=tuple(self.notes),
         )
 
     def _system(self, section: dict) -> SystemSettings:
@@ -217,7 +219,10 @@ class _Builder:
             preserve_method=entry["preserveMethod"],
             max_connections=entry["max_connections"],
             verify=entry["verify"] if isinstance(entry["verify"], bool) else self.source.parent / entry["verify"],
-            endpoints={incoming: self._endpoint(incoming, spec) for incoming, spec in entry["mapping"].items()},
+            endpoints={
+                incoming: self._endpoint(f"targets.{name}.mapping.{incoming}", incoming, spec)
+                for incoming, spec in entry["mapping"].items()
+            },
             retries=entry["retries"],
             fallback=tuple(entry["fallback"]),
             models=tuple(entry["models"]),
@@ -228,7 +233,7 @@ class _Builder:
             limits=_limits(entry["limits"]),
         )
 
-    def _endpoint(self, incoming: str, spec: dict) -> Endpoint:
+    def _endpoint(self, where: str, incoming: str, spec: dict) -> Endpoint:
         upstream_path = spec.get("path", incoming)
         template_name = spec.get("template")
         prompter_name = spec.get("prompter")
@@ -265,8 +270,21 @@ class _Builder:
             defaults=spec["defaults"],
             system_prompt=spec.get("system_prompt"),
             strip_bos=spec["strip_bos"],
-            tool_parser=spec.get("tool_parser"),
+            tool_parser=self._tool_parser(where, spec.get("tool_parser"), template),
         )
+
+    def _tool_parser(self, where: str, parser: str | None, template: PromptTemplate | None) -> str | None:
+        """`auto`: the parser of the template's own tool-call markers, else TGI's grammar."""
+        if parser != "auto":
+            return parser
+        if template is not None and template.tool_call_format is not None:
+            found = template.tool_call_format
+            self.notes.append(f"{where}: tool_parser auto picked {found} (the markers of template '{template.name}')")
+            return found
+        self.notes.append(
+            f"{where}: tool_parser auto picked grammar: the template writes no tool-call format a parser reads"
+        )
+        return "grammar"
 
     def _mapper(self, names: list[str]) -> Mapper | None:
         """The chain as one mapper; None for identity (bytes relayed, never parsed)."""

@@ -23,8 +23,9 @@ StreamTranslatorFactory = Callable[["Endpoint", Any], Any]
 Prompter = Callable[[Any, "Endpoint", Any], tuple[str, list[str]]]
 
 
-# How tool calls are read back from generated text (translation/tgi/tool_calls.py).
-TOOL_PARSERS = ("hermes", "llama3_json", "grammar")
+# How tool calls are read back from generated text (translation/tgi/tool_calls.py); `auto` is
+# resolved at load time from the template's own markers.
+TOOL_PARSERS = ("hermes", "llama3_json", "mistral", "grammar", "auto")
 
 # Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
 # every method but CONNECT and TRACE, which are never forwarded.
@@ -71,7 +72,8 @@ class Endpoint:
     system_prompt: str | None = None
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
     strip_bos: bool = True
-    # How tool calls are read back from generated text (TGI's /generate): "hermes", or None (no tools).
+    # How tool calls are read back from generated text (TGI's /generate): one of TOOL_PARSERS but
+    # `auto`, or None (no tools).
     tool_parser: str | None = None
     # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
     stream_path: str | None = None
@@ -211,6 +213,7 @@ class Config:
     templates: Mapping[str, PromptTemplate]
     clients: tuple[ClientKey, ...] = ()
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the loader chose for the config (tool_parser: auto, say)
 
     def summary(self) -> str:
         routes = sum(len(target.endpoints) for target in self.targets.values())

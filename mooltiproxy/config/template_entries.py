@@ -17,7 +17,13 @@ from typing import Any
 import jinja2
 import voluptuous as vol
 
-from mooltiproxy.config.templates import PromptTemplate, compile_template, reads_content_parts, stop_strings_of
+from mooltiproxy.config.templates import (
+    PromptTemplate,
+    compile_template,
+    reads_content_parts,
+    stop_strings_of,
+    tool_call_format,
+)
 
 SOURCES = ("jinja", "chat_template", "tokenizer_config")
 _TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "additional_special_tokens")
@@ -87,6 +93,7 @@ def _jinja_entry(entry: Mapping, source: str, folder: Path, tokens: dict, stop: 
         "tool_use": compiled.get("tool_use"),
         "content_parts": parts,
         "renders_tools": "tools" in default or "tool_use" in compiled,
+        "tool_call_format": tool_call_format(named.get("tool_use", default)),
         "stop": stop_strings_of(tokens.get("eos_token", ""), default, stop),
         **_split_tokens(tokens),
     }

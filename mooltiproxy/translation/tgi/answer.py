@@ -26,12 +26,22 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def choice_text(answer: Any, stops: Sequence[str]) -> tuple[str, str, int]:
-    """(text, OpenAI finish_reason, generated token count) of one TGI answer."""
+def choice_text(answer: Any, stops: Sequence[str], kept_specials: frozenset[str] = frozenset()) -> tuple[str, str, int]:
+    """(text, OpenAI finish_reason, generated token count) of one TGI answer. With `kept_specials`,
+    the text is read from the answer's tokens, keeping those special tokens that generated_text
+    leaves out."""
     if not isinstance(answer, dict) or not isinstance(answer.get("generated_text"), str):
         raise ProxyError(502, "The target's answer has no generated_text", code="upstream_error")
     details = answer.get("details") or {}
-    text, stopped = cut_at_stop(answer["generated_text"], stops)
+    text = answer["generated_text"]
+    tokens = details.get("tokens")
+    if kept_specials and isinstance(tokens, list) and all(isinstance(token, dict) for token in tokens):
+        text = "".join(
+            str(token.get("text", ""))
+            for token in tokens
+            if not token.get("special") or token.get("text") in kept_specials
+        )
+    text, stopped = cut_at_stop(text, stops)
     finish_reason = "stop" if stopped else FINISH_REASONS.get(str(details.get("finish_reason")), "stop")
     return text, finish_reason, int(details.get("generated_tokens") or 0)
 

@@ -14,7 +14,7 @@ from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, usage
-from mooltiproxy.translation.tgi.tool_calls import tool_call_filter
+from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS, tool_call_filter
 
 # TGI's error_type -> the HTTP status TGI would have answered outside a stream.
 ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
@@ -94,6 +94,8 @@ class TGIStreamTranslator:
         self._ended_upstream = False
         # Tool calls read from the text as it streams (chat only, when the request has tools).
         self._tools = tool_call_filter(tool_parser) if tool_parser and self._chat else None
+        # Special tokens are left out of the answer, but for the tool parser's markers.
+        self._kept_specials = SPECIAL_MARKERS.get(tool_parser or "", frozenset()) if self._tools else frozenset()
         self._calls = 0
 
     @property
@@ -129,8 +131,9 @@ class TGIStreamTranslator:
             elif self._prefix:
                 chunks.append(self._chunk(self._prefix))
         token = event.get("token") or {}
-        # The EOS token is special: its text is not part of the answer.
-        text = "" if token.get("special") else str(token.get("text", ""))
+        text = str(token.get("text", ""))
+        if token.get("special") and text not in self._kept_specials:
+            text = ""
         chunks += self._release(self._filter.feed(text))
         details = event.get("details")
         if isinstance(details, dict):

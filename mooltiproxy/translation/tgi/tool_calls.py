@@ -6,6 +6,10 @@
 - `llama3_json` (Llama 3.1, 3.2, 3.3): the whole answer is the call(s), `{"name": ..., "parameters":
   {...}}`, several separated by `;`. In a stream, an answer that begins with `{` is held until it
   ends, then read as calls or released as text.
+- `mistral` (Mistral 7B v0.3, Nemo, Small 3.x, Devstral): the calls follow `[TOOL_CALLS]`, as a JSON
+  list `[{"name": ..., "arguments": {...}}]` in older models, as `name[ARGS]{...}` after each
+  `[TOOL_CALLS]` in newer ones (with `[CALL_ID]id` in some). The text before is content. In a
+  stream, text is released up to the marker; what follows it is held until the answer ends.
 
 - `grammar` (any model, as TGI's own Messages API does it): the generation is constrained by a JSON
   grammar built from the tools, one of which it must call, or (unless `tool_choice` forbids it) the
@@ -13,19 +17,33 @@
 
 The text around calls stays the answer's content; a call that is not valid JSON stays text too,
 never an error.
+
+TGI leaves every special token out of generated_text, and Mistral's markers (`<tool_call>` too, in
+some Hermes models) are special tokens: with these parsers the answer is read from its tokens,
+where a special token's text is kept when it is one of the parser's markers (SPECIAL_MARKERS).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import string
 from typing import Any
 
 from mooltiproxy.core.ids import new_id
 
-# Each parser's markers around a call, and its pattern (the first group is the call's JSON).
-MARKERS = {"hermes": ("<tool_call>", "</tool_call>")}
-_CALLS = {"hermes": re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)}
+# Each parser's markers around a call: (opening, closing); without a closing one the calls run to
+# the end of the answer.
+MARKERS: dict[str, tuple[str, str | None]] = {
+    "hermes": ("<tool_call>", "</tool_call>"),
+    "mistral": ("[TOOL_CALLS]", None),
+}
+SPECIAL_MARKERS = {
+    "hermes": frozenset({"<tool_call>", "</tool_call>"}),
+    "mistral": frozenset({"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"}),
+}
+_HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
 def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str, Any]]]:
@@ -35,10 +53,12 @@ def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str,
         return (None, whole) if whole else (text, [])
     if parser == "grammar":
         return _grammar_answer(text)
+    if parser == "mistral":
+        return _mistral_answer(text)
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
     position = 0
-    for match in _CALLS[parser].finditer(text):
+    for match in _HERMES_CALL.finditer(text):
         call = _call(match.group(1))
         if call is None:
             continue  # malformed: left in the text
@@ -92,6 +112,78 @@ def _grammar_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     return (None, [call]) if call is not None else (text, [])
 
 
+def _mistral_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    content, marker, rest = text.partition("[TOOL_CALLS]")
+    calls = _mistral_calls(rest) if marker else []
+    return (content.strip() or None, calls) if calls else (text, [])
+
+
+def _mistral_calls(rest: str) -> list[dict[str, Any]]:
+    """The calls after the first `[TOOL_CALLS]`, or none when any of them is malformed."""
+    body = rest.strip()
+    if body.startswith(("[", "{")):  # older models: one JSON list of calls
+        value = _json_value(body, whole=False)
+        items = value if isinstance(value, list) else [value]
+        found = [_call_of(item) for item in items]
+    else:  # newer ones: name[ARGS]{...} after each marker
+        found = []
+        for part in rest.split("[TOOL_CALLS]"):
+            name, separator, arguments = part.partition("[ARGS]")
+            if not separator:  # without the [ARGS] token's text, the arguments start at the first brace
+                brace = part.find("{")
+                name, arguments = (part[:brace], part[brace:]) if brace > 0 else (part, "")
+            name = name.partition("[CALL_ID]")[0].strip()
+            found.append(_call_of({"name": name, "arguments": _json_value(arguments)}) if name else None)
+    calls = [call for call in found if call is not None]
+    return calls if calls and len(calls) == len(found) else []
+
+
+_NOT_JSON = object()
+
+
+def _json_value(text: str, whole: bool = True) -> Any:
+    """The JSON value the text begins with (and, if `whole`, is), else _NOT_JSON."""
+    text = text.strip()
+    try:
+        value, end = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        return _NOT_JSON
+    return value if end == len(text) or not whole else _NOT_JSON
+
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def mistral_id(client_id: str) -> str:
+    """A 9-character id for a client's tool-call id, the only kind Mistral's templates take; the same
+    id gives the same one, so a call and its result still match."""
+    if len(client_id) == 9 and client_id.isascii() and client_id.isalnum():
+        return client_id
+    number = int.from_bytes(hashlib.sha256(client_id.encode()).digest()[:8])
+    return "".join(_ALPHANUMERIC[number // 62**place % 62] for place in range(9))
+
+
+def with_mistral_ids(messages: Any) -> Any:
+    """The messages with every tool-call id (of calls and of results) made one Mistral takes."""
+    if not isinstance(messages, list):
+        return messages
+    mapped = []
+    for message in messages:
+        if isinstance(message, dict):
+            message = dict(message)
+            if isinstance(message.get("tool_call_id"), str):
+                message["tool_call_id"] = mistral_id(message["tool_call_id"])
+            if isinstance(message.get("tool_calls"), list):
+                message["tool_calls"] = [
+                    {**call, "id": mistral_id(call["id"])}
+                    if isinstance(call, dict) and isinstance(call.get("id"), str)
+                    else call
+                    for call in message["tool_calls"]
+                ]
+        mapped.append(message)
+    return mapped
+
+
 def _json_calls(text: str) -> list[dict[str, Any]]:
     """The calls of an answer that is nothing but calls, or none at all."""
     body = text.strip().removeprefix("<|python_tag|>").strip()
@@ -105,7 +197,7 @@ def _json_calls(text: str) -> list[dict[str, Any]]:
             value, end = decoder.raw_decode(body, position)
         except ValueError:
             return []
-        call = _call(json.dumps(value)) if isinstance(value, dict) else None
+        call = _call_of(value)
         if call is None:
             return []
         calls.append(call)
@@ -120,15 +212,22 @@ def _call(source: str) -> dict[str, Any] | None:
         value = json.loads(source)
     except ValueError:
         return None
+    return _call_of(value)
+
+
+def _call_of(value: Any) -> dict[str, Any] | None:
+    """An OpenAI tool call from a parsed {"name", "arguments" (or "parameters")}, or None."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
     arguments = value.get("arguments", value.get("parameters", {}))
+    if arguments is _NOT_JSON:
+        return None
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     return {"id": new_id("call_"), "type": "function", "function": {"name": value["name"], "arguments": encoded}}
 
 
 def tool_call_filter(parser: str) -> ToolCallFilter | WholeAnswerFilter:
-    if parser == "hermes":
+    if parser in MARKERS:
         return ToolCallFilter(parser)
     return WholeAnswerFilter(parser, hold_all=parser == "grammar")
 
@@ -166,9 +265,11 @@ class WholeAnswerFilter:
 
 class ToolCallFilter:
     """Streamed text in, (text, completed calls) out: text is released as it comes, except what may
-    be the start of a call marker; a call is released once its closing marker has come."""
+    be the start of a call marker; a call is released once its closing marker has come (or, for
+    calls that run to the end of the answer, at its end)."""
 
     def __init__(self, parser: str):
+        self._parser = parser
         self._open, self._close = MARKERS[parser]
         self._buffer = ""
         self._inside = False
@@ -187,6 +288,8 @@ class ToolCallFilter:
                     break
                 released += self._buffer[:start]
                 self._buffer, self._inside = self._buffer[start + len(self._open) :], True
+            if self._close is None:
+                break
             end = self._buffer.find(self._close)
             if end < 0:
                 break
@@ -205,7 +308,10 @@ class ToolCallFilter:
 
     def flush(self) -> tuple[str, list[dict[str, Any]]]:
         rest = (self._open + self._buffer) if self._inside else self._buffer
-        self._buffer, self._inside = "", False
+        running_to_the_end, self._buffer, self._inside = self._inside and self._close is None, "", False
+        if running_to_the_end:
+            content, calls = parse_tool_calls(rest, self._parser)
+            return content or "", calls
         return ("" if self._after_call and not rest.strip() else rest), []
 
 
