@@ -23,8 +23,8 @@ from mooltiproxy.translation.tgi.tool_calls import (
     SPECIAL_MARKERS,
     grammar_for,
     parse_tool_calls,
-    tool_prompt,
     with_mistral_ids,
+    without_tool_turns,
 )
 
 _STOPS = "tgi.stops"
@@ -200,8 +200,8 @@ def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, l
     if endpoint.tool_parser == "mistral":
         messages = with_mistral_ids(messages)
     renders_tools = endpoint.template is not None and endpoint.template.renders_tools
-    if tools and not renders_tools:  # grammar mode on a template that knows no tools: tell the model
-        messages = _with_tool_prompt(messages, tools)
+    if endpoint.tool_parser == "grammar" and not renders_tools:
+        messages = without_tool_turns(messages, tools)
     prompt, stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None)
     return tools, prompt, list(stops)
 
@@ -219,16 +219,6 @@ def _tools(payload: dict, endpoint: Endpoint) -> list[Any] | None:
     if not renders_tools and endpoint.tool_parser != "grammar":
         raise invalid("tool calling needs a chat template that renders tools (or tool_parser: grammar)", "tools")
     return tools
-
-
-def _with_tool_prompt(messages: Any, tools: list[Any]) -> Any:
-    """The messages with the tools described after the last one, as TGI's Messages API does."""
-    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        return messages
-    last = messages[-1]
-    content = last.get("content")
-    text = content if isinstance(content, str) else ""
-    return [*messages[:-1], {**last, "content": text + tool_prompt(tools)}]
 
 
 def _without_tools(payload: dict) -> dict:

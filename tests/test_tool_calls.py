@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -116,22 +117,6 @@ def test_a_tool_round_trip_with_anthropic(proxy, fake_tgi):
     final = client.messages.create(model="qwen", max_tokens=64, messages=history, tools=[tool])
     assert final.content[0].text == "Sunny."
     assert "<tool_response>\n18 C\n</tool_response>" in fake_tgi.last.json()["inputs"]
-
-
-def test_a_tool_round_trip_with_responses(proxy, fake_tgi):
-    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
-    fake_tgi.reply = CALL
-    response = openai_client(proxy).responses.create(model="qwen", input="Weather in Paris?", tools=[tool])
-    (call,) = response.output
-    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
-    fake_tgi.reply = "Sunny in Paris."
-    follow_up = [
-        {"role": "user", "content": "Weather in Paris?"},
-        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
-        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C"},
-    ]
-    final = openai_client(proxy).responses.create(model="qwen", input=follow_up, tools=[tool])
-    assert final.output_text == "Sunny in Paris."
 
 
 def test_a_malformed_call_is_text_and_a_template_without_tools_is_a_400(proxy, fake_tgi):
@@ -293,6 +278,7 @@ def test_grammar_mode_on_a_template_that_knows_no_tools(start_proxy, fake_tgi, s
     assert grammar["type"] == "json"
     assert [option["properties"]["name"]["const"] for option in grammar["value"]["oneOf"]] == ["get_weather", "no_tool"]
     assert "JSON Schema:\n" + json.dumps([WEATHER]) in sent["inputs"]  # the tools, told in the prompt
+    assert '{"name": "no_tool", "content": your answer} when no tool is needed' in sent["inputs"]
     fake_tgi.reply = '{"name": "no_tool", "content": "I cannot tell."}'
     assert ask() == ("I cannot tell.", [], "stop")
     # A forced call leaves out the no_tool choice.
@@ -475,3 +461,104 @@ def test_auto_picks_each_templates_parser_and_check_says_which(start_proxy, fake
     body = {"model": "m", "messages": ASK, "tools": [WEATHER]}
     answer = httpx.post(f"{proxy.url}/Nemo/chat/completions", json=body, headers=auth()).json()
     assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+SUNNY = "Sunny in Paris."
+# Each parser with a model's own template and what that model writes to call get_weather(city=Paris);
+# grammar with the original llama3 template, which knows no tools.
+PARSERS = {
+    "hermes": (QWEN, {"eos_token": "<|im_end|>"}, CALL),
+    "llama3_json": (
+        LLAMA31,
+        {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
+        '{"name": "get_weather", "parameters": {"city": "Paris"}}',
+    ),
+    "mistral": (SMALL_32, {"bos_token": "<s>", "eos_token": "</s>"}, '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'),
+    "grammar": (None, {}, '{"name": "get_weather", "arguments": {"city": "Paris"}}'),
+}
+
+
+def chat_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
+    _, calls, finish_reason = ask_openai(proxy, ASK, stream)
+    assert ([(name, arguments) for _, name, arguments in calls], finish_reason) == (
+        [("get_weather", {"city": "Paris"})],
+        "tool_calls",
+    )
+    fake_tgi.reply = SUNNY
+    (call_id, name, arguments) = calls[0]
+    function = {"name": name, "arguments": json.dumps(arguments)}
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "18 C"},
+    ]
+    return ask_openai(proxy, history, stream)[0]
+
+
+def messages_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
+    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
+
+    def ask(messages: list) -> anthropic.types.Message:
+        if not stream:
+            return client.messages.create(model="m", max_tokens=128, messages=messages, tools=[tool])
+        with client.messages.stream(model="m", max_tokens=128, messages=messages, tools=[tool]) as events:
+            return events.get_final_message()
+
+    message = ask(ASK)
+    uses = [block for block in message.content if block.type == "tool_use"]
+    assert ([(use.name, use.input) for use in uses], message.stop_reason) == (
+        [("get_weather", {"city": "Paris"})],
+        "tool_use",
+    )
+    fake_tgi.reply = SUNNY
+    use = uses[0]
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18 C"}]},
+    ]
+    return "".join(block.text for block in ask(history).content if block.type == "text")
+
+
+def responses_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
+    client = openai_client(proxy)
+    tool = {"type": "function", **WEATHER["function"]}
+
+    def ask(given: str | list) -> Any:
+        if not stream:
+            return client.responses.create(model="m", input=given, tools=[tool])
+        events = list(client.responses.create(model="m", input=given, tools=[tool], stream=True))
+        return events[-1].response
+
+    (call,) = [item for item in ask("Weather in Paris?").output if item.type == "function_call"]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    fake_tgi.reply = SUNNY
+    follow_up = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C"},
+    ]
+    return ask(follow_up).output_text
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_round_trip_with_each_parser_through_every_front_streamed_and_not(start_proxy, fake_tgi, tmp_path, parser):
+    template, tokens, call = PARSERS[parser]
+    templates = {"Model": {"tokenizer_config": model_folder(tmp_path, template, **tokens)}} if template else {}
+    mapping = {
+        path: {**route, "template": "Model" if template else "llama3", "tool_parser": parser}
+        for path, route in ROUTES.items()
+        if path != "/no-tools/chat/completions"
+    }
+    proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": mapping}}, templates=templates))
+    for round_trip in (chat_round_trip, messages_round_trip, responses_round_trip):
+        for stream in (False, True):
+            fake_tgi.reply = call
+            assert round_trip(proxy, fake_tgi, stream) == SUNNY, (round_trip.__name__, stream)
+            prompt = fake_tgi.last.json()["inputs"]
+            assert "18 C" in prompt and '"Paris"' in prompt  # the call and its result, told the model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.config.templates import PromptTemplate
@@ -20,6 +20,10 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+@overload
+def message_content(message: Any, index: int, keep_parts: Literal[False] = False) -> str: ...
+@overload
+def message_content(message: Any, index: int, keep_parts: bool) -> str | list[Any]: ...
 def message_content(message: Any, index: int, keep_parts: bool = False) -> str | list[Any]:
     """The content of one chat message: a string as it is; a list of text parts joined with
     newlines, or, for a template that reads parts itself, the list unchanged (as transformers

@@ -32,6 +32,7 @@ import string
 from typing import Any
 
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.translation.prompting import message_content
 
 # Each parser's markers around a call: (opening, closing); without a closing one the calls run to
 # the end of the answer.
@@ -92,12 +93,59 @@ def grammar_for(tools: list[Any], tool_choice: Any) -> dict[str, Any]:
     return {"type": "json", "value": {"oneOf": options}}
 
 
+def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
+    """The conversation for a template that renders no tools (grammar mode): earlier calls written as
+    the JSON the grammar had the model write, their results as a user turn (consecutive ones in one),
+    and the tools, when the request has some, described after the last message, as TGI's Messages
+    API does."""
+    if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
+        return messages  # the prompter says what is wrong
+    names: dict[Any, Any] = {}
+    turns: list[dict[str, Any]] = []
+    results: list[str] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            name = message.get("name") or names.get(message.get("tool_call_id"), "the tool")
+            results.append(f"{name} returned: {message_content(message, index)}")
+            continue
+        if results:
+            turns.append({"role": "user", "content": "\n\n".join(results)})
+            results = []
+        calls = message.get("tool_calls")
+        if role == "assistant" and isinstance(calls, list) and calls:
+            written = [message_content(message, index)]
+            for call in calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    names[call.get("id")] = function.get("name")
+                    call_json = {"name": function.get("name"), "arguments": _arguments(function.get("arguments"))}
+                    written.append(json.dumps(call_json, ensure_ascii=False))
+            message = {"role": "assistant", "content": "\n".join(text for text in written if text)}
+        turns.append(message)
+    if results:
+        turns.append({"role": "user", "content": "\n\n".join(results)})
+    if tools and turns:
+        last = turns[-1]
+        turns[-1] = {**last, "content": message_content(last, len(turns) - 1) + tool_prompt(tools)}
+    return turns
+
+
+def _arguments(arguments: Any) -> Any:
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            pass
+    return arguments
+
+
 def tool_prompt(tools: list[Any]) -> str:
     """What a model whose template renders no tools is told of them, as TGI's Messages API does."""
     return (
         "\n\nYou will be presented with a JSON schema representing a set of tools. Answer with a JSON "
         f'object: {{"name": the tool to call, "arguments": its arguments}}, or {{"name": "{NO_TOOL}", '
-        '"content": your answer}} when no tool is needed.\n\nJSON Schema:\n' + json.dumps(tools)
+        '"content": your answer} when no tool is needed.\n\nJSON Schema:\n' + json.dumps(tools)
     )
 
 
