@@ -216,10 +216,10 @@ def _input(function: dict[str, Any]) -> Any:
 class AnthropicStream:
     """OpenAI chat chunks -> Anthropic's named events: message_start, a content block per text run
     or tool call (with text_delta / input_json_delta), message_delta with the stop reason and the
-    usage, message_stop, and `ping` while the target is silent. No [DONE]: message_stop ends it."""
+    usage, message_stop, and `ping` while the stream is quiet. No [DONE]: message_stop ends it."""
 
     done = b""
-    ping = named_event("ping", {"type": "ping"})  # sent while the target is silent
+    ping = named_event("ping", {"type": "ping"})  # the keep-alive of a quiet stream
 
     def __init__(self, model: str):
         self._model = model

@@ -190,27 +190,3 @@ def test_count_tokens_asks_the_targets_tokenizer(proxy, fake_tgi):
     assert fake_tgi.last.path == "/tokenize"
     message = client(proxy).messages.create(model="c", max_tokens=5, system="You are Bob.", messages=HISTORY)
     assert count.input_tokens == message.usage.input_tokens
-
-
-def test_pings_are_sent_while_the_target_is_silent(monkeypatch):
-    import asyncio
-
-    from mappers.anthropic import AnthropicStream
-    from mooltiproxy.translation import streaming
-
-    class Written:
-        def __init__(self) -> None:
-            self.frames: list[bytes] = []
-
-        async def write(self, data: bytes) -> None:
-            self.frames.append(data)
-
-    async def silent_then_one_event():
-        await asyncio.sleep(0.35)
-        yield ['{"token": {}}']
-
-    monkeypatch.setattr(streaming, "PING_SECONDS", 0.1)
-    written, translator = Written(), AnthropicStream("m")
-    batch = asyncio.run(streaming._next_batch_or_ping(silent_then_one_event(), None, written, translator))
-    assert batch == ['{"token": {}}']
-    assert written.frames == [b'event: ping\ndata: {"type":"ping"}\n\n'] * 3

@@ -562,3 +562,35 @@ def test_a_round_trip_with_each_parser_through_every_front_streamed_and_not(star
             assert round_trip(proxy, fake_tgi, stream) == SUNNY, (round_trip.__name__, stream)
             prompt = fake_tgi.last.json()["inputs"]
             assert "18 C" in prompt and '"Paris"' in prompt  # the call and its result, told the model
+
+
+def test_a_stream_held_for_a_whole_call_is_kept_alive(start_proxy, fake_tgi, tmp_path):
+    qwen = model_folder(tmp_path, QWEN, eos_token="<|im_end|>")
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}},
+        templates={"Qwen": {"tokenizer_config": qwen}},
+        system={"stream_keep_alive": 0.1},
+    )
+    proxy = start_proxy(config)
+    # A call of 32 tokens at 30 ms each: a second in which the client would hear nothing.
+    fake_tgi.reply = CALL.replace('"Paris"', '"' + " ".join(["Paris"] * 25) + '"')
+    fake_tgi.token_delay = 0.03
+    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
+    for path, body, keep_alive in (
+        ("/v1/chat/completions", {"model": "m", "messages": ASK, "tools": [WEATHER], "stream": True}, ": keep-alive"),
+        (
+            "/v1/messages",
+            {"model": "m", "max_tokens": 64, "messages": ASK, "tools": [tool], "stream": True},
+            "event: ping",
+        ),
+    ):
+        with httpx.stream("POST", proxy.url + path, json=body, headers=auth()) as answer:
+            lines = list(answer.iter_lines())
+        assert lines.count(keep_alive) >= 4, lines
+        assert any('"get_weather"' in line for line in lines)
+    # The clients' own parsers skip them.
+    assert ask_openai(proxy, ASK, stream=True)[2] == "tool_calls"
+    with anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0).messages.stream(
+        model="m", max_tokens=64, messages=ASK, tools=[tool]
+    ) as events:
+        assert events.get_final_message().stop_reason == "tool_use"

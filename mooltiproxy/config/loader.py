@@ -155,6 +155,7 @@ class _Builder:
             max_body_size=section["max_body_size"],
             max_inflight_bytes=section["max_inflight_bytes"],
             client_timeout=section["client_timeout"],
+            stream_keep_alive=section["stream_keep_alive"],
             client_ca=folder / section["client_ca"] if section["client_ca"] else None,
             admin_prefix=section["admin_prefix"],
             workers=section["workers"],

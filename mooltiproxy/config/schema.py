@@ -447,6 +447,7 @@ def build_schema(
                         vol.Optional("max_body_size", default=10 * 1024 * 1024): _integer(1),
                         vol.Optional("max_inflight_bytes", default=256 * 1024 * 1024): _integer(1),
                         vol.Optional("client_timeout", default=60.0): _number(0),
+                        vol.Optional("stream_keep_alive", default=10.0): _number(0),
                         vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),
                         vol.Optional("admin_prefix", default="/_proxy/"): _admin_prefix,
                         vol.Optional("workers", default=1): _integer(1, 256),

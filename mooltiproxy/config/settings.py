@@ -181,6 +181,8 @@ class SystemSettings:
     max_inflight_bytes: int = 256 * 1024 * 1024
     # A client must send a whole request within this many seconds (slow clients are cut).
     client_timeout: float = 60.0
+    # A translated stream the client has heard nothing on for this many seconds gets a keep-alive.
+    stream_keep_alive: float = 10.0
     # CA bundle checking client certificates (mutual TLS); None: no client certificate asked.
     client_ca: Path | None = None
     admin_prefix: str = "/_proxy/"

@@ -73,21 +73,48 @@ class ClientStream:
     """A streamed answer: each write bounded as `bounded` says; the usual write, which cannot wait,
     is made directly (a stream makes one per token)."""
 
-    __slots__ = ("response", "_request", "_seconds")
+    __slots__ = ("response", "_request", "_seconds", "_loop", "_last_write", "_keeper")
 
     def __init__(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float):
         self._request = request
         self.response = response
         self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._last_write = self._loop.time()
+        self._keeper: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         await bounded(self._request, lambda: self.response.prepare(self._request), 0, self._seconds)
+        self._last_write = self._loop.time()
+
+    def keep_alive(self, frame: bytes, seconds: float) -> None:
+        """Until the stream ends, writes `frame` whenever nothing was written for `seconds` (0: never)."""
+        if seconds:
+            self._keeper = asyncio.ensure_future(self._keep_alive(frame, seconds))
+
+    def stop_keep_alive(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+
+    async def _keep_alive(self, frame: bytes, seconds: float) -> None:
+        try:
+            while True:
+                quiet = self._loop.time() - self._last_write
+                if quiet >= seconds:
+                    await self.write(frame)
+                    quiet = 0
+                await asyncio.sleep(seconds - quiet)
+        except OSError:
+            return  # the client is gone or stopped reading: the stream's own next write says so
 
     async def write(self, data: bytes) -> None:
+        self._last_write = self._loop.time()
         if _may_block(self._request.transport, len(data)):
             await bounded(self._request, lambda: self.response.write(data), len(data), self._seconds)
         else:
             await self.response.write(data)
 
     async def end(self, data: bytes = b"") -> None:
+        self.stop_keep_alive()
         await bounded(self._request, lambda: self.response.write_eof(data), len(data), self._seconds)

@@ -49,6 +49,7 @@ class Forwarder:
         self._metrics = metrics
         self._debug = system.debug
         self._client_timeout = system.client_timeout
+        self._keep_alive = system.stream_keep_alive
         self._scheme = "https" if system.ssl else "http"
 
     async def forward(
@@ -140,7 +141,9 @@ class Forwarder:
             translator = translators(endpoint, context)
             self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
             try:
-                response = await stream_translated(request, context, exchange, body, translator, self._client_timeout)
+                response = await stream_translated(
+                    request, context, exchange, body, translator, self._client_timeout, self._keep_alive
+                )
             except ProxyError as error:  # the stream never started: the client gets a plain error
                 retry = None if last_try else self._on_error(endpoint, error, call, body, context)
                 if retry is None:

@@ -2,12 +2,13 @@
 
 The response status is committed only once the first upstream event is known, so an error that
 opens the stream becomes a plain OpenAI error with its own status; a later one becomes an error
-event, followed by the end of the stream.
+event, followed by the end of the stream. A client that hears nothing for `keep_alive` seconds
+(the target reading a long prompt, or a tool call held until it is whole) gets a keep-alive, so
+that no reverse proxy or client cuts a stream that is only quiet.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -25,7 +26,9 @@ from mooltiproxy.translation.sse import DONE, event_batches, frame
 
 log = logging.getLogger("mooltiproxy.streaming")
 
-PING_SECONDS = 10.0
+# What a quiet stream is sent when its API has no event for it (Anthropic's has `ping`): an SSE
+# comment, which every client's parser skips.
+KEEP_ALIVE = b": keep-alive\n\n"
 STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -45,6 +48,7 @@ async def stream_translated(
     body: bytes | None,
     translator: StreamTranslator,
     client_timeout: float,
+    keep_alive: float,
 ) -> web.StreamResponse:
     target = exchange.target
     upstream = await exchange.open(body, decompress=True)
@@ -65,6 +69,7 @@ async def stream_translated(
         stamp(request, context, response)
         stream = ClientStream(request, response, client_timeout)
         await stream.start()
+        stream.keep_alive(getattr(translator, "ping", KEEP_ALIVE), keep_alive)
         try:
             more, failure = _translate(translator, batch[1:])
             chunks += more
@@ -76,7 +81,7 @@ async def stream_translated(
                     return response
                 if translator.finished:
                     break
-                batch = await _next_batch_or_ping(batches, target, stream, translator)
+                batch = await _next_batch(batches, target)
                 if batch is None:
                     break
                 chunks, failure = _translate(translator, batch)
@@ -85,6 +90,8 @@ async def stream_translated(
         except ProxyError as error:
             await _end_with_error(stream, target, error, translator)
             return response
+        finally:
+            stream.stop_keep_alive()
         await stream.end(b"".join(map(frame, translator.end())) + getattr(translator, "done", DONE))
         return response
     finally:
@@ -104,23 +111,6 @@ async def _end_with_error(
         await stream.end(error_frame(error))
     else:
         await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
-
-
-async def _next_batch_or_ping(
-    batches: AsyncIterator[list[str]], target: Target, stream: ClientStream, translator: StreamTranslator
-) -> list[str] | None:
-    """The next batch; while the target is silent (a long prompt being read, say), a translator with
-    a `ping` frame (Anthropic's) sends it every PING_SECONDS, as the API it speaks does."""
-    ping = getattr(translator, "ping", None)
-    if ping is None:
-        return await _next_batch(batches, target)
-    waiting = asyncio.ensure_future(_next_batch(batches, target))
-    try:
-        while not (await asyncio.wait({waiting}, timeout=PING_SECONDS))[0]:
-            await stream.write(ping)
-        return waiting.result()
-    finally:
-        waiting.cancel()
 
 
 async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:
