@@ -70,13 +70,17 @@ def _call_for_template(call: Any) -> Any:
     (transformers' convention, which vLLM follows)."""
     if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
         return call
-    arguments = call["function"].get("arguments")
+    return {**call, "function": {**call["function"], "arguments": parsed_arguments(call["function"].get("arguments"))}}
+
+
+def parsed_arguments(arguments: Any) -> Any:
+    """A tool call's arguments as the value its JSON string says (left as they are if not JSON)."""
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            return json.loads(arguments)
         except ValueError:
             pass
-    return {**call, "function": {**call["function"], "arguments": arguments}}
+    return arguments
 
 
 def render_chat(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:

@@ -32,7 +32,7 @@ import string
 from typing import Any
 
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.translation.prompting import message_content
+from mooltiproxy.translation.prompting import message_content, parsed_arguments
 
 # Each parser's markers around a call: (opening, closing); without a closing one the calls run to
 # the end of the answer.
@@ -119,7 +119,7 @@ def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
                     names[call.get("id")] = function.get("name")
-                    call_json = {"name": function.get("name"), "arguments": _arguments(function.get("arguments"))}
+                    call_json = {"name": function.get("name"), "arguments": parsed_arguments(function.get("arguments"))}
                     written.append(json.dumps(call_json, ensure_ascii=False))
             message = {"role": "assistant", "content": "\n".join(text for text in written if text)}
         turns.append(message)
@@ -129,15 +129,6 @@ def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
         last = turns[-1]
         turns[-1] = {**last, "content": message_content(last, len(turns) - 1) + tool_prompt(tools)}
     return turns
-
-
-def _arguments(arguments: Any) -> Any:
-    if isinstance(arguments, str):
-        try:
-            return json.loads(arguments)
-        except ValueError:
-            pass
-    return arguments
 
 
 def tool_prompt(tools: list[Any]) -> str:
