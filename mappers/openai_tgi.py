@@ -32,6 +32,7 @@ _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
 _ECHO = "tgi.echo"
 _INCLUDE_USAGE = "tgi.include_usage"
 _TOOL_PARSER = "tgi.tool_parser"
+_TOOLS = "tgi.tools"
 
 
 @kinds(OPENAI_COMPLETIONS, TGI_GENERATE)
@@ -71,6 +72,7 @@ def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTransl
         context.state[_STOPS],
         context.state[_INCLUDE_USAGE],
         tool_parser=context.state.get(_TOOL_PARSER),
+        tools=context.state.get(_TOOLS) or (),
     )
 
 
@@ -152,6 +154,7 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
         parser = "grammar"
     context.state[_STOPS] = request.stops
     context.state[_TOOL_PARSER] = parser
+    context.state[_TOOLS] = tools
     if stream:
         if len(request.copies) > 1:
             raise invalid("streaming is supported for n = 1", "n")
@@ -172,7 +175,7 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
         text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()), kept_specials)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parser is not None:
-            content, calls = parse_tool_calls(text, parser)
+            content, calls = parse_tool_calls(text, parser, context.state.get(_TOOLS) or ())
             message = {"role": "assistant", "content": content}  # a grammar's no_tool answer, say
             if calls:
                 message["tool_calls"] = calls

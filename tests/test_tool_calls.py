@@ -1,6 +1,6 @@
 """Tool calls on TGI's /generate: the tools rendered by the models' own chat templates (Qwen 2.5's,
-Llama 3.1's, Mistral Nemo's and Mistral Small 3.2's, as llama.cpp keeps them), the calls read back
-from the generated text, through all three fronts."""
+Qwen3-Coder's, Llama 3.1's, Mistral Nemo's and Mistral Small 3.2's, as llama.cpp keeps them), the
+calls read back from the generated text, through all three fronts."""
 
 from __future__ import annotations
 
@@ -447,6 +447,7 @@ def test_auto_picks_each_templates_parser_and_check_says_which(start_proxy, fake
         "Qwen": {"tokenizer_config": model_folder(tmp_path, QWEN, eos_token="<|im_end|>")},
         "Llama31": {"tokenizer_config": model_folder(tmp_path, LLAMA31, eos_token="<|eot_id|>")},
         "Nemo": {"tokenizer_config": model_folder(tmp_path, NEMO, bos_token="<s>", eos_token="</s>")},
+        "Coder": {"tokenizer_config": model_folder(tmp_path, QWEN3_CODER, eos_token="<|im_end|>")},
     }
     route = {**ROUTES["/chat/completions"], "tool_parser": "auto"}
     mapping = {f"/{name}/chat/completions": {**route, "template": name} for name in [*templates, "llama3"]}
@@ -455,7 +456,13 @@ def test_auto_picks_each_templates_parser_and_check_says_which(start_proxy, fake
     result = run_cli("--config", str(tmp_path / "config.yaml"), "--check")
     assert result.returncode == 0, result.stderr
     picked = dict(re.findall(r"mapping\./(\w+)/chat/completions: tool_parser auto picked (\w+)", result.stdout))
-    assert picked == {"Qwen": "hermes", "Llama31": "llama3_json", "Nemo": "mistral", "llama3": "grammar"}
+    assert picked == {
+        "Qwen": "hermes",
+        "Llama31": "llama3_json",
+        "Nemo": "mistral",
+        "Coder": "qwen3_coder",
+        "llama3": "grammar",
+    }
     proxy = start_proxy(config)
     fake_tgi.reply = '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]'
     body = {"model": "m", "messages": ASK, "tools": [WEATHER]}
@@ -464,17 +471,32 @@ def test_auto_picks_each_templates_parser_and_check_says_which(start_proxy, fake
 
 
 SUNNY = "Sunny in Paris."
-# Each parser with a model's own template and what that model writes to call get_weather(city=Paris);
-# grammar with the original llama3 template, which knows no tools.
+QWEN3_CODER = DATA / "tool-templates" / "Qwen-Qwen3-Coder-30B-A3B-Instruct.jinja"
+XML_CALL = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
+# Each parser with a model's own template, what that model writes to call get_weather(city=Paris),
+# and how the template writes that call back in the history; grammar with the original llama3
+# template, which knows no tools.
 PARSERS = {
-    "hermes": (QWEN, {"eos_token": "<|im_end|>"}, CALL),
+    "hermes": (QWEN, {"eos_token": "<|im_end|>"}, CALL, CALL),
+    "qwen3_coder": (QWEN3_CODER, {"eos_token": "<|im_end|>"}, XML_CALL, XML_CALL),
     "llama3_json": (
         LLAMA31,
         {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
         '{"name": "get_weather", "parameters": {"city": "Paris"}}',
+        '{"name": "get_weather", "parameters": {"city": "Paris"}}',
     ),
-    "mistral": (SMALL_32, {"bos_token": "<s>", "eos_token": "</s>"}, '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'),
-    "grammar": (None, {}, '{"name": "get_weather", "arguments": {"city": "Paris"}}'),
+    "mistral": (
+        SMALL_32,
+        {"bos_token": "<s>", "eos_token": "</s>"},
+        '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}',
+        '[ARGS]{"city": "Paris"}',
+    ),
+    "grammar": (
+        None,
+        {},
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    ),
 }
 
 
@@ -548,7 +570,7 @@ def responses_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
 
 @pytest.mark.parametrize("parser", PARSERS)
 def test_a_round_trip_with_each_parser_through_every_front_streamed_and_not(start_proxy, fake_tgi, tmp_path, parser):
-    template, tokens, call = PARSERS[parser]
+    template, tokens, call, rendered = PARSERS[parser]
     templates = {"Model": {"tokenizer_config": model_folder(tmp_path, template, **tokens)}} if template else {}
     mapping = {
         path: {**route, "template": "Model" if template else "llama3", "tool_parser": parser}
@@ -561,7 +583,7 @@ def test_a_round_trip_with_each_parser_through_every_front_streamed_and_not(star
             fake_tgi.reply = call
             assert round_trip(proxy, fake_tgi, stream) == SUNNY, (round_trip.__name__, stream)
             prompt = fake_tgi.last.json()["inputs"]
-            assert "18 C" in prompt and '"Paris"' in prompt  # the call and its result, told the model
+            assert rendered in prompt and "18 C" in prompt  # the call and its result, told the model
 
 
 def test_a_stream_held_for_a_whole_call_is_kept_alive(start_proxy, fake_tgi, tmp_path):
@@ -594,3 +616,57 @@ def test_a_stream_held_for_a_whole_call_is_kept_alive(start_proxy, fake_tgi, tmp
         model="m", max_tokens=64, messages=ASK, tools=[tool]
     ) as events:
         assert events.get_final_message().stop_reason == "tool_use"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_qwen3_coder_xml_calls_typed_by_the_tools_schemas(start_proxy, fake_tgi, tmp_path, stream):
+    coder = model_folder(tmp_path, QWEN3_CODER, eos_token="<|im_end|>")
+    route = {**ROUTES["/chat/completions"], "template": "Coder", "tool_parser": "qwen3_coder"}
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": route}}},
+        templates={"Coder": {"tokenizer_config": coder}},
+    )
+    proxy = start_proxy(config)
+    write = {
+        "type": "function",
+        "function": {
+            "name": "write_file",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "content": {"type": "string"},
+                    "mode": {"type": "integer"},
+                    "backup": {"type": "boolean"},
+                    "tags": {"type": "array"},
+                },
+            },
+        },
+    }
+    fake_tgi.reply = (
+        "I will write it.\n<tool_call>\n<function=write_file>\n<parameter=path>\n/tmp/a.py\n</parameter>\n"
+        "<parameter=content>\ndef f():\n    return 1\n</parameter>\n<parameter=mode>\n420\n</parameter>\n"
+        '<parameter=backup>\nfalse\n</parameter>\n<parameter=tags>\n["x", "y"]\n</parameter>\n'
+        "</function>\n</tool_call>\n" + XML_CALL + "\n<tool_call>\n<function=get_weather>\n</tool_call>"
+    )
+    content, calls, finish_reason = ask_openai(proxy, ASK, stream, tools=[write, WEATHER])
+    assert finish_reason == "tool_calls"
+    # The last call has no closing </function>: read all the same, as Qwen3-Coder sometimes writes it.
+    assert [(name, arguments) for _, name, arguments in calls] == [
+        (
+            "write_file",
+            {
+                "path": "/tmp/a.py",
+                "content": "def f():\n    return 1",
+                "mode": 420,
+                "backup": False,
+                "tags": ["x", "y"],
+            },
+        ),
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {}),
+    ]
+    assert content.strip() == "I will write it."
+    assert "# Tools" in fake_tgi.last.json()["inputs"] and "<name>write_file</name>" in fake_tgi.last.json()["inputs"]
+    fake_tgi.reply = "<tool_call>\nnot a call\n</tool_call>"
+    assert ask_openai(proxy, ASK, stream)[:2] == ("<tool_call>\nnot a call\n</tool_call>", [])

@@ -25,7 +25,7 @@ Prompter = Callable[[Any, "Endpoint", Any], tuple[str, list[str]]]
 
 # How tool calls are read back from generated text (translation/tgi/tool_calls.py); `auto` is
 # resolved at load time from the template's own markers.
-TOOL_PARSERS = ("hermes", "llama3_json", "mistral", "grammar", "auto")
+TOOL_PARSERS = ("hermes", "qwen3_coder", "llama3_json", "mistral", "grammar", "auto")
 
 # Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
 # every method but CONNECT and TRACE, which are never forwarded.

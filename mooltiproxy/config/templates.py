@@ -186,7 +186,7 @@ def tool_call_format(source: str) -> str | None:
     if "[TOOL_CALLS]" in source:
         return "mistral"
     if "<tool_call>" in source:
-        return None if "<function=" in source else "hermes"  # Qwen3-Coder's XML calls are not JSON
+        return "qwen3_coder" if "<function=" in source else "hermes"
     if "<|python_tag|>" in source or ("ipython" in source and '"parameters"' in source):
         return "llama3_json"
     return None

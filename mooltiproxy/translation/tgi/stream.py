@@ -79,6 +79,7 @@ class TGIStreamTranslator:
         include_usage: bool,
         prefix: str = "",
         tool_parser: str | None = None,
+        tools: Sequence[Any] = (),
     ):
         self._chat = kind == "chat"
         self._object = "chat.completion.chunk" if self._chat else "text_completion"
@@ -93,7 +94,7 @@ class TGIStreamTranslator:
         self._usage: dict[str, int] | None = None
         self._ended_upstream = False
         # Tool calls read from the text as it streams (chat only, when the request has tools).
-        self._tools = tool_call_filter(tool_parser) if tool_parser and self._chat else None
+        self._tools = tool_call_filter(tool_parser, tools) if tool_parser and self._chat else None
         # Special tokens are left out of the answer, but for the tool parser's markers.
         self._kept_specials = SPECIAL_MARKERS.get(tool_parser or "", frozenset()) if self._tools else frozenset()
         self._calls = 0

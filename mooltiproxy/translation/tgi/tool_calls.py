@@ -3,6 +3,8 @@
 - `hermes` (Hermes, Qwen 2.5 and Qwen 3): each call a JSON object `{"name": ..., "arguments": {...}}`
   between `<tool_call>` and `</tool_call>`, anywhere in the text. In a stream, only the text that
   may be the start of the marker is held back.
+- `qwen3_coder` (Qwen3-Coder): the same markers around XML, `<function=name>` with a
+  `<parameter=key>value</parameter>` per argument, each value typed by the tool's schema.
 - `llama3_json` (Llama 3.1, 3.2, 3.3): the whole answer is the call(s), `{"name": ..., "parameters":
   {...}}`, several separated by `;`. In a stream, an answer that begins with `{` is held until it
   ends, then read as calls or released as text.
@@ -29,6 +31,7 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Sequence
 from typing import Any
 
 from mooltiproxy.core.ids import new_id
@@ -38,17 +41,21 @@ from mooltiproxy.translation.prompting import message_content, parsed_arguments
 # the end of the answer.
 MARKERS: dict[str, tuple[str, str | None]] = {
     "hermes": ("<tool_call>", "</tool_call>"),
+    "qwen3_coder": ("<tool_call>", "</tool_call>"),
     "mistral": ("[TOOL_CALLS]", None),
 }
 SPECIAL_MARKERS = {
     "hermes": frozenset({"<tool_call>", "</tool_call>"}),
+    "qwen3_coder": frozenset({"<tool_call>", "</tool_call>"}),
     "mistral": frozenset({"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"}),
 }
-_HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+_MARKED_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+_XML_FUNCTION = re.compile(r"\s*<function=([^>\n]+)>(.*?)(?:</function>)?\s*", re.S)
+_XML_PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|\Z)", re.S)
 
 
-def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content, OpenAI tool_calls) of a generated text."""
+def parse_tool_calls(text: str, parser: str, tools: Sequence[Any] = ()) -> tuple[str | None, list[dict[str, Any]]]:
+    """(content, OpenAI tool_calls) of a generated text; `tools` (the request's) type XML arguments."""
     if parser == "llama3_json":
         whole = _json_calls(text)
         return (None, whole) if whole else (text, [])
@@ -59,8 +66,8 @@ def parse_tool_calls(text: str, parser: str) -> tuple[str | None, list[dict[str,
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
     position = 0
-    for match in _HERMES_CALL.finditer(text):
-        call = _call(match.group(1))
+    for match in _MARKED_CALL.finditer(text):
+        call = _marked_call(match.group(1), parser, tools)
         if call is None:
             continue  # malformed: left in the text
         kept.append(text[position : match.start()])
@@ -246,6 +253,48 @@ def _json_calls(text: str) -> list[dict[str, Any]]:
     return calls
 
 
+def _marked_call(source: str, parser: str, tools: Sequence[Any]) -> dict[str, Any] | None:
+    """The call between a parser's markers, or None when it is malformed."""
+    if parser == "qwen3_coder":
+        return _xml_call(source, tools)
+    return _call(source.strip())
+
+
+def _xml_call(source: str, tools: Sequence[Any]) -> dict[str, Any] | None:
+    """`<function=name><parameter=key>value</parameter>...</function>`, each value made the type the
+    tool's schema gives its parameter (a string when the schema says string or nothing)."""
+    function = _XML_FUNCTION.fullmatch(source)
+    if function is None:
+        return None
+    name = function.group(1).strip()
+    properties = _parameters_of(name, tools)
+    arguments = {}
+    for parameter in _XML_PARAMETER.finditer(function.group(2)):
+        key = parameter.group(1).strip()
+        value = parameter.group(2).removeprefix("\n").removesuffix("\n")
+        arguments[key] = _typed(value, properties.get(key))
+    return _call_of({"name": name, "arguments": arguments})
+
+
+def _parameters_of(name: str, tools: Sequence[Any]) -> dict[str, Any]:
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name") == name:
+            parameters = function.get("parameters")
+            properties = parameters.get("properties") if isinstance(parameters, dict) else None
+            return properties if isinstance(properties, dict) else {}
+    return {}
+
+
+def _typed(value: str, schema: Any) -> Any:
+    """An XML parameter's text as its schema's type says; text that is not of that type stays text."""
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if kind in (None, "string") or (isinstance(kind, list) and "string" in kind):
+        return value
+    parsed = _json_value(value)
+    return value if parsed is _NOT_JSON else parsed
+
+
 def _call(source: str) -> dict[str, Any] | None:
     try:
         value = json.loads(source)
@@ -265,9 +314,9 @@ def _call_of(value: Any) -> dict[str, Any] | None:
     return {"id": new_id("call_"), "type": "function", "function": {"name": value["name"], "arguments": encoded}}
 
 
-def tool_call_filter(parser: str) -> ToolCallFilter | WholeAnswerFilter:
+def tool_call_filter(parser: str, tools: Sequence[Any] = ()) -> ToolCallFilter | WholeAnswerFilter:
     if parser in MARKERS:
-        return ToolCallFilter(parser)
+        return ToolCallFilter(parser, tools)
     return WholeAnswerFilter(parser, hold_all=parser == "grammar")
 
 
@@ -307,8 +356,9 @@ class ToolCallFilter:
     be the start of a call marker; a call is released once its closing marker has come (or, for
     calls that run to the end of the answer, at its end)."""
 
-    def __init__(self, parser: str):
+    def __init__(self, parser: str, tools: Sequence[Any]):
         self._parser = parser
+        self._tools = tools
         self._open, self._close = MARKERS[parser]
         self._buffer = ""
         self._inside = False
@@ -333,7 +383,7 @@ class ToolCallFilter:
             if end < 0:
                 break
             source, self._buffer, self._inside = self._buffer[:end], self._buffer[end + len(self._close) :], False
-            call = _call(source.strip())
+            call = _marked_call(source, self._parser, self._tools)
             if call is None:
                 released += self._open + source + self._close  # malformed: it stays text
             else:
@@ -349,7 +399,7 @@ class ToolCallFilter:
         rest = (self._open + self._buffer) if self._inside else self._buffer
         running_to_the_end, self._buffer, self._inside = self._inside and self._close is None, "", False
         if running_to_the_end:
-            content, calls = parse_tool_calls(rest, self._parser)
+            content, calls = parse_tool_calls(rest, self._parser, self._tools)
             return content or "", calls
         return ("" if self._after_call and not rest.strip() else rest), []
 
