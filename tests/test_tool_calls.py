@@ -591,11 +591,11 @@ def test_a_stream_held_for_a_whole_call_is_kept_alive(start_proxy, fake_tgi, tmp
     config = proxy_config(
         {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}},
         templates={"Qwen": {"tokenizer_config": qwen}},
-        system={"stream_keep_alive": 0.1},
+        system={"stream_keep_alive": 0.05},
     )
     proxy = start_proxy(config)
-    # A call of 32 tokens at 30 ms each: a second in which the client would hear nothing.
-    fake_tgi.reply = CALL.replace('"Paris"', '"' + " ".join(["Paris"] * 25) + '"')
+    # A call of 16 tokens at 30 ms each: half a second in which the client would hear nothing.
+    fake_tgi.reply = CALL.replace('"Paris"', '"' + " ".join(["Paris"] * 9) + '"')
     fake_tgi.token_delay = 0.03
     tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
     for path, body, keep_alive in (
