@@ -8,13 +8,15 @@ import string
 import httpx
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mooltiproxy.config.loader import load_config
-from mooltiproxy.core.errors import ConfigError
+from mooltiproxy.core.errors import ConfigError, ProxyError
+from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls, tool_call_filter, without_tool_turns
 
 from conftest import KEY, ProxyProcess, auth, proxy_config
+from test_tool_calls import PARSERS, model_folder
 from test_translation import TRANSLATED
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
@@ -119,6 +121,151 @@ def assert_not_the_proxys_5xx(answer: httpx.Response) -> None:
 @given(body=chat_bodies)
 def test_chat_bodies(proxy, fake_tgi, body):
     assert_not_the_proxys_5xx(httpx.post(f"{proxy.url}/v1/chat/completions", json=body, headers=auth()))
+
+
+tool_calls = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": st.text(max_size=12) | json_values,
+            "type": st.just("function") | json_values,
+            "function": st.fixed_dictionaries(
+                {},
+                optional={"name": st.text(max_size=8) | json_values, "arguments": st.text(max_size=20) | json_values},
+            )
+            | json_values,
+        },
+    )
+    | json_values,
+    max_size=3,
+)
+tool_turns = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool", "system"]) | json_values},
+        optional={
+            "content": st.none() | st.text(max_size=20) | json_values,
+            "tool_calls": tool_calls | json_values,
+            "tool_call_id": st.text(max_size=12) | json_values,
+            "name": st.text(max_size=8) | json_values,
+        },
+    ),
+    max_size=5,
+)
+tools = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.just("function") | json_values},
+        optional={
+            "function": st.fixed_dictionaries(
+                {"name": st.sampled_from(["get_weather", "f"]) | json_values},
+                optional={"parameters": json_values, "description": json_values},
+            )
+            | json_values
+        },
+    )
+    | json_values,
+    max_size=3,
+)
+tool_choices = st.sampled_from(["auto", "none", "required"]) | st.just({"type": "function", "function": {"name": "f"}})
+# What a model may write: the parsers' markers and JSON's pieces, in any order.
+replies = st.lists(
+    st.sampled_from(
+        [
+            "<tool_call>",
+            "</tool_call>",
+            "[TOOL_CALLS]",
+            "[ARGS]",
+            "[CALL_ID]",
+            "<function=get_weather>",
+            "<parameter=city>",
+            "</parameter>",
+            "</function>",
+            "{",
+            "}",
+            "[",
+            "]",
+            '"name"',
+            ": ",
+            ", ",
+            '"get_weather"',
+            '"arguments"',
+            '"parameters"',
+            '"no_tool"',
+            '"content"',
+            "Paris",
+            " ",
+            "\n",
+            ";",
+        ]
+    )
+    | st.text(max_size=5),
+    max_size=24,
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def tool_proxy(tmp_path_factory, fake_tgi):
+    folder = tmp_path_factory.mktemp("models")
+    templates, mapping = {}, {}
+    for parser, (template, tokens, _, _) in PARSERS.items():
+        if template is not None:
+            templates[parser] = {"tokenizer_config": model_folder(folder, template, **tokens)}
+        route = {"path": "/generate", "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"}
+        mapping[f"/{parser}/chat/completions"] = {
+            **route,
+            "prompter": "chat_template",
+            "template": parser if template is not None else "llama3",
+            "tool_parser": parser,
+        }
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": mapping}}, templates=templates)
+    process = ProxyProcess(config, tmp_path_factory.mktemp("hostile-tools"))
+    yield process
+    assert process.process.poll() is None, "the proxy died"
+    process.stop()
+    assert "Traceback" not in process.log(), process.log()
+
+
+@SETTINGS
+@given(
+    parser=st.sampled_from(list(PARSERS)),
+    body=st.fixed_dictionaries(
+        {"messages": tool_turns, "tools": tools},
+        optional={"tool_choice": tool_choices | json_values, "stream": st.booleans()},
+    ),
+    reply=replies,
+)
+@example(parser="grammar", body={"messages": [{"role": "tool", "tool_call_id": []}], "tools": []}, reply="x")
+def test_tool_requests_and_generated_calls(tool_proxy, fake_tgi, parser, body, reply):
+    fake_tgi.reply = reply or " "
+    answer = httpx.post(f"{tool_proxy.url}/{parser}/chat/completions", json=body, headers=auth())
+    assert_not_the_proxys_5xx(answer)
+
+
+WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(parser=st.sampled_from(list(PARSERS)), reply=replies, cuts=st.lists(st.integers(0, 200), max_size=8))
+def test_a_streamed_answer_reads_as_the_whole_answer_however_it_is_cut(parser, reply, cuts):
+    content, calls = parse_tool_calls(reply, parser, WEATHER_TOOLS)
+    stream = tool_call_filter(parser, WEATHER_TOOLS)
+    text, streamed_calls = "", []
+    bounds = [0, *sorted({cut for cut in cuts if cut < len(reply)}), len(reply)]
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        released, completed = stream.feed(reply[start:end])
+        text, streamed_calls = text + released, streamed_calls + completed
+    released, completed = stream.flush()
+    text, streamed_calls = text + released, streamed_calls + completed
+    assert [call["function"] for call in streamed_calls] == [call["function"] for call in calls]
+    assert text.strip() == (content or "").strip() if calls else text == reply
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(messages=tool_turns | json_values, tools=tools)
+def test_tool_turns_for_a_template_without_tools_never_fail_but_as_a_400(messages, tools):
+    try:
+        without_tool_turns(messages, tools)
+    except ProxyError as error:
+        assert error.status == 400
 
 
 @SETTINGS

@@ -107,13 +107,15 @@ def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
     API does."""
     if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
         return messages  # the prompter says what is wrong
-    names: dict[Any, Any] = {}
+    names: dict[str, str] = {}  # call id -> tool name
     turns: list[dict[str, Any]] = []
     results: list[str] = []
     for index, message in enumerate(messages):
         role = message.get("role")
         if role == "tool":
-            name = message.get("name") or names.get(message.get("tool_call_id"), "the tool")
+            call_id, name = message.get("tool_call_id"), message.get("name")
+            if not isinstance(name, str) or not name:
+                name = names.get(call_id, "the tool") if isinstance(call_id, str) else "the tool"
             results.append(f"{name} returned: {message_content(message, index)}")
             continue
         if results:
@@ -125,7 +127,8 @@ def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
             for call in calls:
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
-                    names[call.get("id")] = function.get("name")
+                    if isinstance(call.get("id"), str) and isinstance(function.get("name"), str):
+                        names[call["id"]] = function["name"]
                     call_json = {"name": function.get("name"), "arguments": parsed_arguments(function.get("arguments"))}
                     written.append(json.dumps(call_json, ensure_ascii=False))
             message = {"role": "assistant", "content": "\n".join(text for text in written if text)}
