@@ -16,7 +16,7 @@ from mooltiproxy.core.errors import ConfigError, ProxyError
 from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls, tool_call_filter, without_tool_turns
 
 from conftest import KEY, ProxyProcess, auth, proxy_config
-from test_tool_calls import PARSERS, model_folder
+from test_tool_calls import PARSERS, template_entry
 from test_translation import TRANSLATED
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
@@ -207,13 +207,12 @@ def tool_proxy(tmp_path_factory, fake_tgi):
     folder = tmp_path_factory.mktemp("models")
     templates, mapping = {}, {}
     for parser, (template, tokens, _, _) in PARSERS.items():
-        if template is not None:
-            templates[parser] = {"tokenizer_config": model_folder(folder, template, **tokens)}
+        templates[parser] = template_entry(folder, template, tokens)
         route = {"path": "/generate", "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"}
         mapping[f"/{parser}/chat/completions"] = {
             **route,
             "prompter": "chat_template",
-            "template": parser if template is not None else "llama3",
+            "template": parser,
             "tool_parser": parser,
         }
     config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": mapping}}, templates=templates)

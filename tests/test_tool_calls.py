@@ -474,9 +474,9 @@ SUNNY = "Sunny in Paris."
 QWEN3_CODER = DATA / "tool-templates" / "Qwen-Qwen3-Coder-30B-A3B-Instruct.jinja"
 XML_CALL = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
 # Each parser with a model's own template, what that model writes to call get_weather(city=Paris),
-# and how the template writes that call back in the history; grammar with the original llama3
-# template, which knows no tools.
-PARSERS = {
+# and how the template writes that call back in the history; grammar with Mistral 7B v0.1's
+# template from the reference set, which knows no tools and refuses turns that do not alternate.
+PARSERS: dict[str, tuple[Path | str, dict[str, str], str, str]] = {
     "hermes": (QWEN, {"eos_token": "<|im_end|>"}, CALL, CALL),
     "qwen3_coder": (QWEN3_CODER, {"eos_token": "<|im_end|>"}, XML_CALL, XML_CALL),
     "llama3_json": (
@@ -492,12 +492,23 @@ PARSERS = {
         '[ARGS]{"city": "Paris"}',
     ),
     "grammar": (
-        None,
+        "mistralai/Mistral-7B-Instruct-v0.1",
         {},
         '{"name": "get_weather", "arguments": {"city": "Paris"}}',
         '{"name": "get_weather", "arguments": {"city": "Paris"}}',
     ),
 }
+
+
+REFERENCE_TEMPLATES = {case["name"]: case for case in json.loads((DATA / "chat-templates.json").read_text())}
+
+
+def template_entry(tmp_path: Path, template: Path | str, tokens: dict[str, str]) -> dict[str, str]:
+    """A `templates:` entry: a model folder for a template file, or a reference template inline."""
+    if isinstance(template, Path):
+        return {"tokenizer_config": model_folder(tmp_path, template, **tokens)}
+    case = REFERENCE_TEMPLATES[template]
+    return {"chat_template": case["chat_template"], "bos_token": case["bos_token"], "eos_token": case["eos_token"]}
 
 
 def chat_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
@@ -571,9 +582,9 @@ def responses_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
 @pytest.mark.parametrize("parser", PARSERS)
 def test_a_round_trip_with_each_parser_through_every_front_streamed_and_not(start_proxy, fake_tgi, tmp_path, parser):
     template, tokens, call, rendered = PARSERS[parser]
-    templates = {"Model": {"tokenizer_config": model_folder(tmp_path, template, **tokens)}} if template else {}
+    templates = {"Model": template_entry(tmp_path, template, tokens)}
     mapping = {
-        path: {**route, "template": "Model" if template else "llama3", "tool_parser": parser}
+        path: {**route, "template": "Model", "tool_parser": parser}
         for path, route in ROUTES.items()
         if path != "/no-tools/chat/completions"
     }
