@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -681,3 +682,26 @@ def test_qwen3_coder_xml_calls_typed_by_the_tools_schemas(start_proxy, fake_tgi,
     assert "# Tools" in fake_tgi.last.json()["inputs"] and "<name>write_file</name>" in fake_tgi.last.json()["inputs"]
     fake_tgi.reply = "<tool_call>\nnot a call\n</tool_call>"
     assert ask_openai(proxy, ASK, stream)[:2] == ("<tool_call>\nnot a call\n</tool_call>", [])
+
+
+def test_each_mistral_call_is_streamed_once_the_next_begins(start_proxy, fake_tgi, tmp_path):
+    proxy = mistral_proxy(start_proxy, fake_tgi, tmp_path, SMALL_32)
+    fake_tgi.token_delay = 0.1
+    fake_tgi.reply = (
+        '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{"city": '
+        + '"Lyon" ' * 6  # the second call's arguments take a while: not valid JSON, so it stays text
+        + "}"
+    )
+    body = {"model": "m", "messages": ASK, "tools": [WEATHER], "stream": True}
+    seen: list[tuple[float, str]] = []
+    with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=body, headers=auth()) as answer:
+        for line in answer.iter_lines():
+            seen.append((time.monotonic(), line))
+    named = [when for when, line in seen if '"name": "get_weather"' in line or '"name":"get_weather"' in line]
+    text = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for _, line in seen
+        if line.startswith("data: {") and json.loads(line[6:])["choices"]
+    )
+    assert len(named) == 1 and seen[-1][0] - named[0] > 0.4  # the first call came long before the end
+    assert text == '[TOOL_CALLS]get_weather[ARGS]{"city": ' + '"Lyon" ' * 6 + "}"

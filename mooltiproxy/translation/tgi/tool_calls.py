@@ -10,8 +10,9 @@
   ends, then read as calls or released as text.
 - `mistral` (Mistral 7B v0.3, Nemo, Small 3.x, Devstral): the calls follow `[TOOL_CALLS]`, as a JSON
   list `[{"name": ..., "arguments": {...}}]` in older models, as `name[ARGS]{...}` after each
-  `[TOOL_CALLS]` in newer ones (with `[CALL_ID]id` in some). The text before is content. In a
-  stream, text is released up to the marker; what follows it is held until the answer ends.
+  `[TOOL_CALLS]` in newer ones (with `[CALL_ID]id` in some). The text before is content. A call
+  runs to the next marker or to the end of the answer: in a stream, each is sent once the next
+  begins.
 
 - `grammar` (any model, as TGI's own Messages API does it): the generation is constrained by a JSON
   grammar built from the tools, one of which it must call, or (unless `tool_choice` forbids it) the
@@ -67,12 +68,12 @@ def parse_tool_calls(text: str, parser: str, tools: Sequence[Any] = ()) -> tuple
     kept: list[str] = []
     position = 0
     for match in _MARKED_CALL.finditer(text):
-        call = _marked_call(match.group(1), parser, tools)
-        if call is None:
+        found = _marked_calls(match.group(1), parser, tools)
+        if found is None:
             continue  # malformed: left in the text
         kept.append(text[position : match.start()])
         position = match.end()
-        calls.append(call)
+        calls += found
     kept.append(text[position:])
     content = "".join(kept).strip()
     return (content or None) if calls else text, calls
@@ -162,29 +163,32 @@ def _grammar_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:
 
 
 def _mistral_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    content, marker, rest = text.partition("[TOOL_CALLS]")
-    calls = _mistral_calls(rest) if marker else []
-    return (content.strip() or None, calls) if calls else (text, [])
+    content, *segments = text.split("[TOOL_CALLS]")
+    kept, calls = [content], []
+    for segment in segments:
+        found = _mistral_calls(segment)
+        if found is None:
+            kept.append("[TOOL_CALLS]" + segment)  # malformed: it stays text
+        else:
+            calls += found
+    return ("".join(kept).strip() or None, calls) if calls else (text, [])
 
 
-def _mistral_calls(rest: str) -> list[dict[str, Any]]:
-    """The calls after the first `[TOOL_CALLS]`, or none when any of them is malformed."""
-    body = rest.strip()
-    if body.startswith(("[", "{")):  # older models: one JSON list of calls
+def _mistral_calls(segment: str) -> list[dict[str, Any]] | None:
+    """The call(s) of what follows one `[TOOL_CALLS]`, or None when it is malformed."""
+    body = segment.strip()
+    if body.startswith(("[", "{")):  # older models: a JSON list of calls
         value = _json_value(body, whole=False)
-        items = value if isinstance(value, list) else [value]
-        found = [_call_of(item) for item in items]
-    else:  # newer ones: name[ARGS]{...} after each marker
-        found = []
-        for part in rest.split("[TOOL_CALLS]"):
-            name, separator, arguments = part.partition("[ARGS]")
-            if not separator:  # without the [ARGS] token's text, the arguments start at the first brace
-                brace = part.find("{")
-                name, arguments = (part[:brace], part[brace:]) if brace > 0 else (part, "")
-            name = name.partition("[CALL_ID]")[0].strip()
-            found.append(_call_of({"name": name, "arguments": _json_value(arguments)}) if name else None)
-    calls = [call for call in found if call is not None]
-    return calls if calls and len(calls) == len(found) else []
+        found = [_call_of(item) for item in (value if isinstance(value, list) else [value])]
+        calls = [call for call in found if call is not None]
+        return calls if calls and len(calls) == len(found) else None
+    name, separator, arguments = segment.partition("[ARGS]")  # newer ones: name[ARGS]{...}
+    if not separator:  # without the [ARGS] token's text, the arguments start at the first brace
+        brace = segment.find("{")
+        name, arguments = (segment[:brace], segment[brace:]) if brace > 0 else (segment, "")
+    name = name.partition("[CALL_ID]")[0].strip()
+    call = _call_of({"name": name, "arguments": _json_value(arguments)}) if name else None
+    return [call] if call is not None else None
 
 
 _NOT_JSON = object()
@@ -256,11 +260,12 @@ def _json_calls(text: str) -> list[dict[str, Any]]:
     return calls
 
 
-def _marked_call(source: str, parser: str, tools: Sequence[Any]) -> dict[str, Any] | None:
-    """The call between a parser's markers, or None when it is malformed."""
-    if parser == "qwen3_coder":
-        return _xml_call(source, tools)
-    return _call(source.strip())
+def _marked_calls(source: str, parser: str, tools: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """The call(s) a parser's marker opens, or None when they are malformed."""
+    if parser == "mistral":
+        return _mistral_calls(source)
+    call = _xml_call(source, tools) if parser == "qwen3_coder" else _call(source.strip())
+    return [call] if call is not None else None
 
 
 def _xml_call(source: str, tools: Sequence[Any]) -> dict[str, Any] | None:
@@ -356,8 +361,8 @@ class WholeAnswerFilter:
 
 class ToolCallFilter:
     """Streamed text in, (text, completed calls) out: text is released as it comes, except what may
-    be the start of a call marker; a call is released once its closing marker has come (or, for
-    calls that run to the end of the answer, at its end)."""
+    be the start of a call marker; a call is released once its closing marker has come (for a
+    parser without one, once the next call's opening marker, or the end of the answer, has)."""
 
     def __init__(self, parser: str, tools: Sequence[Any]):
         self._parser = parser
@@ -369,7 +374,8 @@ class ToolCallFilter:
 
     def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         self._buffer += text
-        released, calls = "", []
+        released = ""
+        calls: list[dict[str, Any]] = []
         while True:
             if not self._inside:
                 start = self._buffer.find(self._open)
@@ -380,30 +386,34 @@ class ToolCallFilter:
                     break
                 released += self._buffer[:start]
                 self._buffer, self._inside = self._buffer[start + len(self._open) :], True
-            if self._close is None:
-                break
-            end = self._buffer.find(self._close)
+            end = self._buffer.find(self._close or self._open)
             if end < 0:
                 break
-            source, self._buffer, self._inside = self._buffer[:end], self._buffer[end + len(self._close) :], False
-            call = _marked_call(source, self._parser, self._tools)
-            if call is None:
-                released += self._open + source + self._close  # malformed: it stays text
-            else:
-                calls.append(call)
-                self._after_call = True
+            source = self._buffer[:end]
+            self._buffer = self._buffer[end + len(self._close or self._open) :]
+            self._inside = self._close is None  # the next call has begun, where calls close no other way
+            text_instead, found = self._read(source)
+            released, calls = released + text_instead, calls + found
         if self._after_call and released and not released.strip():
             self._buffer, released = released + self._buffer, ""
         elif released.strip():
             self._after_call = False
         return released, calls
 
+    def _read(self, source: str) -> tuple[str, list[dict[str, Any]]]:
+        """The call(s) between the markers, or, when malformed, the text it stays."""
+        found = _marked_calls(source, self._parser, self._tools)
+        if found is None:
+            return self._open + source + (self._close or ""), []
+        self._after_call = True
+        return "", found
+
     def flush(self) -> tuple[str, list[dict[str, Any]]]:
-        rest = (self._open + self._buffer) if self._inside else self._buffer
-        running_to_the_end, self._buffer, self._inside = self._inside and self._close is None, "", False
-        if running_to_the_end:
-            content, calls = parse_tool_calls(rest, self._parser, self._tools)
-            return content or "", calls
+        rest, inside, self._buffer, self._inside = self._buffer, self._inside, "", False
+        if inside and self._close is None:  # the last call ends with the answer
+            released, calls = self._read(rest)
+            return ("" if self._after_call and not released.strip() else released), calls
+        rest = self._open + rest if inside else rest
         return ("" if self._after_call and not rest.strip() else rest), []
 
 
