@@ -87,6 +87,8 @@ def _chat_request(payload: dict) -> dict[str, Any]:
                 request["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
             elif choice.get("type") in _TOOL_CHOICES:
                 request["tool_choice"] = _TOOL_CHOICES[choice["type"]]
+            if choice.get("disable_parallel_tool_use") is True:
+                request["parallel_tool_calls"] = False
     return request
 
 

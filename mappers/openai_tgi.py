@@ -33,6 +33,7 @@ _ECHO = "tgi.echo"
 _INCLUDE_USAGE = "tgi.include_usage"
 _TOOL_PARSER = "tgi.tool_parser"
 _TOOLS = "tgi.tools"
+_ONE_CALL = "tgi.one_call"  # parallel_tool_calls: false
 
 
 @kinds(OPENAI_COMPLETIONS, TGI_GENERATE)
@@ -73,6 +74,7 @@ def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTransl
         context.state[_INCLUDE_USAGE],
         tool_parser=context.state.get(_TOOL_PARSER),
         tools=context.state.get(_TOOLS) or (),
+        one_call=context.state.get(_ONE_CALL, False),
     )
 
 
@@ -155,6 +157,7 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     context.state[_STOPS] = request.stops
     context.state[_TOOL_PARSER] = parser
     context.state[_TOOLS] = tools
+    context.state[_ONE_CALL] = payload.get("parallel_tool_calls") is False
     if stream:
         if len(request.copies) > 1:
             raise invalid("streaming is supported for n = 1", "n")
@@ -176,6 +179,8 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parser is not None:
             content, calls = parse_tool_calls(text, parser, context.state.get(_TOOLS) or ())
+            if context.state.get(_ONE_CALL):
+                calls = calls[:1]  # as vLLM does: the model was asked for one call at most
             message = {"role": "assistant", "content": content}  # a grammar's no_tool answer, say
             if calls:
                 message["tool_calls"] = calls

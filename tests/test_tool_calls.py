@@ -705,3 +705,21 @@ def test_each_mistral_call_is_streamed_once_the_next_begins(start_proxy, fake_tg
     )
     assert len(named) == 1 and seen[-1][0] - named[0] > 0.4  # the first call came long before the end
     assert text == '[TOOL_CALLS]get_weather[ARGS]{"city": ' + '"Lyon" ' * 6 + "}"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_parallel_tool_calls_false_keeps_the_first_call(proxy, fake_tgi, stream):
+    fake_tgi.reply = CALL + "\n" + CALL.replace("Paris", "Lyon")
+    _, calls, _ = ask_openai(proxy, ASK, stream, parallel_tool_calls=False)
+    assert [arguments for _, _, arguments in calls] == [{"city": "Paris"}]
+    assert len(ask_openai(proxy, ASK, stream)[1]) == 2
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
+    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
+    choice = {"type": "auto", "disable_parallel_tool_use": True}
+    kwargs = {"model": "m", "max_tokens": 64, "messages": ASK, "tools": [tool], "tool_choice": choice}
+    if stream:
+        with client.messages.stream(**kwargs) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**kwargs)
+    assert [block.input for block in message.content if block.type == "tool_use"] == [{"city": "Paris"}]

@@ -80,6 +80,7 @@ class TGIStreamTranslator:
         prefix: str = "",
         tool_parser: str | None = None,
         tools: Sequence[Any] = (),
+        one_call: bool = False,
     ):
         self._chat = kind == "chat"
         self._object = "chat.completion.chunk" if self._chat else "text_completion"
@@ -98,6 +99,7 @@ class TGIStreamTranslator:
         # Special tokens are left out of the answer, but for the tool parser's markers.
         self._kept_specials = SPECIAL_MARKERS.get(tool_parser or "", frozenset()) if self._tools else frozenset()
         self._calls = 0
+        self._one_call = one_call  # parallel_tool_calls: false, so calls after the first are dropped
 
     @property
     def finished(self) -> bool:
@@ -153,6 +155,8 @@ class TGIStreamTranslator:
 
     def _tool_chunks(self, content: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         chunks = [self._chunk({"content": content})] if content else []
+        if self._one_call:
+            calls = calls[: max(0, 1 - self._calls)]
         for call in calls:
             index, self._calls = self._calls, self._calls + 1
             function = call["function"]
