@@ -357,6 +357,13 @@ def test_the_config_templates_examples_work(start_proxy, fake_tgi):
     assert prompts["tgi-llama3"].startswith("<|start_header_id|>system<|end_header_id|>\n\nYou are Bob.<|eot_id|>")
     completion = client(proxy, "tgi").completions.create(model="m", prompt="Once", max_tokens=2, temperature=0)
     assert completion.choices[0].text == "Hello! I"
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Paris"}}'  # what TGI's grammar allows
+    answer = client(proxy, "tgi-llama3").chat.completions.create(
+        model="m", messages=SYSTEM_AND_HISTORY, tools=[weather]
+    )
+    assert answer.choices[0].message.tool_calls[0].function.arguments == '{"city": "Paris"}'
+    assert "grammar" in fake_tgi.last.json()["parameters"]
 
 
 def test_without_the_accelerators(start_proxy, fake_tgi):
