@@ -19,13 +19,8 @@ from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_err
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
 from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
-from mooltiproxy.translation.tgi.tool_calls import (
-    SPECIAL_MARKERS,
-    grammar_for,
-    parse_tool_calls,
-    with_mistral_ids,
-    without_tool_turns,
-)
+from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS, parse_tool_calls
+from mooltiproxy.translation.tgi.tool_prompts import grammar_for, with_mistral_ids, without_tool_turns
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"

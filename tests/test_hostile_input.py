@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.core.errors import ConfigError, ProxyError
-from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls, tool_call_filter, without_tool_turns
+from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls
+from mooltiproxy.translation.tgi.tool_prompts import without_tool_turns
+from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
 
 from conftest import KEY, ProxyProcess, auth, proxy_config
 from test_tool_calls import PARSERS, template_entry
@@ -233,6 +235,7 @@ def tool_proxy(tmp_path_factory, fake_tgi):
     reply=replies,
 )
 @example(parser="grammar", body={"messages": [{"role": "tool", "tool_call_id": []}], "tools": []}, reply="x")
+@example(parser="hermes", body={"messages": [{"role": "assistant", "tool_calls": [{}]}], "tools": []}, reply="x")
 def test_tool_requests_and_generated_calls(tool_proxy, fake_tgi, parser, body, reply):
     fake_tgi.reply = reply or " "
     answer = httpx.post(f"{tool_proxy.url}/{parser}/chat/completions", json=body, headers=auth())

@@ -171,7 +171,7 @@ class PromptTemplate:
             )
         except TemplateRaised as exc:
             raise ProxyError(400, f"Template '{self.name}': {exc}", code="invalid_messages", param="messages") from None
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # a template is code run on the client's messages: any failure is theirs
             raise ProxyError(
                 400,
                 f"Template '{self.name}' cannot render these messages: {exc}",

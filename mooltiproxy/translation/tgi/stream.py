@@ -14,7 +14,8 @@ from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, usage
-from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS, tool_call_filter
+from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS
+from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
 
 # TGI's error_type -> the HTTP status TGI would have answered outside a stream.
 ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}

@@ -18,8 +18,8 @@
   grammar built from the tools, one of which it must call, or (unless `tool_choice` forbids it) the
   `no_tool` choice that carries a text answer. Streamed, the answer is held until it ends.
 
-The text around calls stays the answer's content; a call that is not valid JSON stays text too,
-never an error.
+The text around calls stays the answer's content; a malformed call stays text too, never an error.
+Streams are read by tool_stream.py, the same way; what the model is told is in tool_prompts.py.
 
 TGI leaves every special token out of generated_text, and Mistral's markers (`<tool_call>` too, in
 some Hermes models) are special tokens: with these parsers the answer is read from its tokens,
@@ -28,15 +28,12 @@ where a special token's text is kept when it is one of the parser's markers (SPE
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import string
 from collections.abc import Sequence
 from typing import Any
 
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.translation.prompting import message_content, parsed_arguments
 
 # Each parser's markers around a call: (opening, closing); without a closing one the calls run to
 # the end of the answer.
@@ -68,7 +65,7 @@ def parse_tool_calls(text: str, parser: str, tools: Sequence[Any] = ()) -> tuple
     kept: list[str] = []
     position = 0
     for match in _MARKED_CALL.finditer(text):
-        found = _marked_calls(match.group(1), parser, tools)
+        found = marked_calls(match.group(1), parser, tools)
         if found is None:
             continue  # malformed: left in the text
         kept.append(text[position : match.start()])
@@ -80,75 +77,6 @@ def parse_tool_calls(text: str, parser: str, tools: Sequence[Any] = ()) -> tuple
 
 
 NO_TOOL = "no_tool"
-
-
-def grammar_for(tools: list[Any], tool_choice: Any) -> dict[str, Any]:
-    """TGI's grammar for a call of one of the tools, or the no_tool answer when the choice allows it."""
-    chosen = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
-    options: list[dict[str, Any]] = []
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or (chosen is not None and function.get("name") != chosen):
-            continue
-        properties = {
-            "name": {"const": function.get("name")},
-            "arguments": function.get("parameters") or {"type": "object"},
-        }
-        options.append({"type": "object", "properties": properties, "required": ["name", "arguments"]})
-    if chosen is None and tool_choice != "required":
-        properties = {"name": {"const": NO_TOOL}, "content": {"type": "string"}}
-        options.append({"type": "object", "properties": properties, "required": ["name", "content"]})
-    return {"type": "json", "value": {"oneOf": options}}
-
-
-def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
-    """The conversation for a template that renders no tools (grammar mode): earlier calls written as
-    the JSON the grammar had the model write, their results as a user turn (consecutive ones in one),
-    and the tools, when the request has some, described after the last message, as TGI's Messages
-    API does."""
-    if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
-        return messages  # the prompter says what is wrong
-    names: dict[str, str] = {}  # call id -> tool name
-    turns: list[dict[str, Any]] = []
-    results: list[str] = []
-    for index, message in enumerate(messages):
-        role = message.get("role")
-        if role == "tool":
-            call_id, name = message.get("tool_call_id"), message.get("name")
-            if not isinstance(name, str) or not name:
-                name = names.get(call_id, "the tool") if isinstance(call_id, str) else "the tool"
-            results.append(f"{name} returned: {message_content(message, index)}")
-            continue
-        if results:
-            turns.append({"role": "user", "content": "\n\n".join(results)})
-            results = []
-        calls = message.get("tool_calls")
-        if role == "assistant" and isinstance(calls, list) and calls:
-            written = [message_content(message, index)]
-            for call in calls:
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    if isinstance(call.get("id"), str) and isinstance(function.get("name"), str):
-                        names[call["id"]] = function["name"]
-                    call_json = {"name": function.get("name"), "arguments": parsed_arguments(function.get("arguments"))}
-                    written.append(json.dumps(call_json, ensure_ascii=False))
-            message = {"role": "assistant", "content": "\n".join(text for text in written if text)}
-        turns.append(message)
-    if results:
-        turns.append({"role": "user", "content": "\n\n".join(results)})
-    if tools and turns:
-        last = turns[-1]
-        turns[-1] = {**last, "content": message_content(last, len(turns) - 1) + tool_prompt(tools)}
-    return turns
-
-
-def tool_prompt(tools: list[Any]) -> str:
-    """What a model whose template renders no tools is told of them, as TGI's Messages API does."""
-    return (
-        "\n\nYou will be presented with a JSON schema representing a set of tools. Answer with a JSON "
-        f'object: {{"name": the tool to call, "arguments": its arguments}}, or {{"name": "{NO_TOOL}", '
-        '"content": your answer} when no tool is needed.\n\nJSON Schema:\n' + json.dumps(tools)
-    )
 
 
 def _grammar_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:
@@ -204,39 +132,6 @@ def _json_value(text: str, whole: bool = True) -> Any:
     return value if end == len(text) or not whole else _NOT_JSON
 
 
-_ALPHANUMERIC = string.ascii_letters + string.digits
-
-
-def mistral_id(client_id: str) -> str:
-    """A 9-character id for a client's tool-call id, the only kind Mistral's templates take; the same
-    id gives the same one, so a call and its result still match."""
-    if len(client_id) == 9 and client_id.isascii() and client_id.isalnum():
-        return client_id
-    number = int.from_bytes(hashlib.sha256(client_id.encode()).digest()[:8])
-    return "".join(_ALPHANUMERIC[number // 62**place % 62] for place in range(9))
-
-
-def with_mistral_ids(messages: Any) -> Any:
-    """The messages with every tool-call id (of calls and of results) made one Mistral takes."""
-    if not isinstance(messages, list):
-        return messages
-    mapped = []
-    for message in messages:
-        if isinstance(message, dict):
-            message = dict(message)
-            if isinstance(message.get("tool_call_id"), str):
-                message["tool_call_id"] = mistral_id(message["tool_call_id"])
-            if isinstance(message.get("tool_calls"), list):
-                message["tool_calls"] = [
-                    {**call, "id": mistral_id(call["id"])}
-                    if isinstance(call, dict) and isinstance(call.get("id"), str)
-                    else call
-                    for call in message["tool_calls"]
-                ]
-        mapped.append(message)
-    return mapped
-
-
 def _json_calls(text: str) -> list[dict[str, Any]]:
     """The calls of an answer that is nothing but calls, or none at all."""
     body = text.strip().removeprefix("<|python_tag|>").strip()
@@ -260,7 +155,7 @@ def _json_calls(text: str) -> list[dict[str, Any]]:
     return calls
 
 
-def _marked_calls(source: str, parser: str, tools: Sequence[Any]) -> list[dict[str, Any]] | None:
+def marked_calls(source: str, parser: str, tools: Sequence[Any]) -> list[dict[str, Any]] | None:
     """The call(s) a parser's marker opens, or None when they are malformed."""
     if parser == "mistral":
         return _mistral_calls(source)
@@ -320,106 +215,3 @@ def _call_of(value: Any) -> dict[str, Any] | None:
         return None
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     return {"id": new_id("call_"), "type": "function", "function": {"name": value["name"], "arguments": encoded}}
-
-
-def tool_call_filter(parser: str, tools: Sequence[Any] = ()) -> ToolCallFilter | WholeAnswerFilter:
-    if parser in MARKERS:
-        return ToolCallFilter(parser, tools)
-    return WholeAnswerFilter(parser, hold_all=parser == "grammar")
-
-
-class WholeAnswerFilter:
-    """For parsers whose calls are the whole answer: an answer that may be calls (one that begins
-    with `{`, or any answer under a grammar) is held to its end; any other is released as it comes."""
-
-    def __init__(self, parser: str, hold_all: bool = False):
-        self._parser = parser
-        self._held: str | None = "" if hold_all else None  # the answer so far, while it may be calls
-        self._deciding = ""
-
-    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
-        if self._held is not None:
-            self._held += text
-            return "", []
-        self._deciding += text
-        start = self._deciding.lstrip().removeprefix("<|python_tag|>").lstrip()
-        if not start:
-            return "", []
-        released, self._deciding = self._deciding, ""
-        if start.startswith("{"):
-            self._held = released
-            return "", []
-        self._held = None
-        return released, []
-
-    def flush(self) -> tuple[str, list[dict[str, Any]]]:
-        """What is left, and the calls it turned out to be."""
-        held, self._held, self._deciding = (self._held or "") + self._deciding, None, ""
-        content, calls = parse_tool_calls(held, self._parser)
-        return content or "", calls
-
-
-class ToolCallFilter:
-    """Streamed text in, (text, completed calls) out: text is released as it comes, except what may
-    be the start of a call marker; a call is released once its closing marker has come (for a
-    parser without one, once the next call's opening marker, or the end of the answer, has)."""
-
-    def __init__(self, parser: str, tools: Sequence[Any]):
-        self._parser = parser
-        self._tools = tools
-        self._open, self._close = MARKERS[parser]
-        self._buffer = ""
-        self._inside = False
-        self._after_call = False  # whitespace after a call is held: it is text only if more follows
-
-    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
-        self._buffer += text
-        released = ""
-        calls: list[dict[str, Any]] = []
-        while True:
-            if not self._inside:
-                start = self._buffer.find(self._open)
-                if start < 0:
-                    held = _held_back(self._buffer, self._open)
-                    released += self._buffer[: len(self._buffer) - held]
-                    self._buffer = self._buffer[len(self._buffer) - held :]
-                    break
-                released += self._buffer[:start]
-                self._buffer, self._inside = self._buffer[start + len(self._open) :], True
-            end = self._buffer.find(self._close or self._open)
-            if end < 0:
-                break
-            source = self._buffer[:end]
-            self._buffer = self._buffer[end + len(self._close or self._open) :]
-            self._inside = self._close is None  # the next call has begun, where calls close no other way
-            text_instead, found = self._read(source)
-            released, calls = released + text_instead, calls + found
-        if self._after_call and released and not released.strip():
-            self._buffer, released = released + self._buffer, ""
-        elif released.strip():
-            self._after_call = False
-        return released, calls
-
-    def _read(self, source: str) -> tuple[str, list[dict[str, Any]]]:
-        """The call(s) between the markers, or, when malformed, the text it stays."""
-        found = _marked_calls(source, self._parser, self._tools)
-        if found is None:
-            return self._open + source + (self._close or ""), []
-        self._after_call = True
-        return "", found
-
-    def flush(self) -> tuple[str, list[dict[str, Any]]]:
-        rest, inside, self._buffer, self._inside = self._buffer, self._inside, "", False
-        if inside and self._close is None:  # the last call ends with the answer
-            released, calls = self._read(rest)
-            return ("" if self._after_call and not released.strip() else released), calls
-        rest = self._open + rest if inside else rest
-        return ("" if self._after_call and not rest.strip() else rest), []
-
-
-def _held_back(buffer: str, marker: str) -> int:
-    """Length of the longest end of the buffer that begins the marker."""
-    for length in range(min(len(marker) - 1, len(buffer)), 0, -1):
-        if buffer.endswith(marker[:length]):
-            return length
-    return 0
