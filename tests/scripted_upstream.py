@@ -49,7 +49,10 @@ class ScriptedUpstream:
         with connection:
             while True:
                 while b"\r\n\r\n" not in buffer:
-                    data = connection.recv(65536)
+                    try:
+                        data = connection.recv(65536)
+                    except ConnectionResetError:  # the proxy dropped a connection it could not trust
+                        return
                     if not data:
                         return
                     buffer += data
