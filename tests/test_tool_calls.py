@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import openai
 import pytest
 import yaml
 from openai import OpenAI
@@ -723,3 +724,12 @@ def test_parallel_tool_calls_false_keeps_the_first_call(proxy, fake_tgi, stream)
     else:
         message = client.messages.create(**kwargs)
     assert [block.input for block in message.content if block.type == "tool_use"] == [{"city": "Paris"}]
+
+
+def test_a_tool_choice_naming_no_tool_of_the_request_is_a_400(proxy, fake_tgi):
+    named = {"type": "function", "function": {"name": "get_time"}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client(proxy).chat.completions.create(model="m", messages=ASK, tools=[WEATHER], tool_choice=named)
+    assert refused.value.body["message"] == "'tool_choice' names 'get_time', which is none of the request's tools"
+    assert refused.value.body["param"] == "tool_choice"
+    assert not fake_tgi.received

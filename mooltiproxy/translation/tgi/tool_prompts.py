@@ -9,6 +9,7 @@ import string
 from typing import Any
 
 from mooltiproxy.translation.prompting import message_content, parsed_arguments
+from mooltiproxy.translation.tgi.request import invalid
 from mooltiproxy.translation.tgi.tool_calls import NO_TOOL
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
@@ -16,7 +17,8 @@ _ALPHANUMERIC = string.ascii_letters + string.digits
 
 def grammar_for(tools: list[Any], tool_choice: Any) -> dict[str, Any]:
     """TGI's grammar for a call of one of the tools, or the no_tool answer when the choice allows it."""
-    chosen = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
+    named = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    chosen = named.get("name") if isinstance(named, dict) else None
     options: list[dict[str, Any]] = []
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
@@ -30,6 +32,8 @@ def grammar_for(tools: list[Any], tool_choice: Any) -> dict[str, Any]:
     if chosen is None and tool_choice != "required":
         properties = {"name": {"const": NO_TOOL}, "content": {"type": "string"}}
         options.append({"type": "object", "properties": properties, "required": ["name", "content"]})
+    if not options:
+        raise invalid(f"'tool_choice' names {chosen!r}, which is none of the request's tools", "tool_choice")
     return {"type": "json", "value": {"oneOf": options}}
 
 
