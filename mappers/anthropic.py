@@ -19,6 +19,7 @@ from mooltiproxy.core.apis import ANTHROPIC_COUNT, ANTHROPIC_MESSAGES, OPENAI_CH
 from mooltiproxy.core.errors import ProxyError, anthropic_error_type
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.translation.chat_completions import first_choice
 from mooltiproxy.translation.marks import kinds, streams_with
 from mooltiproxy.translation.sse import named_event
 
@@ -178,8 +179,7 @@ def _anthropic_stream(endpoint: Endpoint, context: RequestContext) -> AnthropicS
 @streams_with(_anthropic_stream)
 def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """An OpenAI chat completion -> an Anthropic message."""
-    choice = (payload.get("choices") or [{}])[0] if isinstance(payload, dict) else {}
-    message = choice.get("message") or {}
+    choice, message = first_choice(payload)
     content: list[dict[str, Any]] = []
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})

@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_COMPATIBLE
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext, Streamed
 from mooltiproxy.translation.marks import kinds, streams_with
+from mooltiproxy.translation.sse import json_event
 
 _WANTS_USAGE = "compatible.wants_usage"
 
@@ -77,12 +77,7 @@ class CompatibleStream:
         if data.strip() == "[DONE]":
             self.finished = self.complete = True
             return []
-        try:
-            chunk = loads(data)
-        except ValueError:
-            raise ProxyError(502, "The target sent an event that is not JSON", code="upstream_error") from None
-        if not isinstance(chunk, dict):
-            raise ProxyError(502, "The target sent an event that is not a chunk", code="upstream_error")
+        chunk = json_event(data)
         if "error" in chunk:
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else str(error)

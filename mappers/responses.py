@@ -22,6 +22,7 @@ from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_RESPONSES
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.translation.chat_completions import first_choice
 from mooltiproxy.translation.marks import kinds, streams_with
 from mooltiproxy.translation.sse import named_event
 from mooltiproxy.translation.stored_responses import FINAL
@@ -148,8 +149,7 @@ def _stream(endpoint: Endpoint, context: RequestContext) -> ResponsesStream:
 @streams_with(_stream)
 def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
     """An OpenAI chat completion -> a Response."""
-    choice = (payload.get("choices") or [{}])[0] if isinstance(payload, dict) else {}
-    message = choice.get("message") or {}
+    choice, message = first_choice(payload)
     output: list[dict[str, Any]] = []
     if message.get("content"):
         output.append(_message_item(new_id("msg_"), message["content"]))

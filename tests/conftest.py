@@ -25,6 +25,16 @@ from fake_tgi import FakeTGI
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 KEY = "test-master-key-0123456789abcdef"
+# A chat request's tool and question, for the tests of tool calls.
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 _LISTENING = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+)")
 
 

@@ -9,7 +9,7 @@ import anthropic
 import pytest
 from openai import OpenAI
 
-from conftest import KEY, proxy_config
+from conftest import ASK, KEY, WEATHER, proxy_config
 
 CHAT_ROUTE = {"path": "/v1/chat/completions", "in": "chatReqOpenAItoCompatible", "out": "chatAnsCompatibleToOpenAI"}
 MESSAGES_ROUTE = {
@@ -17,15 +17,6 @@ MESSAGES_ROUTE = {
     "in": ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoCompatible"],
     "out": ["chatAnsCompatibleToOpenAI", "messagesAnsOpenAIToAnthropic"],
 }
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import KEY, proxy_config
+from conftest import proxy_config
+from test_translation import client
 
 ON_TGI = {
     "path": "/generate",
@@ -39,16 +40,6 @@ def proxy(start_proxy, fake_tgi):
         "server": {"url": fake_tgi.url, "mapping": {"/responses": ON_SERVER}},
     }
     return start_proxy(proxy_config(targets, default="tgi"))
-
-
-def client(proxy, target: str) -> OpenAI:
-    return OpenAI(
-        base_url=f"{proxy.url}/v1",
-        api_key=KEY,
-        default_headers={"target": target},
-        max_retries=0,
-        _strict_response_validation=True,
-    )
 
 
 @pytest.mark.parametrize("target", ["tgi", "server"])

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from conftest import DATA, KEY, auth, proxy_config, run_cli
+from conftest import ASK, DATA, KEY, WEATHER, auth, proxy_config, run_cli
 
 QWEN = DATA / "tool-templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
 COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen", "tool_parser": "hermes"}
@@ -41,16 +41,12 @@ ROUTES = {
         "out": "chatAnsTGItoOpenAI",
     },
 }
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
+ANTHROPIC_WEATHER = {
+    "name": "get_weather",
+    "description": "The weather",
+    "input_schema": WEATHER["function"]["parameters"],
 }
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def model_folder(tmp_path: Path, template: Path, **tokens: str) -> str:
@@ -73,6 +69,46 @@ def proxy(start_proxy, fake_tgi, tmp_path):
 
 def openai_client(proxy) -> OpenAI:
     return OpenAI(base_url=f"{proxy.url}/v1", api_key=KEY, max_retries=0, _strict_response_validation=True)
+
+
+def ask_openai(proxy, messages: list, stream: bool, **extra) -> tuple[str | None, list, str]:
+    """(content, [(id, name, arguments)], finish_reason) of a chat request, streamed or not."""
+    kwargs = {"model": "m", "messages": messages, "tools": [WEATHER], **extra}
+    if not stream:
+        choice = openai_client(proxy).chat.completions.create(**kwargs).choices[0]
+        calls = [(c.id, c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
+        return choice.message.content, calls, choice.finish_reason
+    chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
+    content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) or None
+    deltas = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
+    names = {delta.index: (delta.id, delta.function.name) for delta in deltas if delta.id}
+    arguments = {index: "" for index in names}
+    for delta in deltas:
+        arguments[delta.index] += delta.function.arguments or ""
+    calls = [(*names[index], json.loads(arguments[index])) for index in sorted(names)]
+    return content, calls, chunks[-1].choices[0].finish_reason
+
+
+def with_tool_result(messages: list, use: Any, result: str) -> list:
+    """An Anthropic conversation after the assistant's tool_use block, answered `result`."""
+    return [
+        *messages,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": result}]},
+    ]
+
+
+def with_results(messages: list, calls: list, result: str) -> list:
+    """The conversation after the assistant's calls ([(id, name, arguments)]), each answered `result`."""
+    tool_calls = [
+        {"id": id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        for id, name, arguments in calls
+    ]
+    return [
+        *messages,
+        {"role": "assistant", "content": None, "tool_calls": tool_calls},
+        *({"role": "tool", "tool_call_id": id, "content": result} for id, _, _ in calls),
+    ]
 
 
 def test_a_tool_round_trip_with_openai(proxy, fake_tgi):
@@ -103,20 +139,15 @@ def test_a_tool_round_trip_with_openai(proxy, fake_tgi):
 
 def test_a_tool_round_trip_with_anthropic(proxy, fake_tgi):
     client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
-    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
     fake_tgi.reply = "Let me check. " + CALL
-    message = client.messages.create(model="qwen", max_tokens=64, messages=ASK, tools=[tool])
+    message = client.messages.create(model="qwen", max_tokens=64, messages=ASK, tools=[ANTHROPIC_WEATHER])
     assert message.stop_reason == "tool_use"
     text, use = message.content
     assert text.text == "Let me check."
     assert (use.name, use.input) == ("get_weather", {"city": "Paris"})
     fake_tgi.reply = "Sunny."
-    history = [
-        *ASK,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18 C"}]},
-    ]
-    final = client.messages.create(model="qwen", max_tokens=64, messages=history, tools=[tool])
+    history = with_tool_result(ASK, use, "18 C")
+    final = client.messages.create(model="qwen", max_tokens=64, messages=history, tools=[ANTHROPIC_WEATHER])
     assert final.content[0].text == "Sunny."
     assert "<tool_response>\n18 C\n</tool_response>" in fake_tgi.last.json()["inputs"]
 
@@ -153,8 +184,7 @@ def test_streamed_tool_calls_through_every_front(proxy, fake_tgi):
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
     client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
-    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
-    with client.messages.stream(model="qwen", max_tokens=128, messages=ASK, tools=[tool]) as stream:
+    with client.messages.stream(model="qwen", max_tokens=128, messages=ASK, tools=[ANTHROPIC_WEATHER]) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use"
     assert [block.type for block in final.content] == ["text", "tool_use", "tool_use"]
@@ -182,41 +212,15 @@ def test_llama3_json_calls_with_llama_3_1s_own_template(start_proxy, fake_tgi, t
         templates={"Llama31": {"tokenizer_config": model}},
     )
     proxy = start_proxy(config)
-
-    def ask(messages: list) -> tuple[str | None, list]:
-        kwargs = {"model": "llama", "messages": messages, "tools": [WEATHER]}
-        if not stream:
-            message = openai_client(proxy).chat.completions.create(**kwargs).choices[0].message
-            return message.content, [
-                (c.id, c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls or []
-            ]
-        chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
-        content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) or None
-        calls = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
-        named = [(call.id, call.function.name) for call in calls if call.id]
-        arguments = "".join(call.function.arguments or "" for call in calls)
-        return content, [(*named[0], json.loads(arguments))] if named else []
-
     fake_tgi.reply = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
-    content, calls = ask(ASK)
+    content, calls, _ = ask_openai(proxy, ASK, stream)
     prompt = fake_tgi.last.json()["inputs"]
     assert "Given the following functions" in prompt and '"name": "get_weather"' in prompt
     assert content is None
     (call_id, name, arguments) = calls[0]
     assert (name, arguments) == ("get_weather", {"city": "Paris"})
     fake_tgi.reply = "It is sunny in Paris."
-    history = [
-        *ASK,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": call_id, "content": "18 C, sunny"},
-    ]
-    content, calls = ask(history)
+    content, calls, _ = ask_openai(proxy, with_results(ASK, calls[:1], "18 C, sunny"), stream)
     assert (content, calls) == ("It is sunny in Paris.", [])
     prompt = fake_tgi.last.json()["inputs"]
     assert '{"name": "get_weather", "parameters": {"city": "Paris"}}' in prompt
@@ -258,20 +262,8 @@ def test_grammar_mode_on_a_template_that_knows_no_tools(start_proxy, fake_tgi, s
     proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": route}}}))
 
     def ask(**extra) -> tuple[str | None, list, str]:
-        kwargs = {"model": "m", "messages": ASK, "tools": [WEATHER], **extra}
-        if not stream:
-            choice = openai_client(proxy).chat.completions.create(**kwargs).choices[0]
-            calls = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
-            return choice.message.content, calls, choice.finish_reason
-        chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
-        content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) or None
-        deltas = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
-        calls = (
-            [(deltas[0].function.name, json.loads("".join(d.function.arguments or "" for d in deltas)))]
-            if deltas
-            else []
-        )
-        return content, calls, chunks[-1].choices[0].finish_reason
+        content, calls, finish_reason = ask_openai(proxy, ASK, stream, **extra)
+        return content, [(name, arguments) for _, name, arguments in calls], finish_reason
 
     fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Paris"}}'  # what the grammar allows
     assert ask() == (None, [("get_weather", {"city": "Paris"})], "tool_calls")
@@ -299,24 +291,6 @@ def test_the_fake_leaves_special_tokens_out_of_generated_text_as_tgi_does(fake_t
     events = httpx.post(f"{fake_tgi.url}/generate_stream", json=body).text.split("\n\n")
     first = json.loads(events[0].removeprefix("data:"))
     assert (first["token"]["text"], first["token"]["special"]) == ("[TOOL_CALLS]", True)
-
-
-def ask_openai(proxy, messages: list, stream: bool, **extra) -> tuple[str | None, list, str]:
-    """(content, [(id, name, arguments)], finish_reason) of a chat request, streamed or not."""
-    kwargs = {"model": "m", "messages": messages, "tools": [WEATHER], **extra}
-    if not stream:
-        choice = openai_client(proxy).chat.completions.create(**kwargs).choices[0]
-        calls = [(c.id, c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
-        return choice.message.content, calls, choice.finish_reason
-    chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
-    content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) or None
-    deltas = [call for chunk in chunks if chunk.choices for call in (chunk.choices[0].delta.tool_calls or [])]
-    names = {delta.index: (delta.id, delta.function.name) for delta in deltas if delta.id}
-    arguments = {index: "" for index in names}
-    for delta in deltas:
-        arguments[delta.index] += delta.function.arguments or ""
-    calls = [(*names[index], json.loads(arguments[index])) for index in sorted(names)]
-    return content, calls, chunks[-1].choices[0].finish_reason
 
 
 NEMO = DATA / "tool-templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja"
@@ -348,19 +322,7 @@ def test_mistral_nemo_calls_and_ids_with_its_own_template(start_proxy, fake_tgi,
         ("get_weather", {"city": "Lyon"}),
     ]
     fake_tgi.reply = "Sunny in both."
-    history = [
-        *ASK,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {"id": id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
-                for id, name, arguments in calls
-            ],
-        },
-        *({"role": "tool", "tool_call_id": id, "content": "18 C"} for id, _, _ in calls),
-    ]
-    assert ask_openai(proxy, history, stream)[:2] == ("Sunny in both.", [])
+    assert ask_openai(proxy, with_results(ASK, calls, "18 C"), stream)[:2] == ("Sunny in both.", [])
     prompt = fake_tgi.last.json()["inputs"]
     # The template takes 9-character ids only: each client id became one, the same for its result.
     ids = re.findall(r'"arguments": \{"city": "(?:Paris|Lyon)"\}, "id": "([^"]*)"\}', prompt)
@@ -379,18 +341,16 @@ def test_mistral_small_3_2_calls_through_every_front(start_proxy, fake_tgi, tmp_
         assert (content.strip(), finish_reason) == ("Checking.", "tool_calls")
         assert [arguments for _, _, arguments in calls] == [{"city": "Paris"}, {"city": "Lyon"}]
     client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
-    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
-    with client.messages.stream(model="m", max_tokens=128, messages=ASK, tools=[tool]) as events:
+    with client.messages.stream(model="m", max_tokens=128, messages=ASK, tools=[ANTHROPIC_WEATHER]) as events:
         message = events.get_final_message()
     assert [block.type for block in message.content] == ["text", "tool_use", "tool_use"]
     use = message.content[1]
     fake_tgi.reply = "Sunny."
-    history = [
-        *ASK,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18 C"}]},
-    ]
-    assert client.messages.create(model="m", max_tokens=64, messages=history, tools=[tool]).content[0].text == "Sunny."
+    history = with_tool_result(ASK, use, "18 C")
+    assert (
+        client.messages.create(model="m", max_tokens=64, messages=history, tools=[ANTHROPIC_WEATHER]).content[0].text
+        == "Sunny."
+    )
     prompt = fake_tgi.last.json()["inputs"]
     (call_id,) = re.findall(r'\[TOOL_CALLS\]get_weather\[CALL_ID\](\w+)\[ARGS\]\{"city": "Paris"\}', prompt)
     assert MISTRAL_ID.fullmatch(call_id) and f"[TOOL_RESULTS]{call_id}[TOOL_CONTENT]18 C[/TOOL_RESULTS]" in prompt
@@ -520,28 +480,16 @@ def chat_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
         "tool_calls",
     )
     fake_tgi.reply = SUNNY
-    (call_id, name, arguments) = calls[0]
-    function = {"name": name, "arguments": json.dumps(arguments)}
-    history = [
-        *ASK,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [{"id": call_id, "type": "function", "function": function}],
-        },
-        {"role": "tool", "tool_call_id": call_id, "content": "18 C"},
-    ]
-    return ask_openai(proxy, history, stream)[0]
+    return ask_openai(proxy, with_results(ASK, calls[:1], "18 C"), stream)[0]
 
 
 def messages_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
     client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
-    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
 
     def ask(messages: list) -> anthropic.types.Message:
         if not stream:
-            return client.messages.create(model="m", max_tokens=128, messages=messages, tools=[tool])
-        with client.messages.stream(model="m", max_tokens=128, messages=messages, tools=[tool]) as events:
+            return client.messages.create(model="m", max_tokens=128, messages=messages, tools=[ANTHROPIC_WEATHER])
+        with client.messages.stream(model="m", max_tokens=128, messages=messages, tools=[ANTHROPIC_WEATHER]) as events:
             return events.get_final_message()
 
     message = ask(ASK)
@@ -552,11 +500,7 @@ def messages_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
     )
     fake_tgi.reply = SUNNY
     use = uses[0]
-    history = [
-        *ASK,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18 C"}]},
-    ]
+    history = with_tool_result(ASK, use, "18 C")
     return "".join(block.text for block in ask(history).content if block.type == "text")
 
 
@@ -610,12 +554,11 @@ def test_a_stream_held_for_a_whole_call_is_kept_alive(start_proxy, fake_tgi, tmp
     # A call of 16 tokens at 30 ms each: half a second in which the client would hear nothing.
     fake_tgi.reply = CALL.replace('"Paris"', '"' + " ".join(["Paris"] * 9) + '"')
     fake_tgi.token_delay = 0.03
-    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
     for path, body, keep_alive in (
         ("/v1/chat/completions", {"model": "m", "messages": ASK, "tools": [WEATHER], "stream": True}, ": keep-alive"),
         (
             "/v1/messages",
-            {"model": "m", "max_tokens": 64, "messages": ASK, "tools": [tool], "stream": True},
+            {"model": "m", "max_tokens": 64, "messages": ASK, "tools": [ANTHROPIC_WEATHER], "stream": True},
             "event: ping",
         ),
     ):
@@ -626,7 +569,7 @@ def test_a_stream_held_for_a_whole_call_is_kept_alive(start_proxy, fake_tgi, tmp
     # The clients' own parsers skip them.
     assert ask_openai(proxy, ASK, stream=True)[2] == "tool_calls"
     with anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0).messages.stream(
-        model="m", max_tokens=64, messages=ASK, tools=[tool]
+        model="m", max_tokens=64, messages=ASK, tools=[ANTHROPIC_WEATHER]
     ) as events:
         assert events.get_final_message().stop_reason == "tool_use"
 
@@ -715,9 +658,8 @@ def test_parallel_tool_calls_false_keeps_the_first_call(proxy, fake_tgi, stream)
     assert [arguments for _, _, arguments in calls] == [{"city": "Paris"}]
     assert len(ask_openai(proxy, ASK, stream)[1]) == 2
     client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
-    tool = {"name": "get_weather", "description": "The weather", "input_schema": WEATHER["function"]["parameters"]}
     choice = {"type": "auto", "disable_parallel_tool_use": True}
-    kwargs = {"model": "m", "max_tokens": 64, "messages": ASK, "tools": [tool], "tool_choice": choice}
+    kwargs = {"model": "m", "max_tokens": 64, "messages": ASK, "tools": [ANTHROPIC_WEATHER], "tool_choice": choice}
     if stream:
         with client.messages.stream(**kwargs) as events:
             message = events.get_final_message()

@@ -10,9 +10,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.translation.sse import json_event
 from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, usage
 from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS
 from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
@@ -118,12 +118,7 @@ class TGIStreamTranslator:
 
     def event(self, data: str) -> list[dict[str, Any]]:
         """The chunks for one upstream event; an error event raises its ProxyError."""
-        try:
-            event = loads(data)
-        except ValueError:
-            raise ProxyError(502, "The target sent an event that is not JSON", code="upstream_error") from None
-        if not isinstance(event, dict):
-            raise ProxyError(502, "The target sent an unexpected event", code="upstream_error")
+        event = json_event(data)
         error = event_error(event)
         if error is not None:
             raise error

@@ -115,7 +115,8 @@ def _mistral_calls(segment: str) -> list[dict[str, Any]] | None:
         brace = segment.find("{")
         name, arguments = (segment[:brace], segment[brace:]) if brace > 0 else (segment, "")
     name = name.partition("[CALL_ID]")[0].strip()
-    call = _call_of({"name": name, "arguments": _json_value(arguments)}) if name else None
+    value = _json_value(arguments)
+    call = _call_of({"name": name, "arguments": value}) if name and value is not _NOT_JSON else None
     return [call] if call is not None else None
 
 
@@ -211,7 +212,5 @@ def _call_of(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
     arguments = value.get("arguments", value.get("parameters", {}))
-    if arguments is _NOT_JSON:
-        return None
     encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     return {"id": new_id("call_"), "type": "function", "function": {"name": value["name"], "arguments": encoded}}
