@@ -25,7 +25,7 @@ from typing import Any
 from outlines_core import Index, Vocabulary
 from outlines_core.json_schema import build_regex_from_schema
 
-from mooltiproxy.translation.tgi.tool_calls import grammar_for
+from mooltiproxy.translation.tgi.grammar import tool_grammar
 
 
 def tool(name: str, **properties: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def main() -> None:
     print("tools  tool_choice  regex chars  compile (median)")
     for count in (1, 4, 8):
         for choice in ("auto", "required"):
-            grammar = grammar_for(TOOLS[:count], choice)["value"]
+            grammar = tool_grammar(TOOLS[:count], choice)["value"]
             regex = build_regex_from_schema(json.dumps(grammar))
             times = []
             for _ in range(args.runs):

@@ -17,10 +17,11 @@ from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
 from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_error, streams_with
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
+from mooltiproxy.translation.tgi.grammar import tool_grammar
 from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
 from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
 from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS, parse_tool_calls
-from mooltiproxy.translation.tgi.tool_prompts import grammar_for, with_mistral_ids, without_tool_turns
+from mooltiproxy.translation.tgi.tool_prompts import with_mistral_ids, without_tool_turns
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
@@ -147,7 +148,7 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
         if payload.get("response_format") is not None:
             raise invalid("'response_format' cannot be combined with tools on this endpoint", "response_format")
         for copy in request.copies:
-            copy["grammar"] = grammar_for(tools, tool_choice)
+            copy["grammar"] = tool_grammar(tools, tool_choice)
         parser = "grammar"
     context.state[_STOPS] = request.stops
     context.state[_TOOL_PARSER] = parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,21 @@ WEATHER = {
     },
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+# What a model writes under TGI's tool grammar (router/src/infer/tool_grammar.rs) to call
+# get_weather(city=Paris), and to answer without a tool.
+GRAMMAR_CALL = '{"function": {"_name": "get_weather", "city": "Paris"}}'
+
+
+def grammar_no_tool(content: str) -> str:
+    return json.dumps({"function": {"_name": "no_tool", "content": content}})
+
+
+def grammar_choices(sent: dict) -> list[str]:
+    """The tools a grammar sent to TGI lets the model call."""
+    choices = sent["parameters"]["grammar"]["value"]["properties"]["function"]["anyOf"]
+    return [choice["$ref"].removeprefix("#/$functions/") for choice in choices]
+
+
 _LISTENING = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+)")
 
 

@@ -27,6 +27,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 from aiohttp import web
 
 from threaded_server import ThreadedServer
@@ -115,6 +116,7 @@ class FakeTGI(ThreadedServer):
         app.router.add_get("/info", self.info)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_post("/chat_tokenize", self.chat_tokenize)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         return app
 
@@ -132,6 +134,9 @@ class FakeTGI(ThreadedServer):
         self.stream_closed = threading.Event()
         # (name, arguments): /v1/chat/completions answers with this tool call when the request has tools.
         self.tool_call: tuple[str, dict] | None = None
+        # A reply that breaks the request's grammar is refused (no model under it could write it);
+        # tests of what the proxy makes of any text at all turn this off.
+        self.grammar_checked = True
         # Texts the tokenizer knows as special tokens.
         self.special_tokens: set[str] = set(SPECIAL_TOKENS)
 
@@ -203,6 +208,9 @@ class FakeTGI(ThreadedServer):
             )
         if input_length > MAX_INPUT_TOKENS:
             raise ValidationFailure(f"`inputs` must have less than {MAX_INPUT_TOKENS} tokens. Given: {input_length}")
+        grammar = p.get("grammar")
+        if grammar is not None:
+            _validate_grammar(grammar)
         if stream and best_of != 1:
             raise ValidationFailure("`best_of` != 1 is not supported when streaming tokens")
         if stream and p.get("decoder_input_details"):
@@ -225,6 +233,7 @@ class FakeTGI(ThreadedServer):
         return pieces
 
     def _generate(self, parameters: dict, input_length: int, max_new_tokens: int) -> Generation:
+        self._check_reply_follows(grammar_schema(parameters.get("grammar")))
         stops = parameters.get("stop") or []
         tokens: list[dict] = []
         text = ""  # decoded without special tokens
@@ -246,6 +255,17 @@ class FakeTGI(ThreadedServer):
         else:
             finish_reason = "length"
         return Generation(tokens, text, finish_reason, input_length, parameters.get("seed"), parameters)
+
+    def _check_reply_follows(self, schema: dict | None) -> None:
+        """A model under a grammar writes nothing else: a reply that breaks it is a test's mistake."""
+        if schema is None or not self.grammar_checked:
+            return
+        text = "".join(piece for piece, special in self._pieces() if not special)
+        try:
+            jsonschema.validate(json.loads(text), schema)
+        except (ValueError, jsonschema.ValidationError) as exc:
+            message = f"fake TGI: the reply {text!r} does not follow the request's grammar: {exc}"
+            raise web.HTTPInternalServerError(text=message) from None
 
     @staticmethod
     def _headers(generation: Generation) -> dict[str, str]:
@@ -388,13 +408,27 @@ class FakeTGI(ThreadedServer):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _validation_error("`messages` cannot be empty")
-        # The fake's chat template: each message on a line of its own.
-        prompt = "".join(f"{m.get('role')}: {_chat_text(m.get('content'))}\n" for m in messages) + "assistant:"
-        # TGI takes max_completion_tokens as another name for max_tokens.
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_GENERATION_LENGTH
+        prompt = _chat_prompt(messages)
+        # TGI takes max_completion_tokens as another name for max_tokens (ChatRequest::try_into_generate),
+        # and validates the request it makes as /generate's (router/src/validation.rs).
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         stop = body.get("stop") or []
         parameters = {"max_new_tokens": max_tokens, "stop": [stop] if isinstance(stop, str) else stop}
-        generation = self._generate(parameters, len(tokenize(prompt)) + 1, max_tokens)
+        try:
+            generate = {"inputs": prompt, "parameters": parameters}
+            parameters, input_length, max_tokens = self._validate(generate, stream=False)
+        except ValidationFailure as failure:
+            message = f"Input validation error: {failure}"
+            if not body.get("stream"):
+                return _validation_error(str(failure))
+            # In a stream, TGI sends the error as an OpenAI-style event in the 200 stream, then [DONE]
+            # (router/src/infer/mod.rs `into_openai_event`, server.rs `chat_completions`).
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            await response.prepare(request)
+            await self._event(response, {"error": {"message": message, "http_status_code": 422}})
+            await response.write(b"data:[DONE]\n\n")
+            return response
+        generation = self._generate(parameters, input_length, max_tokens)
         call = self.tool_call if body.get("tools") and body.get("tool_choice") != "none" else None
         usage = {
             "prompt_tokens": generation.input_length,
@@ -446,7 +480,7 @@ class FakeTGI(ThreadedServer):
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
             await self._event(response, {"object": "chat.completion.chunk", **envelope, "choices": [], "usage": usage})
-        await response.write(b"data: [DONE]\n\n")
+        await response.write(b"data:[DONE]\n\n")
         return response
 
     @staticmethod
@@ -486,12 +520,47 @@ class FakeTGI(ThreadedServer):
             body = await self._parse(request)
         except Rejection as rejection:
             return web.Response(status=rejection.status, text=rejection.text)
-        # The tokenizer adds its special tokens, as /generate's input_length counts them: the BOS.
-        tokens, start = [{"id": BOS_ID, "text": BOS_TEXT, "start": 0, "stop": 0}], 0
-        for piece in tokenize(body["inputs"]):
-            tokens.append({"id": token_id(piece), "text": piece, "start": start, "stop": start + len(piece)})
-            start += len(piece)
-        return _json_response(tokens)
+        return _json_response(_tokens(body["inputs"]))
+
+    async def chat_tokenize(self, request: web.Request) -> web.Response:
+        """The chat request templated as /v1/chat/completions would, then tokenized (server.rs
+        `get_chat_tokenize`)."""
+        try:
+            body = await self._parse(request, chat=True)
+        except Rejection as rejection:
+            return web.Response(status=rejection.status, text=rejection.text)
+        prompt = _chat_prompt(body["messages"])
+        return _json_response({"tokenize_response": _tokens(prompt), "templated_text": prompt})
+
+
+def _validate_grammar(grammar: dict) -> None:
+    """TGI's grammar rules (router/src/validation.rs, `Validation::validate`): the JSON schema is
+    checked against the draft 2020-12 meta-schema and must have a top-level `properties`."""
+    kind, value = grammar["type"], grammar["value"]
+    if kind == "regex":
+        return
+    schema = value["schema"] if kind == "json_schema" else value
+    if kind != "json_schema" and isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError as exc:
+            raise ValidationFailure(f"grammar is not valid: {exc}") from None
+    if not isinstance(schema, dict):
+        raise ValidationFailure("grammar is not supported")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValidationFailure(f"grammar is not valid: {exc.message}") from None
+    if "properties" not in schema:
+        raise ValidationFailure("grammar is not valid: Grammar must have a 'properties' field")
+
+
+def grammar_schema(grammar: dict | None) -> dict | None:
+    """The JSON schema a generation must follow, for a validated grammar."""
+    if grammar is None or grammar["type"] == "regex":
+        return None
+    schema = grammar["value"]["schema"] if grammar["type"] == "json_schema" else grammar["value"]
+    return json.loads(schema) if isinstance(schema, str) else schema
 
 
 _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
@@ -528,6 +597,21 @@ def _chat_deserialization_problem(body: Any) -> str | None:
     return None
 
 
+def _tokens(text: str) -> list[dict]:
+    """/tokenize's answer: the tokenizer adds its special tokens, as /generate's input_length counts
+    them (the BOS)."""
+    tokens, start = [{"id": BOS_ID, "text": BOS_TEXT, "start": 0, "stop": 0}], 0
+    for piece in tokenize(text):
+        tokens.append({"id": token_id(piece), "text": piece, "start": start, "stop": start + len(piece)})
+        start += len(piece)
+    return tokens
+
+
+def _chat_prompt(messages: list[dict]) -> str:
+    """The fake's chat template: each message on a line of its own."""
+    return "".join(f"{m.get('role')}: {_chat_text(m.get('content'))}\n" for m in messages) + "assistant:"
+
+
 def _chat_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
@@ -548,6 +632,16 @@ def _deserialization_problem(body: Any) -> str | None:
     if not isinstance(parameters, dict):
         return "parameters: invalid type: expected struct GenerateParameters"
     for name, value in parameters.items():
+        if name == "grammar":
+            # serde's GrammarType (router/src/lib.rs): {"type": json | json_object | regex | json_schema, "value"}
+            kinds = {"json": (dict, str), "json_object": (dict, str), "regex": (str,), "json_schema": (dict,)}
+            if not isinstance(value, dict) or value.get("type") not in kinds or "value" not in value:
+                return "parameters.grammar: unknown variant, expected `json`, `json_object`, `regex`, `json_schema`"
+            if not isinstance(value["value"], kinds[value["type"]]):
+                return f"parameters.grammar.value: invalid type for `{value['type']}`"
+            if value["type"] == "json_schema" and not isinstance(value["value"].get("schema"), dict):
+                return "parameters.grammar.value: missing field `schema`"
+            continue
         if name == "stop":
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
                 return "parameters.stop: invalid type: expected a sequence of strings"

@@ -88,3 +88,59 @@ def test_stream_framing_and_errors_inside_the_stream(fake_tgi):
     )
     assert refused.status_code == 200
     assert refused.text.startswith('data:{"error": "Input validation error: `best_of` != 1')
+
+
+# TGI's grammar rules (router/src/validation.rs): a JSON schema must pass the draft 2020-12
+# meta-schema and have a top-level `properties`; the grammar's type is one serde knows.
+@pytest.mark.parametrize(
+    ("grammar", "status", "message"),
+    [
+        ({"type": "json", "value": {"type": "object"}}, 422, "Grammar must have a 'properties' field"),
+        ({"type": "json", "value": {"oneOf": [{"type": "object"}]}}, 422, "Grammar must have a 'properties' field"),
+        ({"type": "json_object", "value": {"type": "array"}}, 422, "Grammar must have a 'properties' field"),
+        ({"type": "json", "value": '{"type": "object"}'}, 422, "Grammar must have a 'properties' field"),
+        ({"type": "json_schema", "value": {"schema": {"type": "object"}}}, 422, "Grammar must have a 'properties'"),
+        ({"type": "json", "value": {"properties": {}, "type": "nonsense"}}, 422, "grammar is not valid"),
+        ({"type": "yaml", "value": "x"}, 422, "unknown variant"),
+        ({"type": "json_schema", "value": {"name": "x"}}, 422, "missing field `schema`"),
+    ],
+)
+def test_grammars_tgi_refuses(fake_tgi, grammar, status, message):
+    answer = httpx.post(f"{fake_tgi.url}/generate", json={"inputs": "x", "parameters": {"grammar": grammar}})
+    assert answer.status_code == status
+    assert message in answer.text
+    streamed = httpx.post(f"{fake_tgi.url}/generate_stream", json={"inputs": "x", "parameters": {"grammar": grammar}})
+    if "unknown variant" in message or "missing field" in message:
+        assert streamed.status_code == 422  # serde refuses the body before the stream opens
+    else:
+        assert streamed.status_code == 200 and message in streamed.text
+
+
+def test_a_grammar_tgi_takes_constrains_the_fake_models_reply(fake_tgi):
+    grammar = {"type": "json", "value": {"properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    fake_tgi.reply = '{"city": "Paris"}'
+    answer = httpx.post(f"{fake_tgi.url}/generate", json={"inputs": "x", "parameters": {"grammar": grammar}})
+    assert answer.json() == {"generated_text": '{"city": "Paris"}'}
+    # A reply no model under that grammar could write is the test's mistake, said loudly.
+    fake_tgi.reply = "Paris"
+    answer = httpx.post(f"{fake_tgi.url}/generate", json={"inputs": "x", "parameters": {"grammar": grammar}})
+    assert answer.status_code == 500 and "does not follow the request's grammar" in answer.text
+
+
+def test_the_chat_api_validates_as_generate_does_with_errors_inside_its_stream(fake_tgi):
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}
+    refused = httpx.post(f"{fake_tgi.url}/v1/chat/completions", json=chat)
+    assert refused.status_code == 422
+    assert "`inputs` tokens + `max_new_tokens` must be <= 4096" in refused.json()["error"]
+    streamed = httpx.post(f"{fake_tgi.url}/v1/chat/completions", json={**chat, "stream": True})
+    assert streamed.status_code == 200
+    error, done = [event for event in streamed.text.split("\n\n") if event]
+    assert json.loads(error.removeprefix("data:"))["error"]["http_status_code"] == 422
+    assert done == "data:[DONE]"
+
+
+def test_chat_tokenize_templates_then_tokenizes(fake_tgi):
+    answer = httpx.post(f"{fake_tgi.url}/chat_tokenize", json={"messages": [{"role": "user", "content": "a b"}]})
+    body = answer.json()
+    assert body["templated_text"] == "user: a b\nassistant:"
+    assert len(body["tokenize_response"]) == 1 + 4  # BOS, then one token a word

@@ -13,12 +13,24 @@ from typing import Any
 
 import anthropic
 import httpx
+import jsonschema
 import openai
 import pytest
 import yaml
 from openai import OpenAI
 
-from conftest import ASK, DATA, KEY, WEATHER, auth, proxy_config, run_cli
+from conftest import (
+    ASK,
+    DATA,
+    GRAMMAR_CALL,
+    KEY,
+    WEATHER,
+    auth,
+    grammar_choices,
+    grammar_no_tool,
+    proxy_config,
+    run_cli,
+)
 
 QWEN = DATA / "tool-templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
 COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen", "tool_parser": "hermes"}
@@ -249,11 +261,10 @@ def test_langchain_bind_tools_and_structured_output(proxy, fake_tgi):
     message = model.bind_tools([get_weather]).invoke("What is the weather in Paris?")
     assert [(call["name"], call["args"]) for call in message.tool_calls] == [("get_weather", {"city": "Paris"})]
     # LangChain names the tool it wants: TGI's grammar forces that call, so the answer is its JSON.
-    fake_tgi.reply = '{"name": "Weather", "arguments": {"city": "Paris", "sky": "clear"}}'
+    fake_tgi.reply = '{"function": {"_name": "Weather", "city": "Paris", "sky": "clear"}}'
     structured = model.with_structured_output(Weather, method="function_calling").invoke("Weather in Paris?")
     assert structured == Weather(city="Paris", sky="clear")
-    (option,) = fake_tgi.last.json()["parameters"]["grammar"]["value"]["oneOf"]
-    assert option["properties"]["name"] == {"const": "Weather"}
+    assert grammar_choices(fake_tgi.last.json()) == ["Weather"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -265,21 +276,19 @@ def test_grammar_mode_on_a_template_that_knows_no_tools(start_proxy, fake_tgi, s
         content, calls, finish_reason = ask_openai(proxy, ASK, stream, **extra)
         return content, [(name, arguments) for _, name, arguments in calls], finish_reason
 
-    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Paris"}}'  # what the grammar allows
+    fake_tgi.reply = GRAMMAR_CALL  # what the grammar allows
     assert ask() == (None, [("get_weather", {"city": "Paris"})], "tool_calls")
     sent = fake_tgi.last.json()
-    grammar = sent["parameters"]["grammar"]
-    assert grammar["type"] == "json"
-    assert [option["properties"]["name"]["const"] for option in grammar["value"]["oneOf"]] == ["get_weather", "no_tool"]
+    assert sent["parameters"]["grammar"]["type"] == "json"
+    assert grammar_choices(sent) == ["get_weather", "no_tool"]
     assert "JSON Schema:\n" + json.dumps([WEATHER]) in sent["inputs"]  # the tools, told in the prompt
-    assert '{"name": "no_tool", "content": your answer} when no tool is needed' in sent["inputs"]
-    fake_tgi.reply = '{"name": "no_tool", "content": "I cannot tell."}'
+    assert '{"function": {"_name": "no_tool", "content": your answer}} when no tool is needed' in sent["inputs"]
+    fake_tgi.reply = grammar_no_tool("I cannot tell.")
     assert ask() == ("I cannot tell.", [], "stop")
     # A forced call leaves out the no_tool choice.
-    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Lyon"}}'
+    fake_tgi.reply = '{"function": {"_name": "get_weather", "city": "Lyon"}}'
     ask(tool_choice="required")
-    options = fake_tgi.last.json()["parameters"]["grammar"]["value"]["oneOf"]
-    assert [option["properties"]["name"]["const"] for option in options] == ["get_weather"]
+    assert grammar_choices(fake_tgi.last.json()) == ["get_weather"]
 
 
 def test_the_fake_leaves_special_tokens_out_of_generated_text_as_tgi_does(fake_tgi):
@@ -390,7 +399,7 @@ def test_hermes_markers_that_are_special_tokens_are_read_from_the_tokens(proxy, 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_forced_tool_choice_is_forced_by_tgis_grammar(proxy, fake_tgi, stream):
-    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Paris"}}'  # what the grammar allows
+    fake_tgi.reply = GRAMMAR_CALL  # what the grammar allows
     named = {"type": "function", "function": {"name": "get_weather"}}
     for choice in ("required", named):
         content, calls, finish_reason = ask_openai(proxy, ASK, stream, tool_choice=choice)
@@ -398,8 +407,7 @@ def test_a_forced_tool_choice_is_forced_by_tgis_grammar(proxy, fake_tgi, stream)
         assert [(name, arguments) for _, name, arguments in calls] == [("get_weather", {"city": "Paris"})]
         sent = fake_tgi.last.json()
         assert "<tools>" in sent["inputs"]  # still told by its own template
-        options = sent["parameters"]["grammar"]["value"]["oneOf"]
-        assert [option["properties"]["name"]["const"] for option in options] == ["get_weather"]
+        assert grammar_choices(sent) == ["get_weather"]
     ask_openai(proxy, ASK, stream, tool_choice="auto")
     assert "grammar" not in fake_tgi.last.json()["parameters"]
 
@@ -453,12 +461,7 @@ PARSERS: dict[str, tuple[Path | str, dict[str, str], str, str]] = {
         '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}',
         '[ARGS]{"city": "Paris"}',
     ),
-    "grammar": (
-        "mistralai/Mistral-7B-Instruct-v0.1",
-        {},
-        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
-        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
-    ),
+    "grammar": ("mistralai/Mistral-7B-Instruct-v0.1", {}, GRAMMAR_CALL, GRAMMAR_CALL),
 }
 
 
@@ -473,17 +476,17 @@ def template_entry(tmp_path: Path, template: Path | str, tokens: dict[str, str])
     return {"chat_template": case["chat_template"], "bos_token": case["bos_token"], "eos_token": case["eos_token"]}
 
 
-def chat_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
+def chat_round_trip(proxy, fake_tgi, stream: bool, answer: str = SUNNY) -> str | None:
     _, calls, finish_reason = ask_openai(proxy, ASK, stream)
     assert ([(name, arguments) for _, name, arguments in calls], finish_reason) == (
         [("get_weather", {"city": "Paris"})],
         "tool_calls",
     )
-    fake_tgi.reply = SUNNY
+    fake_tgi.reply = answer
     return ask_openai(proxy, with_results(ASK, calls[:1], "18 C"), stream)[0]
 
 
-def messages_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
+def messages_round_trip(proxy, fake_tgi, stream: bool, answer: str = SUNNY) -> str | None:
     client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
 
     def ask(messages: list) -> anthropic.types.Message:
@@ -498,13 +501,13 @@ def messages_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
         [("get_weather", {"city": "Paris"})],
         "tool_use",
     )
-    fake_tgi.reply = SUNNY
+    fake_tgi.reply = answer
     use = uses[0]
     history = with_tool_result(ASK, use, "18 C")
     return "".join(block.text for block in ask(history).content if block.type == "text")
 
 
-def responses_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
+def responses_round_trip(proxy, fake_tgi, stream: bool, answer: str = SUNNY) -> str | None:
     client = openai_client(proxy)
     tool = {"type": "function", **WEATHER["function"]}
 
@@ -516,7 +519,7 @@ def responses_round_trip(proxy, fake_tgi, stream: bool) -> str | None:
 
     (call,) = [item for item in ask("Weather in Paris?").output if item.type == "function_call"]
     assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
-    fake_tgi.reply = SUNNY
+    fake_tgi.reply = answer
     follow_up = [
         {"role": "user", "content": "Weather in Paris?"},
         {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
@@ -535,10 +538,12 @@ def test_a_round_trip_with_each_parser_through_every_front_streamed_and_not(star
         if path != "/no-tools/chat/completions"
     }
     proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": mapping}}, templates=templates))
+    # Under a grammar, a text answer too is written in the grammar's shape.
+    answer = grammar_no_tool(SUNNY) if parser == "grammar" else SUNNY
     for round_trip in (chat_round_trip, messages_round_trip, responses_round_trip):
         for stream in (False, True):
             fake_tgi.reply = call
-            assert round_trip(proxy, fake_tgi, stream) == SUNNY, (round_trip.__name__, stream)
+            assert round_trip(proxy, fake_tgi, stream, answer) == SUNNY, (round_trip.__name__, stream)
             prompt = fake_tgi.last.json()["inputs"]
             assert rendered in prompt and "18 C" in prompt  # the call and its result, told the model
 
@@ -675,3 +680,32 @@ def test_a_tool_choice_naming_no_tool_of_the_request_is_a_400(proxy, fake_tgi):
     assert refused.value.body["message"] == "'tool_choice' names 'get_time', which is none of the request's tools"
     assert refused.value.body["param"] == "tool_choice"
     assert not fake_tgi.received
+
+
+def test_the_tool_grammar_is_one_tgi_takes_with_pydantic_references_resolved():
+    from mooltiproxy.translation.tgi.grammar import read_tool_answer, tool_grammar
+
+    from fake_tgi import _validate_grammar
+
+    nested = {
+        "type": "function",
+        "function": {
+            "name": "plan",
+            "parameters": {
+                "type": "object",
+                "properties": {"step": {"$ref": "#/$defs/Step"}},
+                "required": ["step"],
+                "$defs": {"Step": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}},
+            },
+        },
+    }
+    grammar = tool_grammar([WEATHER, nested], "auto")
+    _validate_grammar(grammar)  # TGI's rules: the meta-schema, and `properties` at the root
+    schema = grammar["value"]
+    answer = {"function": {"_name": "plan", "step": {"n": 2}}}
+    jsonschema.validate(answer, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"function": {"_name": "plan", "step": {"n": "two"}}}, schema)
+    assert read_tool_answer(json.dumps(answer)) == ("plan", {"step": {"n": 2}})
+    assert read_tool_answer(grammar_no_tool("Hi")) == "Hi"
+    assert read_tool_answer('{"function": {"_name": "plan"') is None  # cut short: it stays text

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from conftest import KEY, REPO, TGI_FAILURES, proxy_config
+from conftest import GRAMMAR_CALL, KEY, REPO, TGI_FAILURES, WEATHER, proxy_config
 from fake_tgi import tokenize
 
 SYSTEM_AND_HISTORY = [
@@ -279,12 +279,29 @@ def test_requests_without_meaning_for_tgi_are_400(proxy, fake_tgi, bad):
 
 def test_json_schema_becomes_a_grammar(proxy, fake_tgi):
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
-    client(proxy).chat.completions.create(
+    fake_tgi.reply = '{"name": "Ada"}'  # what the grammar allows
+    answer = client(proxy).chat.completions.create(
         model="m",
         messages=[{"role": "user", "content": "hi"}],
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
     )
+    assert answer.choices[0].message.content == '{"name": "Ada"}'
     assert sent_parameters(fake_tgi)["grammar"] == {"type": "json", "value": schema}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [{"type": "object"}, {"type": "array", "items": {"type": "string"}}, {"$ref": "#/$defs/P", "$defs": {"P": {}}}],
+)
+def test_a_schema_tgi_would_refuse_is_a_400_naming_response_format(proxy, fake_tgi, schema):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(proxy).chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        )
+    assert refused.value.body["param"] == "response_format"
+    assert fake_tgi.received == []
 
 
 @pytest.mark.parametrize(("failure", "exception"), TGI_FAILURES)
@@ -357,8 +374,8 @@ def test_the_config_templates_examples_work(start_proxy, fake_tgi):
     assert prompts["tgi-llama3"].startswith("<|start_header_id|>system<|end_header_id|>\n\nYou are Bob.<|eot_id|>")
     completion = client(proxy, "tgi").completions.create(model="m", prompt="Once", max_tokens=2, temperature=0)
     assert completion.choices[0].text == "Hello! I"
-    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-    fake_tgi.reply = '{"name": "get_weather", "arguments": {"city": "Paris"}}'  # what TGI's grammar allows
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["function"]["parameters"]}}
+    fake_tgi.reply = GRAMMAR_CALL  # what TGI's grammar allows
     answer = client(proxy, "tgi-llama3").chat.completions.create(
         model="m", messages=SYSTEM_AND_HISTORY, tools=[weather]
     )

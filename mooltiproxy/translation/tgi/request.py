@@ -247,8 +247,13 @@ def _grammar(response_format: Mapping[str, Any]) -> dict[str, Any] | None:
     if kind == "json_schema":
         json_schema = response_format.get("json_schema")
         schema = json_schema.get("schema") if isinstance(json_schema, Mapping) else None
-        if isinstance(schema, Mapping):
+        if isinstance(schema, Mapping) and isinstance(schema.get("properties"), Mapping):
             return {"type": "json", "value": schema}
+        if isinstance(schema, Mapping):  # TGI refuses it (router/src/validation.rs): a 400 here, not its 422
+            raise invalid(
+                "'response_format.json_schema.schema' must have 'properties' at its root: TGI's grammar takes no other",
+                "response_format",
+            )
         raise invalid("'response_format.json_schema.schema' must be a JSON schema object", "response_format")
     raise invalid(
         f"response_format '{kind}' is not supported by this endpoint; use 'json_schema' with a schema",

@@ -15,8 +15,9 @@
   begins.
 
 - `grammar` (any model, as TGI's own Messages API does it): the generation is constrained by a JSON
-  grammar built from the tools, one of which it must call, or (unless `tool_choice` forbids it) the
-  `no_tool` choice that carries a text answer. Streamed, the answer is held until it ends.
+  grammar built from the tools (grammar.py), one of which it must call, or (unless `tool_choice`
+  forbids it) the `no_tool` choice that carries a text answer. Streamed, the answer is held until
+  it ends.
 
 The text around calls stays the answer's content; a malformed call stays text too, never an error.
 Streams are read by tool_stream.py, the same way; what the model is told is in tool_prompts.py.
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.translation.tgi.grammar import read_tool_answer
 
 # Each parser's markers around a call: (opening, closing); without a closing one the calls run to
 # the end of the answer.
@@ -76,18 +78,14 @@ def parse_tool_calls(text: str, parser: str, tools: Sequence[Any] = ()) -> tuple
     return (content or None) if calls else text, calls
 
 
-NO_TOOL = "no_tool"
-
-
 def _grammar_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    try:
-        value = json.loads(text)
-    except ValueError:
+    answer = read_tool_answer(text)
+    if answer is None:
         return text, []
-    if isinstance(value, dict) and value.get("name") == NO_TOOL:
-        return str(value.get("content", "")), []
-    call = _call(text)
-    return (None, [call]) if call is not None else (text, [])
+    if isinstance(answer, str):
+        return answer, []
+    call = _call_of({"name": answer[0], "arguments": answer[1]})
+    return None, [call] if call is not None else []
 
 
 def _mistral_answer(text: str) -> tuple[str | None, list[dict[str, Any]]]:

@@ -1,5 +1,5 @@
-"""What a model is told of tools beyond its chat template: TGI's JSON grammar and the tool prompt of
-grammar mode, a history written for a template that knows no tools, and Mistral's 9-character ids."""
+"""What a model is told of tools beyond its chat template: the tool prompt of grammar mode, a history
+written for a template that knows no tools, and Mistral's 9-character ids."""
 
 from __future__ import annotations
 
@@ -9,32 +9,9 @@ import string
 from typing import Any
 
 from mooltiproxy.translation.prompting import message_content, parsed_arguments
-from mooltiproxy.translation.tgi.request import invalid
-from mooltiproxy.translation.tgi.tool_calls import NO_TOOL
+from mooltiproxy.translation.tgi.grammar import NO_TOOL
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
-
-
-def grammar_for(tools: list[Any], tool_choice: Any) -> dict[str, Any]:
-    """TGI's grammar for a call of one of the tools, or the no_tool answer when the choice allows it."""
-    named = tool_choice.get("function") if isinstance(tool_choice, dict) else None
-    chosen = named.get("name") if isinstance(named, dict) else None
-    options: list[dict[str, Any]] = []
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or (chosen is not None and function.get("name") != chosen):
-            continue
-        properties = {
-            "name": {"const": function.get("name")},
-            "arguments": function.get("parameters") or {"type": "object"},
-        }
-        options.append({"type": "object", "properties": properties, "required": ["name", "arguments"]})
-    if chosen is None and tool_choice != "required":
-        properties = {"name": {"const": NO_TOOL}, "content": {"type": "string"}}
-        options.append({"type": "object", "properties": properties, "required": ["name", "content"]})
-    if not options:
-        raise invalid(f"'tool_choice' names {chosen!r}, which is none of the request's tools", "tool_choice")
-    return {"type": "json", "value": {"oneOf": options}}
 
 
 def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
@@ -66,8 +43,7 @@ def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
                 if isinstance(function, dict):
                     if isinstance(call.get("id"), str) and isinstance(function.get("name"), str):
                         names[call["id"]] = function["name"]
-                    call_json = {"name": function.get("name"), "arguments": parsed_arguments(function.get("arguments"))}
-                    written.append(json.dumps(call_json, ensure_ascii=False))
+                    written.append(json.dumps(_grammar_call(function), ensure_ascii=False))
             message = {"role": "assistant", "content": "\n".join(text for text in written if text)}
         turns.append(message)
     if results:
@@ -78,12 +54,18 @@ def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
     return turns
 
 
+def _grammar_call(function: dict[str, Any]) -> dict[str, Any]:
+    """An earlier call as the tool grammar had the model write it."""
+    arguments = parsed_arguments(function.get("arguments"))
+    return {"function": {"_name": function.get("name"), **(arguments if isinstance(arguments, dict) else {})}}
+
+
 def tool_prompt(tools: list[Any]) -> str:
     """What a model whose template renders no tools is told of them, as TGI's Messages API does."""
     return (
         "\n\nYou will be presented with a JSON schema representing a set of tools. Answer with a JSON "
-        f'object: {{"name": the tool to call, "arguments": its arguments}}, or {{"name": "{NO_TOOL}", '
-        '"content": your answer} when no tool is needed.\n\nJSON Schema:\n' + json.dumps(tools)
+        'object {"function": {"_name": the tool to call, then its arguments}}, or {"function": {"_name": '
+        f'"{NO_TOOL}", "content": your answer}}}} when no tool is needed.\n\nJSON Schema:\n' + json.dumps(tools)
     )
 
 
