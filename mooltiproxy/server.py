@@ -47,6 +47,7 @@ RESTART_ONLY = (
     "state",
     "state_envkey",
     "state_timeout",
+    "state_connections",
     "limits_fail_closed",
 )
 

@@ -35,11 +35,11 @@ def start_instances(start_proxy, config: dict, count: int = 1) -> list:
 
 
 async def statuses(
-    urls: list[str], requests: int, headers: dict, path: str = "/echo", per_second: float = 0
+    urls: list[str], requests: int, headers: dict, path: str = "/echo", per_second: float = 0, at_once: int = 100
 ) -> list[int]:
-    """`requests` GETs spread over the URLs, all at once or at `per_second` (aiohttp's client: the
-    load must come faster than the limits are checked)."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+    """`requests` GETs spread over the URLs, `at_once` of them at a time (0: all), or at `per_second`
+    (aiohttp's client: the load must come faster than the limits are checked)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=at_once)) as session:
 
         async def one(index: int) -> int:
             if per_second:
@@ -69,28 +69,34 @@ def test_wrong_keys_are_counted_exactly_across_workers(start_proxy, echo, tmp_pa
 
 
 def test_wrong_keys_are_counted_exactly_across_instances(start_proxy, echo, redis):
-    proxies = start_instances(start_proxy, limited_config(echo.url, {}, state=redis.url), count=2)
-    assert_exactly_max_tries_guesses(asyncio.run(statuses([p.url for p in proxies], 1000, auth("wrong"))))
+    # A thousand at once, far more than the Redis pool's connections (state_connections: 16): the
+    # burst waits its turn, and is never taken for an outage that would count on local state.
+    config = limited_config(echo.url, {}, state=redis.url, state_connections=16)
+    proxies = start_instances(start_proxy, config, count=2)
+    results = asyncio.run(statuses([p.url for p in proxies], 1000, auth("wrong"), at_once=0))
+    assert_exactly_max_tries_guesses(results)
     # The ban holds on both instances, whichever made it.
     assert {httpx.get(f"{p.url}/echo", headers=auth()).status_code for p in proxies} == {403}
+    assert not any("serving on local state" in p.log() for p in proxies)
 
 
-def test_a_ban_made_on_one_instance_holds_on_the_other_within_a_second(start_proxy, echo, redis):
+def test_a_ban_made_on_one_instance_holds_on_the_other_at_once(start_proxy, echo, redis):
     first, second = start_instances(start_proxy, limited_config(echo.url, {}, state=redis.url), count=2)
     assert httpx.get(f"{second.url}/echo", headers=auth()).status_code == 200
     for _ in range(3):
         assert httpx.get(f"{first.url}/echo", headers=auth("wrong")).status_code == 401
     banned_at = time.monotonic()
     while httpx.get(f"{second.url}/echo", headers=auth()).status_code == 200:
-        assert time.monotonic() - banned_at < 1.0, "the other instance still serves the banned address"
-        time.sleep(0.02)
+        assert time.monotonic() - banned_at < 0.2, "the other instance still serves the banned address"
+        time.sleep(0.01)
 
 
 def test_requests_per_minute_hold_across_instances(start_proxy, echo, redis):
-    proxies = start_instances(start_proxy, limited_config(echo.url, {"requests_per_minute": 60}, state=redis.url), 2)
-    results = asyncio.run(statuses([p.url for p in proxies], 200, auth(ALICE), per_second=200))
+    config = limited_config(echo.url, {"requests_per_minute": 60}, state=redis.url, state_connections=16)
+    proxies = start_instances(start_proxy, config, 2)
+    results = asyncio.run(statuses([p.url for p in proxies], 1000, auth(ALICE), at_once=0))
     assert results.count(200) == 60
-    assert results.count(429) == 140
+    assert results.count(429) == 940
 
 
 def test_tokens_per_minute_hold_across_instances(start_proxy, fake_tgi, redis):

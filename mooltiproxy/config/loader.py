@@ -166,6 +166,7 @@ class _Builder:
             state=self._state(section["state"]),
             state_envkey=section["state_envkey"],
             state_timeout=section["state_timeout"],
+            state_connections=section["state_connections"],
             limits_fail_closed=section["limits_when_store_down"] == "closed",
             responses_ttl=section["responses_ttl"],
             responses_max_bytes=section["responses_max_bytes"],

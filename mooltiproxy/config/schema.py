@@ -460,6 +460,7 @@ def build_schema(
                         vol.Optional("state", default=None): vol.Any(None, _state),
                         vol.Optional("state_envkey", default=None): vol.Any(None, _env_var(environ)),
                         vol.Optional("state_timeout", default=0.25): _number(0),
+                        vol.Optional("state_connections", default=256): _integer(1, 10_000),
                         vol.Optional("responses_ttl", default=24 * 3600): _number(0),
                         vol.Optional("responses_max_bytes", default=1024 * 1024): _integer(1),
                         vol.Optional("limits_when_store_down", default="open"): vol.In(

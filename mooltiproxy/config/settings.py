@@ -198,6 +198,7 @@ class SystemSettings:
     state: str | None = None
     state_envkey: str | None = None
     state_timeout: float = 0.25  # seconds a store call may take before local state answers
+    state_connections: int = 256  # Redis connections per process; more calls at once wait their turn
     limits_fail_closed: bool = False  # the store down: refuse limited keys (else count locally)
     # Responses API answers kept for previous_response_id: how long, and how large at most.
     responses_ttl: float = 24 * 3600

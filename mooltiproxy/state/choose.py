@@ -20,7 +20,7 @@ def state_store(
     which wins, else `cerbere.ban_file`); else this process's memory."""
     if system.state is not None and system.state.startswith(("redis://", "rediss://")):
         password = environ.get(system.state_envkey) if system.state_envkey else None
-        remote = RedisStore(system.state, password, system.state_timeout)
-        return WithFallback(remote, system.state_timeout, system.limits_fail_closed, on_error)
+        remote = RedisStore(system.state, password, system.state_timeout, system.state_connections)
+        return WithFallback(remote, system.state_timeout, system.state_connections, system.limits_fail_closed, on_error)
     path = system.state or guard.ban_file
     return SQLiteStore(Path(path)) if path is not None else MemoryStore()

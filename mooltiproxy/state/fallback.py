@@ -32,9 +32,14 @@ STORE_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 class WithFallback(StateStore):
-    def __init__(self, remote: RedisStore, timeout: float, fail_closed: bool, on_error: Callable[[], None]):
+    def __init__(
+        self, remote: RedisStore, timeout: float, connections: int, fail_closed: bool, on_error: Callable[[], None]
+    ):
         self.name = remote.name
         self._remote = remote
+        # As many calls at once as the pool has connections: a burst waits its turn (back-pressure),
+        # and only the store's own slowness or failure opens the breaker.
+        self._connections = asyncio.Semaphore(connections)
         self._local = MemoryStore()
         self._timeout = timeout
         self._fail_closed = fail_closed
@@ -42,18 +47,18 @@ class WithFallback(StateStore):
         self._down_until = 0.0  # the breaker is open until then
         self._outage_started: float | None = None
         self._local_bans: list[Ban] = []  # made during an outage, written to the remote store after
-        self._refresher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
         try:
             await self._call(self._remote.refresh)
         except _Unavailable:
             log.warning("state store %s is unreachable at start: serving on local state until it is back", self.url)
-        self._refresher = asyncio.create_task(self._refresh_forever())
+        self._tasks = [asyncio.create_task(self._refresh_forever()), asyncio.create_task(self._follow_bans_forever())]
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in self._tasks:
+            task.cancel()
         await self._remote.close()
 
     @property
@@ -64,12 +69,15 @@ class WithFallback(StateStore):
         """The remote operation, unless the breaker is open; _Unavailable when it fails."""
         if time.monotonic() < self._down_until:
             raise _Unavailable
-        try:
-            async with asyncio.timeout(self._timeout):
-                result = await operation()
-        except STORE_ERRORS as exc:
-            self._failed(exc)
-            raise _Unavailable from None
+        async with self._connections:
+            if time.monotonic() < self._down_until:  # it failed while this call waited
+                raise _Unavailable
+            try:
+                async with asyncio.timeout(self._timeout):
+                    result = await operation()
+            except STORE_ERRORS as exc:
+                self._failed(exc)
+                raise _Unavailable from None
         if self._outage_started is not None:
             await self._recovered()
         return result
@@ -106,6 +114,14 @@ class WithFallback(StateStore):
                 await self._call(self._remote.refresh)
             except _Unavailable:
                 pass
+
+    async def _follow_bans_forever(self) -> None:
+        while True:
+            try:
+                await self._remote.follow_bans()
+            except STORE_ERRORS:
+                pass  # the refresher notices the outage; bans are followed again once it is over
+            await asyncio.sleep(PROBE_SECONDS)
 
     def ban_of(self, address: str) -> Ban | None:
         return self._remote.ban_of(address) or self._local.ban_of(address)

@@ -1,8 +1,9 @@
 """The state in Redis, shared by proxy instances on many machines.
 
 Each decision is one Lua script, run atomically by Redis with Redis's own clock, so instances whose
-clocks differ still agree. The bans every request is checked against are this instance's copy,
-read again twice a second (one HGETALL): a ban made elsewhere holds here within half a second.
+clocks differ still agree. The bans every request is checked against are this instance's copy: the
+script that bans publishes the ban, which every instance hears at once, and the copy is read again
+twice a second (one HGETALL) in case a message was missed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from mooltiproxy.state.store import (
 STRIKES_TTL = 24 * 3600  # strikes not followed by another within a day are forgotten
 _PREFIX = "mooltiproxy:"
 _BANS = _PREFIX + "bans"
+_BAN_NEWS = _PREFIX + "ban-news"  # "<address> <since> <until>" for a ban, "<address>" for a lift
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6 "
-# KEYS: bans, strikes of the address; ARGV: address, max_tries, ban_seconds, strikes ttl.
+# KEYS: bans, strikes of the address, ban news; ARGV: address, max_tries, ban_seconds, strikes ttl.
 # Returns {0} (struck), {1, since, until} (already banned), {2, since, until} (banned now).
 _STRIKE = (
     _NOW
@@ -47,6 +49,7 @@ local ending = 0
 if tonumber(ARGV[3]) > 0 then ending = now + tonumber(ARGV[3]) end
 local since, until_ = string.format('%.6f', now), string.format('%.6f', ending)
 redis.call('HSET', KEYS[1], ARGV[1], since .. ':' .. until_)
+redis.call('PUBLISH', KEYS[3], ARGV[1] .. ' ' .. since .. ' ' .. until_)
 return {2, since, until_}
 """
 )
@@ -180,20 +183,38 @@ def _scripts() -> dict[str, str]:
 class RedisStore(StateStore):
     name = "redis"
 
-    def __init__(self, url: str, password: str | None, timeout: float):
+    def __init__(self, url: str, password: str | None, timeout: float, connections: int):
         self.url = url
-        self._client = aioredis.from_url(
+        # Blocking: a full pool makes a caller wait its turn rather than fail (redis-py's default
+        # pool raises MaxConnectionsError). One connection more than the callers get, for ban news.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=connections + 1,
+            timeout=None,
             password=password,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
+        self._client = aioredis.Redis.from_pool(pool)
         self._scripts = {name: self._client.register_script(source) for name, source in _scripts().items()}
         self._bans: dict[str, Ban] = {}
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def follow_bans(self) -> None:
+        """This instance's copy of the bans kept as other instances ban and lift; returns when the
+        connection fails."""
+        async with self._client.pubsub(ignore_subscribe_messages=True) as news:
+            await news.subscribe(_BAN_NEWS)
+            await self.refresh()  # what was missed before listening
+            async for message in news.listen():
+                address, *times = str(message["data"]).split(" ")
+                if times:
+                    self._bans[address] = Ban(address, float(times[0]), float(times[1]))
+                else:
+                    self._bans.pop(address, None)
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[script](keys=list(keys), args=list(args))
@@ -208,7 +229,7 @@ class RedisStore(StateStore):
 
     async def strike(self, address: str, max_tries: int, ban_seconds: float) -> StrikeResult:
         args = (address, max_tries, ban_seconds, STRIKES_TTL)
-        result = await self._run("strike", (_BANS, f"{_PREFIX}strikes:{address}"), args)
+        result = await self._run("strike", (_BANS, f"{_PREFIX}strikes:{address}", _BAN_NEWS), args)
         if result[0] == 0:
             return StrikeResult(None, None)
         ban = Ban(address, float(result[1]), float(result[2]))
@@ -237,7 +258,8 @@ class RedisStore(StateStore):
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hdel(_BANS, address)
             pipe.delete(f"{_PREFIX}strikes:{address}")
-            lifted, _ = await pipe.execute()
+            pipe.publish(_BAN_NEWS, address)
+            lifted, _, _ = await pipe.execute()
         self._bans.pop(address, None)
         return bool(lifted)
 
