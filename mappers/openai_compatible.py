@@ -2,11 +2,17 @@
 and TGI's own /v1/chat/completions. What such servers do differently is normalised to what OpenAI
 clients expect: TGI answers a tool call with `finish_reason: "stop"` and the id "0", and never ends
 a streamed tool call with a `finish_reason`; here each call gets a unique id, and the answer
-`finish_reason: "tool_calls"` and a final chunk.
+`finish_reason: "tool_calls"` and a final chunk. A request whose max_tokens does not fit what the
+prompt leaves of the context is sent once more with the room there is, and an error the server
+sends inside a 200 stream (TGI does) is an error with its status, not a broken stream.
 
     /chat/completions:
       in: chatReqOpenAItoCompatible
       out: chatAnsCompatibleToOpenAI
+    /messages/count_tokens:          # Anthropic's count, by the server's own chat tokenizer
+      path: /tokenize                # vLLM's; /chat_tokenize on TGI
+      in: [countReqAnthropicToOpenAI, tokenizeReqOpenAItoCompatible]
+      out: countAnsCompatibleToAnthropic
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_COMPATIBLE
-from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.apis import ANTHROPIC_COUNT, COMPATIBLE_TOKENIZE, OPENAI_CHAT, OPENAI_COMPATIBLE
+from mooltiproxy.core.errors import ProxyError, refusal_status
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext, Streamed
-from mooltiproxy.translation.marks import kinds, streams_with
+from mooltiproxy.translation.context_window import with_room
+from mooltiproxy.translation.marks import kinds, on_upstream_error, streams_with
 from mooltiproxy.translation.sse import json_event
 
 _WANTS_USAGE = "compatible.wants_usage"
@@ -41,8 +48,21 @@ def _stream(endpoint: Endpoint, context: RequestContext) -> CompatibleStream:
     return CompatibleStream(bool(context.state.get(_WANTS_USAGE)))
 
 
+def _context_window(error: ProxyError, sent: dict, context: RequestContext) -> dict | None:
+    """The server's refusal of a max_tokens the prompt leaves no room for (TGI's and vLLM's words):
+    sent once more with the room there is."""
+    return with_room(error, sent, _with_max_tokens)
+
+
+def _with_max_tokens(sent: dict, room: int) -> dict:
+    clamped = type(sent)({name: value for name, value in sent.items() if name != "max_completion_tokens"})
+    clamped["max_tokens"] = room
+    return clamped
+
+
 @kinds(OPENAI_COMPATIBLE, OPENAI_CHAT)
 @streams_with(_stream)
+@on_upstream_error(_context_window)
 def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> Any:
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
         raise ProxyError(502, "The target's answer is not a chat completion", code="upstream_error")
@@ -79,9 +99,7 @@ class CompatibleStream:
             return []
         chunk = json_event(data)
         if "error" in chunk:
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise ProxyError(500, str(message), code="upstream_error")
+            raise _event_error(chunk["error"])
         chunk["id"] = chunk.get("id") or self._id
         usage = chunk.get("usage")
         if isinstance(usage, dict):
@@ -123,3 +141,36 @@ class CompatibleStream:
         if self._wants_usage and self._usage_chunk is not None:
             out.append(self._usage_chunk)
         return out
+
+
+def _event_error(error: Any) -> ProxyError:
+    """An error event in the stream: TGI's `{"message", "http_status_code"}` (the status it would have
+    answered), vLLM's and OpenAI's `{"message", "type", "code"}`, or a bare string."""
+    if not isinstance(error, dict):
+        return ProxyError(502, str(error), code="upstream_error")
+    status = error.get("http_status_code") or error.get("code")
+    status = status if isinstance(status, int) and 400 <= status < 600 else 502
+    return ProxyError(
+        refusal_status(status), str(error.get("message", "")), code="upstream_error" if status >= 500 else None
+    )
+
+
+@kinds(OPENAI_CHAT, COMPATIBLE_TOKENIZE)
+def tokenizeReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """An OpenAI chat request -> the server's chat tokenizer (vLLM's /tokenize, TGI's /chat_tokenize),
+    which renders it as /v1/chat/completions would, tools included."""
+    request = {name: payload[name] for name in ("model", "messages", "tools", "tool_choice") if name in payload}
+    return {**request, "add_generation_prompt": True}
+
+
+@kinds(COMPATIBLE_TOKENIZE, ANTHROPIC_COUNT)
+def countAnsCompatibleToAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+    """vLLM's `{"count", "tokens", "max_model_len"}` or TGI's `{"tokenize_response": [...]}` -> Anthropic's
+    count."""
+    count = payload.get("count") if isinstance(payload, dict) else None
+    tokens = payload.get("tokenize_response") if isinstance(payload, dict) else None
+    if isinstance(count, int):
+        return {"input_tokens": count}
+    if isinstance(tokens, list):
+        return {"input_tokens": len(tokens)}
+    raise ProxyError(502, "The target's tokenizer answer has no token count", code="upstream_error")

@@ -6,7 +6,6 @@ parallel, each with its own seed when a seed is given; the answers are merged in
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from multidict import CIMultiDictProxy
@@ -15,6 +14,7 @@ from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_COMPLETIONS, TGI_GENERATE, TGI_TOKENIZE
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
+from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_error, streams_with
 from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
 from mooltiproxy.translation.tgi.grammar import tool_grammar
@@ -74,38 +74,14 @@ def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTransl
     )
 
 
-# TGI's own words when a request does not fit the model's context window.
-_TOO_LONG = re.compile(r"must be <= (\d+)\. Given: (\d+) `inputs` tokens and (\d+) `max_new_tokens`")
-_INPUT_TOO_LONG = re.compile(r"`inputs` must have less than (\d+) tokens\. Given: (\d+)")
-
-
 def _context_window(error: ProxyError, sent: dict, context: RequestContext) -> dict | None:
-    """TGI's 422 for a prompt and max_tokens that do not fit: max_tokens is clamped to the room the
-    prompt leaves (the request is sent once more; Claude Code asks for tens of thousands), else,
-    when the prompt alone does not fit, OpenAI's context_length_exceeded."""
-    too_long = _TOO_LONG.search(error.message) if error.status == 422 else None
-    if too_long is not None:
-        limit, prompt_tokens, new_tokens = map(int, too_long.groups())
-        room = limit - prompt_tokens
-        if room >= 1:
-            return type(sent)({**sent, "parameters": {**sent["parameters"], "max_new_tokens": room}})
-        raise _context_length_exceeded(limit, prompt_tokens, new_tokens)
-    input_too_long = _INPUT_TOO_LONG.search(error.message) if error.status == 422 else None
-    if input_too_long is not None:
-        limit, prompt_tokens = map(int, input_too_long.groups())
-        raise _context_length_exceeded(limit, prompt_tokens, 0)
-    return None
+    """TGI's 422 for a prompt and max_tokens that do not fit: sent once more with max_new_tokens
+    clamped to the room the prompt leaves."""
+    return with_room(error, sent, _with_max_new_tokens)
 
 
-def _context_length_exceeded(limit: int, prompt_tokens: int, new_tokens: int) -> ProxyError:
-    return ProxyError(
-        400,
-        f"This model's maximum context length is {limit} tokens. However, you requested "
-        f"{prompt_tokens + new_tokens} tokens ({prompt_tokens} in the messages, {new_tokens} in the completion). "
-        "Please reduce the length of the messages or completion.",
-        code="context_length_exceeded",
-        param="messages",
-    )
+def _with_max_new_tokens(sent: dict, room: int) -> dict:
+    return type(sent)({**sent, "parameters": {**sent["parameters"], "max_new_tokens": room}})
 
 
 @kinds(TGI_GENERATE, OPENAI_COMPLETIONS)

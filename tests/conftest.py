@@ -19,6 +19,7 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from fake_vllm import FakeVLLM
 
 from echo_upstream import EchoUpstream
 from fake_tgi import FakeTGI
@@ -132,10 +133,18 @@ def fake_tgi() -> Iterator[FakeTGI]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_vllm() -> Iterator[FakeVLLM]:
+    server = FakeVLLM().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
-def _fresh_fake_tgi(request: pytest.FixtureRequest) -> None:
-    if "fake_tgi" in request.fixturenames:
-        request.getfixturevalue("fake_tgi").reset()
+def _fresh_fakes(request: pytest.FixtureRequest) -> None:
+    for name in ("fake_tgi", "fake_vllm"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()
 
 
 @pytest.fixture(scope="session")

@@ -109,16 +109,22 @@ class FakeTGI(ThreadedServer):
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[_tgi_errors])
-        app.router.add_post("/generate", self.generate)
-        app.router.add_post("/generate_stream", self.generate_stream)
-        app.router.add_post("/", self.compat_generate)
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/info", self.info)
-        app.router.add_get("/metrics", self.metrics)
-        app.router.add_post("/tokenize", self.tokenize)
-        app.router.add_post("/chat_tokenize", self.chat_tokenize)
-        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        for method, path, handler in self.routes():
+            app.router.add_route(method, path, handler)
         return app
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("POST", "/generate", self.generate),
+            ("POST", "/generate_stream", self.generate_stream),
+            ("POST", "/", self.compat_generate),
+            ("GET", "/health", self.health),
+            ("GET", "/info", self.info),
+            ("GET", "/metrics", self.metrics),
+            ("POST", "/tokenize", self.tokenize),
+            ("POST", "/chat_tokenize", self.chat_tokenize),
+            ("POST", "/v1/chat/completions", self.chat_completions),
+        ]
 
     def reset(self) -> None:
         self.received.clear()
@@ -208,9 +214,8 @@ class FakeTGI(ThreadedServer):
             )
         if input_length > MAX_INPUT_TOKENS:
             raise ValidationFailure(f"`inputs` must have less than {MAX_INPUT_TOKENS} tokens. Given: {input_length}")
-        grammar = p.get("grammar")
-        if grammar is not None:
-            _validate_grammar(grammar)
+        if p.get("grammar") is not None:
+            _validate_grammar(p["grammar"])
         if stream and best_of != 1:
             raise ValidationFailure("`best_of` != 1 is not supported when streaming tokens")
         if stream and p.get("decoder_input_details"):
@@ -632,7 +637,7 @@ def _deserialization_problem(body: Any) -> str | None:
     if not isinstance(parameters, dict):
         return "parameters: invalid type: expected struct GenerateParameters"
     for name, value in parameters.items():
-        if name == "grammar":
+        if name == "grammar" and value is not None:
             # serde's GrammarType (router/src/lib.rs): {"type": json | json_object | regex | json_schema, "value"}
             kinds = {"json": (dict, str), "json_object": (dict, str), "regex": (str,), "json_schema": (dict,)}
             if not isinstance(value, dict) or value.get("type") not in kinds or "value" not in value:

@@ -195,6 +195,11 @@ replies = st.lists(
             '"content"',
             '"function"',
             '"_name"',
+            # Whole calls, so that prose before, after and between them is tried too.
+            '{"name": "get_weather", "parameters": {"city": "Paris"}}',
+            '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}',
+            "<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n",
+            '{"function": {"_name": "get_weather", "city": "Paris"}}',
             "Paris",
             " ",
             "\n",
@@ -250,6 +255,7 @@ WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "param
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(parser=st.sampled_from(list(PARSERS)), reply=replies, cuts=st.lists(st.integers(0, 200), max_size=8))
+@example(parser="llama3_json", reply='You would call it as {"name": "get_weather", "parameters": {}}', cuts=[20])
 def test_a_streamed_answer_reads_as_the_whole_answer_however_it_is_cut(parser, reply, cuts):
     content, calls = parse_tool_calls(reply, parser, WEATHER_TOOLS)
     stream = tool_call_filter(parser, WEATHER_TOOLS)

@@ -4,8 +4,10 @@ as TGI does): OpenAI clients and the Anthropic front, text and tools, streamed a
 from __future__ import annotations
 
 import json
+import re
 
 import anthropic
+import openai
 import pytest
 from openai import OpenAI
 
@@ -127,3 +129,74 @@ def test_claude_model_names_are_routed_and_renamed(start_proxy, fake_tgi):
     listed = anthropic_client(proxy).models.list()
     assert [model.id for model in listed.data] == ["tgi", "claude-sonnet-4-5", "local-model"]
     assert listed.data[1].type == "model"
+
+
+COUNT_ROUTE = {
+    "in": ["countReqAnthropicToOpenAI", "tokenizeReqOpenAItoCompatible"],
+    "out": "countAnsCompatibleToAnthropic",
+}
+# What Claude Code sends: 24 tools, max_tokens 32,000 whatever the model, streamed, through the beta
+# messages API (`?beta=true`) with its beta headers.
+CLAUDE_CODE_TOOLS = [
+    {"name": f"tool_{index}", "description": f"Tool {index}", "input_schema": WEATHER["function"]["parameters"]}
+    for index in range(24)
+]
+
+
+@pytest.fixture(params=["tgi", "vllm"])
+def server(request):
+    """An OpenAI-compatible server and its chat tokenizer's path: TGI's own chat API, and vLLM."""
+    if request.param == "tgi":
+        return request.getfixturevalue("fake_tgi"), "/chat_tokenize"
+    return request.getfixturevalue("fake_vllm"), "/tokenize"
+
+
+def test_claude_codes_request_on_an_openai_compatible_server(start_proxy, server):
+    double, tokenize_path = server
+    mapping = {"/messages": MESSAGES_ROUTE, "/messages/count_tokens": {**COUNT_ROUTE, "path": tokenize_path}}
+    proxy = start_proxy(proxy_config({"server": {"url": double.url, "mapping": mapping}}))
+    double.reply = "Done."
+    beta = anthropic_client(proxy).beta.messages
+    request = {"model": "claude-sonnet-4-5", "messages": ASK, "tools": CLAUDE_CODE_TOOLS, "system": "You are Claude."}
+    headers = {"anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14"}
+    with beta.stream(**request, max_tokens=32000, extra_headers=headers) as stream:
+        message = stream.get_final_message()
+    assert message.content[0].text == "Done."
+    refused, sent = double.received[-2:]
+    assert refused.json()["max_tokens"] == 32000
+    # Sent again with the room the prompt leaves, to the path alone: no query string, no beta header.
+    assert sent.json()["max_tokens"] == 4096 - message.usage.input_tokens
+    assert (sent.path, sent.query) == ("/v1/chat/completions", "")
+    assert not any(name.lower().startswith(("anthropic-", "x-stainless")) for name in sent.headers)
+    # count_tokens, on the server's own chat tokenizer, agrees with the usage of the same request.
+    count = beta.count_tokens(**request, extra_headers=headers)
+    assert double.last.path == tokenize_path
+    assert count.input_tokens == message.usage.input_tokens
+
+
+def test_a_prompt_over_the_context_is_anthropics_400_and_openais(start_proxy, server):
+    double, _ = server
+    mapping = {"/messages": MESSAGES_ROUTE, "/chat/completions": CHAT_ROUTE}
+    proxy = start_proxy(proxy_config({"server": {"url": double.url, "mapping": mapping}}))
+    long = [{"role": "user", "content": "word " * 5000}]
+    for stream in (False, True):
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            anthropic_client(proxy).messages.create(model="c", max_tokens=100, messages=long, stream=stream)
+        error = refused.value.body["error"]
+        assert error["type"] == "invalid_request_error"
+        assert re.fullmatch(r"prompt is too long: \d+ tokens > 4096 maximum", error["message"])
+        with pytest.raises(openai.BadRequestError) as too_long:
+            openai_client(proxy).chat.completions.create(model="m", messages=long, max_tokens=100, stream=stream)
+        assert too_long.value.body["code"] == "context_length_exceeded"
+
+
+def test_a_refusal_inside_tgis_200_stream_is_the_clients_400(start_proxy, fake_tgi):
+    proxy = start_proxy(proxy_config({"server": {"url": fake_tgi.url, "mapping": {"/messages": MESSAGES_ROUTE}}}))
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        # TGI refuses five stop sequences with an error event inside its 200 stream.
+        with anthropic_client(proxy).messages.stream(
+            model="c", max_tokens=10, messages=ASK, stop_sequences=["a", "b", "c", "d", "e"]
+        ) as stream:
+            stream.get_final_message()
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert "`stop` supports up to 4 stop sequences" in refused.value.body["error"]["message"]

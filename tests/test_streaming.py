@@ -135,14 +135,15 @@ def test_error_opening_the_stream_is_a_plain_error(proxy, fake_tgi, failure, exc
     assert raised.value.body["message"] == failure[1]
 
 
-def test_validation_error_inside_tgis_stream_is_a_422(proxy, fake_tgi):
-    with pytest.raises(openai.UnprocessableEntityError) as raised:
+def test_validation_error_inside_tgis_stream_is_a_400_invalid_request(proxy, fake_tgi):
+    with pytest.raises(openai.BadRequestError) as raised:
         client(proxy).chat.completions.create(
             model="m", messages=MESSAGES, stream=True, temperature=0.7, extra_body={"truncate": 5000}
         )
     assert raised.value.body["message"] == (
         "Input validation error: `truncate` must be strictly positive and less than 4095. Given: 5000"
     )
+    assert raised.value.body["type"] == "invalid_request_error"
 
 
 def test_error_after_the_first_token_is_an_error_event(proxy, fake_tgi):

@@ -314,8 +314,8 @@ def test_tgi_errors_become_openai_errors(proxy, fake_tgi, failure, exception):
     assert raised.value.body["code"] == failure[2]
 
 
-def test_tgi_validation_error_is_a_422_with_tgis_message(proxy, fake_tgi):
-    with pytest.raises(openai.UnprocessableEntityError) as raised:
+def test_tgi_validation_error_is_a_400_invalid_request_with_tgis_message(proxy, fake_tgi):
+    with pytest.raises(openai.BadRequestError) as raised:
         client(proxy).chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}], temperature=0.7, extra_body={"truncate": 5000}
         )
@@ -323,6 +323,7 @@ def test_tgi_validation_error_is_a_422_with_tgis_message(proxy, fake_tgi):
         "Input validation error: `truncate` must be strictly positive and less than 4095. Given: 5000"
     )
     assert raised.value.body["code"] == "validation"
+    assert raised.value.body["type"] == "invalid_request_error"
 
 
 def test_model_chat_template_drops_bos_and_stops_at_end_of_turn(proxy, fake_tgi):

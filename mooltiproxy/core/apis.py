@@ -5,6 +5,7 @@ OPENAI_CHAT = "openai.chat"  # the pivot every front and every target kind maps 
 OPENAI_COMPLETIONS = "openai.completions"
 OPENAI_RESPONSES = "openai.responses"
 OPENAI_COMPATIBLE = "openai.compatible"  # a chat server's own dialect (TGI's /v1, vLLM, ...)
+COMPATIBLE_TOKENIZE = "openai.compatible.tokenize"  # its chat tokenizer: vLLM's /tokenize, TGI's /chat_tokenize
 ANTHROPIC_MESSAGES = "anthropic.messages"
 ANTHROPIC_COUNT = "anthropic.count"
 TGI_GENERATE = "tgi.generate"

@@ -52,6 +52,22 @@ class ProxyError(Exception):
         self.headers = headers
 
 
+class ContextLengthExceeded(ProxyError):
+    """A prompt that leaves no room for a single new token in the target's context window."""
+
+    def __init__(self, limit: int, prompt_tokens: int, new_tokens: int):
+        super().__init__(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{prompt_tokens + new_tokens} tokens ({prompt_tokens} in the messages, {new_tokens} in the completion). "
+            "Please reduce the length of the messages or completion.",
+            code="context_length_exceeded",
+            param="messages",
+        )
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+
+
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
     error_type = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
@@ -75,10 +91,11 @@ def anthropic_error_type(status: int) -> str:
     return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
-def anthropic_error_body(status: int, message: str, request_id: str | None, code: str | None = None) -> bytes:
-    if code == "context_length_exceeded":  # Anthropic's own words, which Claude Code reacts to
-        message = f"input length and `max_tokens` exceed context limit: {message}"
-    body = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+def anthropic_error_body(error: ProxyError, request_id: str | None) -> bytes:
+    message = error.message
+    if isinstance(error, ContextLengthExceeded):  # Anthropic's own words, on which Claude Code compacts
+        message = f"prompt is too long: {error.prompt_tokens} tokens > {error.limit} maximum"
+    body = {"type": "error", "error": {"type": anthropic_error_type(error.status), "message": message}}
     return json.dumps({**body, "request_id": request_id}).encode()
 
 
@@ -89,6 +106,13 @@ def shown_url(url: str) -> str:
     host = f"[{host}]" if ":" in host else host
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def refusal_status(status: int) -> int:
+    """The status a client gets for a target's refusal: a request the target found invalid (TGI's
+    422, a 4xx of any other kind) is the client's 400 `invalid_request_error`, as OpenAI and Anthropic
+    answer it; rate limits, sizes and the target's own failures keep theirs."""
+    return 400 if status in (400, 422) else status
 
 
 def upstream_error(status: int, body: bytes, target_name: str, tried: str = "") -> ProxyError:
@@ -104,10 +128,14 @@ def upstream_error(status: int, body: bytes, target_name: str, tried: str = "") 
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         error_type = payload.get("error_type")
-        return ProxyError(status, payload["error"], code=error_type if isinstance(error_type, str) else None)
+        code = error_type if isinstance(error_type, str) else None
+        return ProxyError(refusal_status(status), payload["error"], code=code)
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         error = payload["error"]
-        return ProxyError(status, str(error.get("message", "")), code=error.get("code"), param=error.get("param"))
+        message, code = str(error.get("message", "")), error.get("code")
+        return ProxyError(
+            refusal_status(status), message, code=code if isinstance(code, str) else None, param=error.get("param")
+        )
     text = body[:1000].decode("utf-8", "replace").strip()
     message = f"Target '{target_name}' answered HTTP {status}" + (f" to {tried}" if tried else "")
     if status == 404:

@@ -8,6 +8,9 @@ X-Stainless-*, custom ones...), except
   - the client's credentials: Authorization, Proxy-Authorization, Cookie; and the proxy's own
     routing header `target`;
   - Expect (the proxy has read the whole body already).
+On a translated route, where the proxy writes the body in the target's API, only what is not tied
+to the client's API passes (User-Agent and W3C trace context): a front's own headers
+(anthropic-version, anthropic-beta, OpenAI-Beta, X-Stainless-*) mean nothing to the target.
 The target's own key, when it has one, goes as `Authorization: Bearer ...`. Who the client is goes
 as X-Forwarded-For / X-Forwarded-Proto (see `forwarding`).
 Upstream -> client: everything but hop-by-hop headers.
@@ -44,8 +47,11 @@ _NOT_FORWARDED = (
     *HOP_BY_HOP,
     *_names("host", "content-length", "content-encoding", "authorization", "x-api-key", "cookie", "target", "expect"),
 )
+_FORWARDING_NAMES = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host")
+# What crosses to a target whose API is not the client's.
+_TRANSLATED_KEPT = frozenset(("user-agent", "traceparent", "tracestate", "baggage", *_FORWARDING_NAMES))
 # What says who the client is; from anyone but a trusted proxy, the proxy's word replaces it.
-_FORWARDING = _names("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host")
+_FORWARDING = _names(*_FORWARDING_NAMES)
 _CLIENT_ADDRESS = _names("forwarded", "x-forwarded-for", "x-real-ip")
 _FORWARDED_FOR, _FORWARDED, _REAL_IP, _FORWARDED_PROTO = _names(
     "x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto"
@@ -73,9 +79,12 @@ def upstream_request_headers(
     client_headers: Mapping[str, str], authorization: str | None, *, json_body: bool, reads_answer: bool
 ) -> CIMultiDict[str]:
     """`json_body`: the proxy sends a JSON body of its own; `reads_answer`: it decodes the answer."""
-    headers = _filtered(client_headers, _NOT_FORWARDED)
     if json_body:
+        kept = CIMultiDict((name, value) for name, value in client_headers.items() if name.lower() in _TRANSLATED_KEPT)
+        headers = _filtered(kept, ())
         headers["Content-Type"] = "application/json"
+    else:
+        headers = _filtered(client_headers, _NOT_FORWARDED)
     if reads_answer:
         # The proxy reads the answer itself: compressing it would only cost CPU at both ends.
         headers["Accept-Encoding"] = "identity"

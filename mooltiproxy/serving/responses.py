@@ -27,7 +27,7 @@ def text_response(text: str, **kwargs: Any) -> web.Response:
 def error_response(error: ProxyError, front: str | None = None, request_id: str | None = None) -> web.Response:
     """The error in the shape of the API the client speaks on this route."""
     if front == ANTHROPIC_MESSAGES:
-        body = anthropic_error_body(error.status, error.message, request_id, error.code)
+        body = anthropic_error_body(error, request_id)
     else:
         body = error_body(error.status, error.message, error.code, error.param)
     return web.Response(status=error.status, body=body, content_type="application/json", headers=error.headers)

@@ -81,6 +81,10 @@ class Forwarder:
             chain_header=self._chain_header,
         )
 
+        # A translated route sends the target only what its mapper built: the front's query string
+        # (Claude Code's ?beta=true) means nothing there.
+        query = query if endpoint.request_mapper is None else ""
+
         def exchange(path: str) -> Exchange:
             return Exchange(
                 self._pool.client(target.name),

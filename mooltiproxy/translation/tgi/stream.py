@@ -17,8 +17,9 @@ from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, usag
 from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS
 from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
 
-# TGI's error_type -> the HTTP status TGI would have answered outside a stream.
-ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
+# TGI's error_type -> the status the client gets, as for the same error outside a stream (TGI's 422
+# for a request it refuses is the client's 400: core.errors.refusal_status).
+ERROR_STATUSES = {"validation": 400, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
 
 
 class StopFilter:

@@ -29,6 +29,7 @@ where a special token's text is kept when it is one of the parser's markers (SPE
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Sequence
@@ -49,9 +50,16 @@ SPECIAL_MARKERS = {
     "qwen3_coder": frozenset({"<tool_call>", "</tool_call>"}),
     "mistral": frozenset({"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"}),
 }
-_MARKED_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
-_XML_FUNCTION = re.compile(r"\s*<function=([^>\n]+)>(.*?)(?:</function>)?\s*", re.S)
-_XML_PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|\Z)", re.S)
+# Where a call that a marker opened ends (the group `end` is the closing marker): Qwen3-Coder's
+# `</tool_call>` counts only after its `</function>`, so that a value holding "</tool_call>" (an
+# agent writing a file about tool calls) does not end the call. A call the answer ends before its
+# closing marker (the model stopped there) is still read.
+CLOSINGS = {
+    "hermes": re.compile(r"(?P<end></tool_call>)"),
+    "qwen3_coder": re.compile(r"</function>\s*(?P<end></tool_call>)"),
+}
+_XML_FUNCTION = re.compile(r"\s*<function=([^>\n]+)>(.*)", re.S)
+_XML_PARAMETER_START = re.compile(r"<parameter=([^>\n]+)>")
 
 
 def parse_tool_calls(text: str, parser: str, tools: Sequence[Any] = ()) -> tuple[str | None, list[dict[str, Any]]]:
@@ -63,16 +71,21 @@ def parse_tool_calls(text: str, parser: str, tools: Sequence[Any] = ()) -> tuple
         return _grammar_answer(text)
     if parser == "mistral":
         return _mistral_answer(text)
+    opening, closing = MARKERS[parser][0], CLOSINGS[parser]
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
-    position = 0
-    for match in _MARKED_CALL.finditer(text):
-        found = marked_calls(match.group(1), parser, tools)
-        if found is None:
-            continue  # malformed: left in the text
-        kept.append(text[position : match.start()])
-        position = match.end()
-        calls += found
+    position = search = 0
+    while (start := text.find(opening, search)) >= 0:
+        body = start + len(opening)
+        close = closing.search(text, body)
+        found = marked_calls(text[body : close.start("end")] if close else text[body:], parser, tools)
+        if found is not None:
+            kept.append(text[position:start])
+            position = close.end() if close else len(text)
+            calls += found
+        if close is None:
+            break
+        search = close.end()  # a malformed call stays in the text
     kept.append(text[position:])
     content = "".join(kept).strip()
     return (content or None) if calls else text, calls
@@ -144,7 +157,7 @@ def _json_calls(text: str) -> list[dict[str, Any]]:
             value, end = decoder.raw_decode(body, position)
         except ValueError:
             return []
-        call = _call_of(value)
+        call = _call_of(value, arguments_required=True)
         if call is None:
             return []
         calls.append(call)
@@ -164,37 +177,107 @@ def marked_calls(source: str, parser: str, tools: Sequence[Any]) -> list[dict[st
 
 def _xml_call(source: str, tools: Sequence[Any]) -> dict[str, Any] | None:
     """`<function=name><parameter=key>value</parameter>...</function>`, each value made the type the
-    tool's schema gives its parameter (a string when the schema says string or nothing)."""
-    function = _XML_FUNCTION.fullmatch(source)
+    tool's schema gives its parameter (a string when the schema says string or nothing). A function
+    none of the request's tools is (a template's `{{ name }}` leaking) is no call."""
+    function = _XML_FUNCTION.match(source)
     if function is None:
         return None
     name = function.group(1).strip()
     properties = _parameters_of(name, tools)
+    if properties is None:
+        return None
+    body = function.group(2)
+    end = body.rfind("</function>")
+    if end >= 0 and not body[end + len("</function>") :].strip():
+        body = body[:end]
+    return _call_of({"name": name, "arguments": _xml_arguments(body, properties)})
+
+
+def _xml_arguments(body: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """Each value runs to the next parameter's start, less its closing `</parameter>`: a value may
+    hold `</parameter>` itself, and `<parameter=...>` too when the name is not the tool's or was seen
+    already (an agent writing a file about tool calls)."""
+    starts: list[re.Match[str]] = []
+    seen: set[str] = set()
+    for start in _XML_PARAMETER_START.finditer(body):
+        key = start.group(1).strip()
+        if key not in seen and (not properties or key in properties):
+            seen.add(key)
+            starts.append(start)
     arguments = {}
-    for parameter in _XML_PARAMETER.finditer(function.group(2)):
-        key = parameter.group(1).strip()
-        value = parameter.group(2).removeprefix("\n").removesuffix("\n")
+    for index, start in enumerate(starts):
+        stop = starts[index + 1].start() if index + 1 < len(starts) else len(body)
+        value = body[start.end() : stop].rstrip()
+        value = value.removesuffix("</parameter>").removeprefix("\n").removesuffix("\n")
+        key = start.group(1).strip()
         arguments[key] = _typed(value, properties.get(key))
-    return _call_of({"name": name, "arguments": arguments})
+    return arguments
 
 
-def _parameters_of(name: str, tools: Sequence[Any]) -> dict[str, Any]:
+def _parameters_of(name: str, tools: Sequence[Any]) -> dict[str, Any] | None:
+    """The tool's declared parameters; None when the request has tools and none is called `name`."""
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and function.get("name") == name:
             parameters = function.get("parameters")
             properties = parameters.get("properties") if isinstance(parameters, dict) else None
             return properties if isinstance(properties, dict) else {}
-    return {}
+    return None if tools else {}
+
+
+# What a value of each JSON Schema type may be once read ("float" is a type some tools declare).
+_KINDS: dict[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "number": (int, float),
+    "float": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
 
 
 def _typed(value: str, schema: Any) -> Any:
-    """An XML parameter's text as its schema's type says; text that is not of that type stays text."""
-    kind = schema.get("type") if isinstance(schema, dict) else None
-    if kind in (None, "string") or (isinstance(kind, list) and "string" in kind):
+    """An XML parameter's text as its schema says (`type`, a list of types, or Pydantic's
+    `anyOf`/`oneOf` for Optional fields): JSON, or a Python literal (`True`, `None`, `{'k': 'v'}`)
+    as models write them; `null`/`None` where the schema allows null; text that is not of the type
+    stays text."""
+    kinds = _types_of(schema)
+    written = value.strip()
+    if "null" in kinds and written in ("null", "None"):
+        return None
+    first = next((kind for kind in kinds if kind != "null"), "string")
+    if first not in _KINDS:
         return value
-    parsed = _json_value(value)
-    return value if parsed is _NOT_JSON else parsed
+    parsed = _literal(written)
+    if isinstance(parsed, tuple):
+        parsed = list(parsed)
+    allowed = _KINDS[first]
+    if parsed is _NOT_JSON or not isinstance(parsed, allowed) or (isinstance(parsed, bool) and bool not in allowed):
+        return value
+    return parsed
+
+
+def _types_of(schema: Any) -> list[str]:
+    if not isinstance(schema, dict):
+        return []
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return [kind]
+    if isinstance(kind, list):
+        return [item for item in kind if isinstance(item, str)]
+    members = schema.get("anyOf") or schema.get("oneOf")
+    return [kind for member in members for kind in _types_of(member)] if isinstance(members, list) else []
+
+
+def _literal(text: str) -> Any:
+    """JSON, else a Python literal, else _NOT_JSON."""
+    parsed = _json_value(text)
+    if parsed is not _NOT_JSON:
+        return parsed
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NOT_JSON
 
 
 def _call(source: str) -> dict[str, Any] | None:
@@ -205,10 +288,22 @@ def _call(source: str) -> dict[str, Any] | None:
     return _call_of(value)
 
 
-def _call_of(value: Any) -> dict[str, Any] | None:
-    """An OpenAI tool call from a parsed {"name", "arguments" (or "parameters")}, or None."""
+def _call_of(value: Any, *, arguments_required: bool = False) -> dict[str, Any] | None:
+    """An OpenAI tool call from a parsed {"name", "arguments" (or "parameters")}, or None. The
+    arguments must be an object, or a string that is one (Granite and some Hermes models encode
+    them): anything else (`"hello"`, `"[oops"`, a number) is no call, since no client could read it."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
+    if arguments_required and "arguments" not in value and "parameters" not in value:
+        return None
     arguments = value.get("arguments", value.get("parameters", {}))
-    encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    if isinstance(arguments, str):
+        decoded = _json_value(arguments)
+        if not isinstance(decoded, dict):
+            return None
+        encoded = arguments.strip()
+    elif isinstance(arguments, dict):
+        encoded = json.dumps(arguments, ensure_ascii=False)
+    else:
+        return None
     return {"id": new_id("call_"), "type": "function", "function": {"name": value["name"], "arguments": encoded}}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mooltiproxy.translation.tgi.tool_calls import MARKERS, marked_calls, parse_tool_calls
+from mooltiproxy.translation.tgi.tool_calls import CLOSINGS, MARKERS, marked_calls, parse_tool_calls
 
 
 def tool_call_filter(parser: str, tools: Sequence[Any] = ()) -> ToolCallFilter | WholeAnswerFilter:
@@ -17,31 +17,33 @@ def tool_call_filter(parser: str, tools: Sequence[Any] = ()) -> ToolCallFilter |
 
 class WholeAnswerFilter:
     """For parsers whose calls are the whole answer: an answer that may be calls (one that begins
-    with `{`, or any answer under a grammar) is held to its end; any other is released as it comes."""
+    with `{`, or any answer under a grammar) is held to its end; any other is released as it comes,
+    whatever braces come later."""
 
     def __init__(self, parser: str, hold_all: bool = False):
         self._parser = parser
         self._held: str | None = "" if hold_all else None  # the answer so far, while it may be calls
-        self._deciding = ""
+        self._deciding: str | None = ""  # its blank start, until a character decides; None once text
 
     def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         if self._held is not None:
             self._held += text
             return "", []
+        if self._deciding is None:
+            return text, []
         self._deciding += text
         start = self._deciding.lstrip().removeprefix("<|python_tag|>").lstrip()
-        if not start:
+        if not start or "<|python_tag|>".startswith(self._deciding.lstrip()):
             return "", []
-        released, self._deciding = self._deciding, ""
+        released, self._deciding = self._deciding, None
         if start.startswith("{"):
             self._held = released
             return "", []
-        self._held = None
         return released, []
 
     def flush(self) -> tuple[str, list[dict[str, Any]]]:
         """What is left, and the calls it turned out to be."""
-        held, self._held, self._deciding = (self._held or "") + self._deciding, None, ""
+        held, self._held, self._deciding = (self._held or "") + (self._deciding or ""), None, None
         content, calls = parse_tool_calls(held, self._parser)
         return content or "", calls
 
@@ -54,7 +56,8 @@ class ToolCallFilter:
     def __init__(self, parser: str, tools: Sequence[Any]):
         self._parser = parser
         self._tools = tools
-        self._open, self._close = MARKERS[parser]
+        self._open = MARKERS[parser][0]
+        self._closing = CLOSINGS.get(parser)
         self._buffer = ""
         self._inside = False
         self._after_call = False  # whitespace after a call is held: it is text only if more follows
@@ -73,13 +76,14 @@ class ToolCallFilter:
                     break
                 released += self._buffer[:start]
                 self._buffer, self._inside = self._buffer[start + len(self._open) :], True
-            end = self._buffer.find(self._close or self._open)
-            if end < 0:
+            bounds = self._call_end()
+            if bounds is None:
                 break
-            source = self._buffer[:end]
-            self._buffer = self._buffer[end + len(self._close or self._open) :]
-            self._inside = self._close is None  # the next call has begun, where calls close no other way
-            text_instead, found = self._read(source)
+            end, after = bounds
+            source, closing = self._buffer[:end], self._buffer[end:after]
+            self._buffer = self._buffer[after:]
+            self._inside = self._closing is None  # the next call has begun, where calls close no other way
+            text_instead, found = self._read(source, closing)
             released, calls = released + text_instead, calls + found
         if self._after_call and released and not released.strip():
             self._buffer, released = released + self._buffer, ""
@@ -87,20 +91,28 @@ class ToolCallFilter:
             self._after_call = False
         return released, calls
 
-    def _read(self, source: str) -> tuple[str, list[dict[str, Any]]]:
+    def _call_end(self) -> tuple[int, int] | None:
+        """Where the call being read ends and where what follows its closing marker begins."""
+        if self._closing is None:
+            start = self._buffer.find(self._open)
+            return None if start < 0 else (start, start + len(self._open))
+        close = self._closing.search(self._buffer)
+        return None if close is None else (close.start("end"), close.end())
+
+    def _read(self, source: str, closing: str) -> tuple[str, list[dict[str, Any]]]:
         """The call(s) between the markers, or, when malformed, the text it stays."""
         found = marked_calls(source, self._parser, self._tools)
         if found is None:
-            return self._open + source + (self._close or ""), []
+            return self._open + source + (closing if self._closing is not None else ""), []
         self._after_call = True
         return "", found
 
     def flush(self) -> tuple[str, list[dict[str, Any]]]:
+        """The end of the answer: a call it cut before its closing marker is still read."""
         rest, inside, self._buffer, self._inside = self._buffer, self._inside, "", False
-        if inside and self._close is None:  # the last call ends with the answer
-            released, calls = self._read(rest)
+        if inside:
+            released, calls = self._read(rest, "")
             return ("" if self._after_call and not released.strip() else released), calls
-        rest = self._open + rest if inside else rest
         return ("" if self._after_call and not rest.strip() else rest), []
 
 
