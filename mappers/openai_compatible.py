@@ -17,6 +17,8 @@ sends inside a 200 stream (TGI does) is an error with its status, not a broken s
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
@@ -27,15 +29,25 @@ from mooltiproxy.serving.context import RequestContext, Streamed
 from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.marks import kinds, on_upstream_error, streams_with
 from mooltiproxy.translation.sse import json_event
+from mooltiproxy.translation.stops import StopFilter, cut_at_stop
+
+log = logging.getLogger("mooltiproxy.translation")
 
 _WANTS_USAGE = "compatible.wants_usage"
+_OWN_STOPS = "compatible.own_stops"  # the stop strings beyond the server's limit, enforced here
 
 
 @kinds(OPENAI_CHAT, OPENAI_COMPATIBLE)
 def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
     """The request as it is, tools and all; a stream always asks for its usage (token limits and
-    the Anthropic front need it), which is passed on only to a client that asked."""
+    the Anthropic front need it), which is passed on only to a client that asked. Stop strings
+    beyond what the server takes (TGI's max_stop_sequences, from its /info) are enforced here."""
     request = dict(payload)
+    stop, limit = payload.get("stop"), context.target_info.max_stop_sequences
+    if isinstance(stop, list) and limit is not None and len(stop) > limit:
+        request["stop"], context.state[_OWN_STOPS] = stop[:limit], stop[limit:]
+        name = context.target.name if context.target is not None else "-"
+        log.info("target %s takes %d stop sequences: the proxy enforces the other %d", name, limit, len(stop) - limit)
     if payload.get("stream") is not True:
         return request
     options = payload.get("stream_options")
@@ -45,7 +57,7 @@ def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: Reques
 
 
 def _stream(endpoint: Endpoint, context: RequestContext) -> CompatibleStream:
-    return CompatibleStream(bool(context.state.get(_WANTS_USAGE)))
+    return CompatibleStream(bool(context.state.get(_WANTS_USAGE)), context.state.get(_OWN_STOPS, ()))
 
 
 def _context_window(error: ProxyError, sent: dict, context: RequestContext) -> dict | None:
@@ -67,8 +79,13 @@ def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: Request
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
         raise ProxyError(502, "The target's answer is not a chat completion", code="upstream_error")
     payload["id"] = payload.get("id") or new_id("chatcmpl-")
+    own_stops = context.state.get(_OWN_STOPS, ())
     for choice in payload["choices"]:
         message = choice.get("message") if isinstance(choice, dict) else None
+        if own_stops and isinstance(message, dict) and isinstance(message.get("content"), str):
+            message["content"], stopped = cut_at_stop(message["content"], own_stops)
+            if stopped:
+                choice["finish_reason"] = "stop"
         if isinstance(message, dict) and message.get("tool_calls"):
             for call in message["tool_calls"]:
                 call["id"] = new_id("call_")
@@ -80,9 +97,9 @@ def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: Request
 class CompatibleStream:
     """The server's chunks, normalised: a unique id for each tool call (sent once, as OpenAI does),
     a final chunk with a finish_reason when the server sent none, then the usage for a client that
-    asked for it."""
+    asked for it. Text stops at the first of `own_stops` (those the server does not take)."""
 
-    def __init__(self, wants_usage: bool):
+    def __init__(self, wants_usage: bool, own_stops: Sequence[str] = ()):
         self.finished = False
         self.complete = False
         self.usage: dict[str, Any] | None = None
@@ -92,6 +109,7 @@ class CompatibleStream:
         self._calls: dict[int, str] = {}
         self._id = new_id("chatcmpl-")
         self._last: dict[str, Any] = {}
+        self._stops = StopFilter(own_stops) if own_stops else None
 
     def event(self, data: str) -> list[Any]:
         if data.strip() == "[DONE]":
@@ -112,6 +130,9 @@ class CompatibleStream:
         for choice in chunk["choices"]:
             self._normalise(choice)
         self._last = chunk
+        if self._stops is not None and self._stops.stopped:  # the answer ends here, as the server would end it
+            self.finished = self.complete = self._finished_choice = True
+            chunk["choices"][0]["finish_reason"] = "stop"
         return [chunk]
 
     def _normalise(self, choice: dict[str, Any]) -> None:
@@ -127,8 +148,12 @@ class CompatibleStream:
             else:
                 self._calls[index] = call["id"] = new_id("call_")
                 call["type"] = "function"
+        if self._stops is not None and isinstance(delta.get("content"), str):
+            delta["content"] = self._stops.feed(delta["content"])
         if choice.get("finish_reason"):
             self._finished_choice = True
+            if self._stops is not None:
+                delta["content"] = (delta.get("content") or "") + self._stops.flush()
             if self._calls:
                 choice["finish_reason"] = "tool_calls"
 
@@ -136,7 +161,8 @@ class CompatibleStream:
         out: list[Any] = []
         if not self._finished_choice:
             finish = "tool_calls" if self._calls else "stop"
-            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
+            held = self._stops.flush() if self._stops is not None else ""
+            choice = {"index": 0, "delta": {"content": held} if held else {}, "logprobs": None, "finish_reason": finish}
             out.append({**self._last, "id": self._last.get("id", self._id), "choices": [choice]})
         if self._wants_usage and self._usage_chunk is not None:
             out.append(self._usage_chunk)

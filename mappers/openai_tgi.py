@@ -37,7 +37,7 @@ def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     """An OpenAI completion request -> TGI /generate request(s), or a /generate_stream one."""
     prompts = _prompts(payload.get("prompt"))
     stream = _streamed(payload, context)
-    request = tgi_request(payload, endpoint.defaults, stream=stream)
+    request = tgi_request(payload, endpoint.defaults, stream=stream, max_stops=context.target_info.max_stop_sequences)
     if len(prompts) * len(request.copies) > MAX_CHOICES:
         raise invalid(f"at most {MAX_CHOICES} choices (prompts x n) per request", "n")
     context.state[_STOPS] = request.stops
@@ -116,7 +116,8 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
     tools, prompt, prompt_stops = _prompt(payload, endpoint)
     stream = _streamed(payload, context)
-    request = tgi_request(_without_tools(payload), endpoint.defaults, prompt_stops, stream=stream)
+    max_stops = context.target_info.max_stop_sequences
+    request = tgi_request(_without_tools(payload), endpoint.defaults, prompt_stops, stream=stream, max_stops=max_stops)
     parser = endpoint.tool_parser if tools else None
     tool_choice = payload.get("tool_choice")
     if tools and (parser == "grammar" or tool_choice == "required" or isinstance(tool_choice, dict)):

@@ -15,6 +15,7 @@ from mooltiproxy.core.ids import unique_id
 from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.forwarding.exchange import TargetFailed
 from mooltiproxy.forwarding.models import LISTING_PATHS, ModelCatalog
+from mooltiproxy.forwarding.target_info import TargetInfos
 from mooltiproxy.forwarding.upstream import UpstreamPool
 from mooltiproxy.guard.gate import Caller, Guard
 from mooltiproxy.guard.limits import Grant, Limiter, openai_headers
@@ -52,6 +53,7 @@ class RoutingState:
     pool: UpstreamPool
     forwarder: Forwarder
     catalog: ModelCatalog
+    infos: TargetInfos
     limiter: Limiter
     responses: StoredResponses
     authorizations: dict[str, str | None]
@@ -78,13 +80,15 @@ def routing_state(
 ) -> RoutingState:
     # Precomputed so that the hot path only looks things up.
     authorizations = {name: f"Bearer {t.key}" if t.key else None for name, t in config.targets.items()}
+    infos = TargetInfos(config.targets, pool, authorizations)
     return RoutingState(
         config=config,
         guard=guard,
         admin=admin,
         pool=pool,
-        forwarder=Forwarder(pool, authorizations, metrics, config.system, config.guard.client_address_header),
-        catalog=ModelCatalog(config.targets, pool),
+        forwarder=Forwarder(pool, infos, authorizations, metrics, config.system, config.guard.client_address_header),
+        catalog=ModelCatalog(config.targets, infos),
+        infos=infos,
         limiter=limiter,
         responses=responses,
         authorizations=authorizations,
@@ -191,7 +195,7 @@ class Proxy:
         if request.method == "GET" and path in LISTING_PATHS and target.find_endpoint(path) is None:
             # The proxy's own list of the models this client may use, whatever the default target.
             anthropic = "anthropic-version" in request.headers
-            return await state.catalog.listing(client, state.authorizations, anthropic)
+            return await state.catalog.listing(client, anthropic)
         _check_allowed(client, target)
         grant = await state.limiter.admit(client.name, state.guard.limits_of(client), target)
         if grant is not None:

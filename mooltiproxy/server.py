@@ -10,7 +10,7 @@ import os
 import signal
 import sqlite3
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -66,7 +66,7 @@ class Runtime:
         shared_file = config.guard.ban_file if config.system.workers > 1 else None
         self.shared_metrics = SharedMetrics(shared_file, self.metrics) if shared_file is not None else None
         self.proxy = Proxy(self._state(config, UpstreamPool(config.targets, config.system)), self.metrics)
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     def _state(self, config: Config, pool: UpstreamPool) -> RoutingState:
         guard = Guard(config.guard, keyring(self.master_key, config.clients), self.store, self.metrics)
@@ -104,6 +104,7 @@ class Runtime:
             raise ConfigError([f"{where}: cannot use '{path}': {exc}"]) from None
         self.limiter.start()
         await self.proxy.state.pool.open()
+        await self.proxy.state.infos.announce()  # each target's model and context, before serving
 
     async def close(self) -> None:
         await self.limiter.stop()
@@ -130,9 +131,14 @@ class Runtime:
         self.proxy.state = new_state
         self.config = config
         # Connections of changed or removed targets close once their in-flight answers are done.
-        self._retiring.add(task := asyncio.get_running_loop().create_task(old_state.pool.retire(new_state.pool)))
-        task.add_done_callback(self._retiring.discard)
+        self._in_background(old_state.pool.retire(new_state.pool))
         log.info("config reloaded: %s", config.summary())
+        self._in_background(new_state.infos.announce())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task the runtime holds until it ends (the loop keeps only weak references)."""
+        self._background.add(task := asyncio.get_running_loop().create_task(work))
+        task.add_done_callback(self._background.discard)
 
     def _keep_restart_only(self, config: Config) -> Config:
         """The reloaded config, with what only a restart changes kept as it runs (and said)."""

@@ -155,7 +155,7 @@ def echo() -> Iterator[EchoUpstream]:
 
 
 @pytest.fixture
-def start_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
+def start_proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., ProxyProcess]]:
     started: list[ProxyProcess] = []
 
     def start(config: dict[str, Any], env: dict[str, str] | None = None) -> ProxyProcess:
@@ -163,6 +163,11 @@ def start_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
         folder.mkdir()
         proxy = ProxyProcess(config, folder, env)
         started.append(proxy)
+        # The proxy asks each target what it serves (/info, /v1/models) before it listens: the
+        # test's own requests are what the fakes record from here on.
+        for name in ("fake_tgi", "fake_vllm", "echo", "scripted"):
+            if name in request.fixturenames:
+                request.getfixturevalue(name).forget()
         return proxy
 
     yield start

@@ -140,6 +140,8 @@ class FakeTGI(ThreadedServer):
         self.stream_closed = threading.Event()
         # (name, arguments): /v1/chat/completions answers with this tool call when the request has tools.
         self.tool_call: tuple[str, dict] | None = None
+        # TGI's --max-stop-sequences, said by /info and enforced by validation.
+        self.max_stop_sequences = MAX_STOP_SEQUENCES
         # A reply that breaks the request's grammar is refused (no model under it could write it);
         # tests of what the proxy makes of any text at all turn this off.
         self.grammar_checked = True
@@ -187,8 +189,10 @@ class FakeTGI(ThreadedServer):
         if p.get("max_new_tokens") == 0:
             raise ValidationFailure("`max_new_tokens` must be strictly positive")
         stop = p.get("stop") or []
-        if len(stop) > MAX_STOP_SEQUENCES:
-            raise ValidationFailure(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {len(stop)}")
+        if len(stop) > self.max_stop_sequences:
+            raise ValidationFailure(
+                f"`stop` supports up to {self.max_stop_sequences} stop sequences. Given: {len(stop)}"
+            )
         if p.get("seed") is not None and best_of > 1:
             raise ValidationFailure("`seed` must not be set when `best_of` > 1")
         top_n = p.get("top_n_tokens")
@@ -419,6 +423,15 @@ class FakeTGI(ThreadedServer):
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         stop = body.get("stop") or []
         parameters = {"max_new_tokens": max_tokens, "stop": [stop] if isinstance(stop, str) else stop}
+        # The sampling parameters as ChatRequest::try_into_generate (router/src/lib.rs) passes them:
+        # temperature 0 is greedy, presence_penalty p becomes repetition_penalty p + 2.
+        if body.get("temperature") not in (None, 0):
+            parameters["temperature"] = body["temperature"]
+        for name in ("top_p", "frequency_penalty", "seed"):
+            if body.get(name) is not None:
+                parameters[name] = body[name]
+        if body.get("presence_penalty") is not None:
+            parameters["repetition_penalty"] = body["presence_penalty"] + 2
         try:
             generate = {"inputs": prompt, "parameters": parameters}
             parameters, input_length, max_tokens = self._validate(generate, stream=False)
@@ -504,7 +517,7 @@ class FakeTGI(ThreadedServer):
                 "model_pipeline_tag": "text-generation",
                 "max_concurrent_requests": 128,
                 "max_best_of": MAX_BEST_OF,
-                "max_stop_sequences": MAX_STOP_SEQUENCES,
+                "max_stop_sequences": self.max_stop_sequences,
                 "max_input_tokens": MAX_INPUT_TOKENS,
                 "max_total_tokens": MAX_TOTAL_TOKENS,
                 "validation_workers": 2,

@@ -27,6 +27,11 @@ class ScriptedUpstream:
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._stopped = False
 
+    def forget(self) -> None:
+        """Forgets the requests and connections so far (the proxy's start-up questions, say)."""
+        self.requests.clear()
+        self.connections = 0
+
     def start(self) -> ScriptedUpstream:
         threading.Thread(target=self._accept, daemon=True).start()
         return self

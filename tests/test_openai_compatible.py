@@ -191,12 +191,25 @@ def test_a_prompt_over_the_context_is_anthropics_400_and_openais(start_proxy, se
 
 
 def test_a_refusal_inside_tgis_200_stream_is_the_clients_400(start_proxy, fake_tgi):
+    proxy = start_proxy(proxy_config({"server": {"url": fake_tgi.url, "mapping": {"/chat/completions": CHAT_ROUTE}}}))
+    # TGI refuses this frequency_penalty with an error event inside its 200 stream.
+    with pytest.raises(openai.BadRequestError) as refused:
+        list(openai_client(proxy).chat.completions.create(model="m", messages=ASK, stream=True, frequency_penalty=3))
+    assert refused.value.body["type"] == "invalid_request_error"
+    assert "`frequency_penalty` must be >= -2.0 and <= 2.0" in refused.value.body["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_sequences_beyond_the_servers_limit_are_enforced_by_the_proxy(start_proxy, fake_tgi, stream):
     proxy = start_proxy(proxy_config({"server": {"url": fake_tgi.url, "mapping": {"/messages": MESSAGES_ROUTE}}}))
-    with pytest.raises(anthropic.BadRequestError) as refused:
-        # TGI refuses five stop sequences with an error event inside its 200 stream.
-        with anthropic_client(proxy).messages.stream(
-            model="c", max_tokens=10, messages=ASK, stop_sequences=["a", "b", "c", "d", "e"]
-        ) as stream:
-            stream.get_final_message()
-    assert refused.value.body["error"]["type"] == "invalid_request_error"
-    assert "`stop` supports up to 4 stop sequences" in refused.value.body["error"]["message"]
+    assert "target server: model fake-org/fake-llama-7b-chat, context 4096 tokens (from /info)" in proxy.log()
+    fake_tgi.reply = "one two three four five six seven"
+    stops = ["A", "B", "C", "D", "five"]  # TGI's /info says it takes 4
+    request = {"model": "c", "max_tokens": 50, "messages": ASK, "stop_sequences": stops}
+    if stream:
+        with anthropic_client(proxy).messages.stream(**request) as events:
+            message = events.get_final_message()
+    else:
+        message = anthropic_client(proxy).messages.create(**request)
+    assert message.content[0].text == "one two three four "  # cut before the stop, as the server cuts
+    assert fake_tgi.last.json()["stop"] == ["A", "B", "C", "D"]

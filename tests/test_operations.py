@@ -307,3 +307,17 @@ def test_a_client_limited_to_some_targets_lists_their_models(start_proxy, fake_t
     assert [(model.id, model.owned_by) for model in models.data] == [("alpha", "named"), ("beta", "named")]
     # The default target itself stays out of alice's reach.
     assert httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=auth(alice)).status_code == 403
+
+
+def test_at_start_each_target_says_its_model_and_context(start_proxy, fake_tgi, fake_vllm):
+    targets = {
+        "tgi": {"url": fake_tgi.url, "mapping": {"/generate": None}},
+        "vllm": {"url": fake_vllm.url, "mapping": {"/v1/chat/completions": None}},
+        "pinned": {"url": fake_tgi.url, "context_length": 8192, "mapping": {"/generate": None}},
+        "down": {"url": "http://127.0.0.1:9", "mapping": {"/generate": None}},
+    }
+    log = start_proxy(proxy_config(targets, default="tgi")).log()
+    assert "target tgi: model fake-org/fake-llama-7b-chat, context 4096 tokens (from /info)" in log
+    assert "target vllm: model fake-org/fake-llama-7b-chat, context 4096 tokens (from /v1/models)" in log
+    assert "target pinned: model fake-org/fake-llama-7b-chat, context 8192 tokens (from the config)" in log
+    assert "target down: could not read its model and limits (/info, /v1/models)" in log

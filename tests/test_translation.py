@@ -248,6 +248,15 @@ def test_stops_beyond_tgis_limit_are_enforced_by_the_proxy(proxy, fake_tgi):
     assert answer.choices[0].finish_reason == "stop"
 
 
+def test_the_stop_limit_is_the_one_tgis_info_says(start_proxy, fake_tgi):
+    fake_tgi.max_stop_sequences = 2  # a TGI started with --max-stop-sequences 2
+    proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": TRANSLATED}}))
+    fake_tgi.reply = "alpha beta gamma delta"
+    answer = client(proxy).completions.create(model="m", prompt="x", stop=["s1", "s2", "gamma"])
+    assert sent_parameters(fake_tgi)["stop"] == ["s1", "s2"]
+    assert answer.choices[0].text == "alpha beta "
+
+
 def test_best_of(proxy, fake_tgi):
     completions = client(proxy).completions
     completions.create(model="m", prompt="x", best_of=2, temperature=0.7)

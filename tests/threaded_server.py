@@ -36,6 +36,10 @@ class ThreadedServer:
     def build_app(self) -> web.Application:
         raise NotImplementedError
 
+    def forget(self) -> None:
+        """Forgets the requests received so far (the proxy's start-up questions, say)."""
+        self.received.clear()
+
     def start(self) -> ThreadedServer:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)

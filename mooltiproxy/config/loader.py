@@ -233,6 +233,7 @@ class _Builder:
             else {},
             keepalive=entry["keepalive"],
             limits=_limits(entry["limits"]),
+            context_length=entry["context_length"],
         )
 
     def _endpoint(self, where: str, incoming: str, spec: dict) -> Endpoint:

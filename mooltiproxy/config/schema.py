@@ -410,6 +410,7 @@ def build_schema(
                 vol.Optional("max_connections", default=DEFAULT_MAX_CONNECTIONS): _integer(1),
                 vol.Optional("verify", default=True): vol.Any(bool, _existing_file(folder)),
                 vol.Optional("keepalive", default=True): bool,
+                vol.Optional("context_length", default=None): vol.Any(None, _integer(2)),
                 vol.Required("mapping"): _checked(
                     vol.Schema({str: mapping_entry}), incoming_paths, outside_admin_prefix
                 ),

@@ -108,6 +108,8 @@ class Target:
     keepalive: bool = True
     # For all the target's callers together.
     limits: Limits = NO_LIMITS
+    # Tokens of prompt and answer together; None: as the target says (TGI's /info, /v1/models).
+    context_length: int | None = None
 
     def find_endpoint(self, path: str) -> Endpoint | None:
         """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
@@ -115,6 +117,17 @@ class Target:
         if endpoint is None and path.startswith("/v1/"):
             endpoint = self.endpoints.get(path[3:])
         return endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    """What is known of a target's model: what it says of itself (TGI's /info, an OpenAI-compatible
+    server's /v1/models), with the config's `context_length` first. None: not known."""
+
+    model_id: str | None = None
+    context_length: int | None = None  # prompt and answer together
+    max_stop_sequences: int | None = None
+    source: str = "nothing"  # where it was read: "/info", "/v1/models", "the config"
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,7 +143,7 @@ class UpstreamAnswer:
         self._slots.release()
 
 
-def _tls_context(verify: object) -> ssl.SSLContext:
+def tls_context(verify: object) -> ssl.SSLContext:
     if verify is True:
         return ssl.create_default_context()
     if verify is False:
@@ -164,7 +164,7 @@ class TargetClient:
         # keepalive: false, for a target not trusted to frame its answers: a connection per request.
         reuse = {"keepalive_timeout": IDLE_SECONDS} if target.keepalive else {"force_close": True}
         connector = aiohttp.TCPConnector(
-            limit=target.max_connections, limit_per_host=0, ssl=_tls_context(target.verify), **reuse
+            limit=target.max_connections, limit_per_host=0, ssl=tls_context(target.verify), **reuse
         )
         self.session = aiohttp.ClientSession(
             connector=connector,

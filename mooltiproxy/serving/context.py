@@ -7,11 +7,12 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from mooltiproxy.config.settings import Endpoint, Target
+from mooltiproxy.config.settings import Endpoint, Target, TargetInfo
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 
 _UNPARSED = object()
+_UNKNOWN = TargetInfo()
 
 
 class FanOut(list):
@@ -32,7 +33,8 @@ class RequestContext:
 
     `request_id`: X-Request-ID (the client's, or one made up); `client_name`: the name of the
     client's key; `body`: the client's original JSON body;
-    `target` / `endpoint`: where the request goes;
+    `target` / `endpoint`: where the request goes; `target_info`: what is known of the target's
+    model (its context length, the stop sequences it takes);
     `upstream_status` / `upstream_headers`: the (first) upstream answer's; `answer_headers`:
     the headers of every answer of a fan-out; `state`: a dict a request mapper can use to
     leave notes for the answer mapper of the same request.
@@ -48,6 +50,7 @@ class RequestContext:
         "completion_tokens",
         "target",
         "endpoint",
+        "target_info",
         "raw_body",
         "held_bytes",
         "rate_headers",
@@ -71,6 +74,7 @@ class RequestContext:
         self.completion_tokens: int | None = None
         self.target: Target | None = None
         self.endpoint: Endpoint | None = None
+        self.target_info = _UNKNOWN  # its context length, for a translated request
         self.raw_body: bytes = b""
         self.held_bytes = 0  # of the process's body budget
         # The rate-limit headers of a limited key's answer (they replace a target's own).

@@ -17,6 +17,7 @@ from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.headers import forwarding, upstream_request_headers
 from mooltiproxy.forwarding.relay import relay
+from mooltiproxy.forwarding.target_info import TargetInfos
 from mooltiproxy.forwarding.upstream import UpstreamPool
 from mooltiproxy.forwarding.usage import UsageTail
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
@@ -38,12 +39,14 @@ class Forwarder:
     def __init__(
         self,
         pool: UpstreamPool,
+        infos: TargetInfos,
         authorizations: dict[str, str | None],
         metrics: Metrics,
         system: SystemSettings,
         chain_header: str,
     ):
         self._pool = pool
+        self._infos = infos
         self._chain_header = chain_header  # where trusted proxies name the client
         self._authorizations = authorizations
         self._metrics = metrics
@@ -65,6 +68,8 @@ class Forwarder:
     ) -> web.StreamResponse:
         context.target, context.endpoint, context.answered_by = target, endpoint, target.name
         context.state.clear()  # a fallback target maps the request afresh
+        if endpoint.request_mapper is not None:
+            context.target_info = await self._infos.of(target.name)
         call = self._map_request(context, endpoint)
         headers = upstream_request_headers(
             request.headers,

@@ -8,22 +8,9 @@ from typing import Any
 
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.translation.stops import cut_at_stop
 
 FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """The text before the first stop string, and whether one was found.
-
-    TGI leaves the stop sequence at the end of generated_text; stops beyond TGI's limit may appear
-    anywhere, since only the proxy enforces them.
-    """
-    cut = -1
-    for stop in stops:
-        index = text.find(stop)
-        if index >= 0 and (cut < 0 or index < cut):
-            cut = index
-    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 def choice_text(answer: Any, stops: Sequence[str], kept_specials: frozenset[str] = frozenset()) -> tuple[str, str, int]:

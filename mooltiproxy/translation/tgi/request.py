@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 from mooltiproxy.core.errors import ProxyError
 
-MAX_TGI_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences; further ones are enforced by the proxy
+# TGI's default --max-stop-sequences, when its /info did not say; further ones are enforced by the proxy.
+MAX_TGI_STOP_SEQUENCES = 4
 MAX_CHOICES = 16  # bounds the upstream calls one request may cause (n, prompt lists)
 # presence_penalty (additive, [-2, 2]) becomes TGI's multiplicative repetition_penalty in [0.8, 1.2].
 PRESENCE_TO_REPETITION = 0.1
@@ -122,7 +123,12 @@ def _stop_list(stop: Any) -> list[str]:
 
 
 def tgi_request(
-    body: Mapping[str, Any], defaults: Mapping[str, Any], prompt_stops: Sequence[str] = (), *, stream: bool = False
+    body: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    prompt_stops: Sequence[str] = (),
+    *,
+    stream: bool = False,
+    max_stops: int | None = None,
 ) -> TGIRequest:
     get, default = body.get, defaults.get
     for field, feature in _UNSUPPORTED.items():
@@ -215,7 +221,7 @@ def tgi_request(
     stops = [*_stop_list(stop), *prompt_stops] if stop is not None else prompt_stops
     stops = [stop for stop in dict.fromkeys(stops) if stop] if stops else []
     if stops:
-        parameters["stop"] = stops[:MAX_TGI_STOP_SEQUENCES]
+        parameters["stop"] = stops[: max_stops or MAX_TGI_STOP_SEQUENCES]
 
     n = get("n")
     n = 1 if n is None else _integer(n, "n", 1, MAX_CHOICES)

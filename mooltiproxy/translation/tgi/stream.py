@@ -13,52 +13,14 @@ from typing import Any
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.translation.sse import json_event
-from mooltiproxy.translation.tgi.answer import FINISH_REASONS, cut_at_stop, usage
+from mooltiproxy.translation.stops import StopFilter
+from mooltiproxy.translation.tgi.answer import FINISH_REASONS, usage
 from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS
 from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
 
 # TGI's error_type -> the status the client gets, as for the same error outside a stream (TGI's 422
 # for a request it refuses is the client's 400: core.errors.refusal_status).
 ERROR_STATUSES = {"validation": 400, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
-
-
-class StopFilter:
-    def __init__(self, stops: Sequence[str]):
-        self._stops = [stop for stop in stops if stop]
-        self._pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """The text that can be released now."""
-        if self.stopped or not text:
-            return ""
-        buffer = self._pending + text
-        before, found = cut_at_stop(buffer, self._stops)
-        if found:
-            self.stopped = True
-            self._pending = ""
-            return before
-        held = self._held_back(buffer)
-        self._pending = buffer[len(buffer) - held :] if held else ""
-        return buffer[: len(buffer) - held]
-
-    def flush(self) -> str:
-        rest, self._pending = ("" if self.stopped else self._pending), ""
-        return rest
-
-    def _held_back(self, buffer: str) -> int:
-        """Length of the longest end of the (non-empty) buffer that begins a stop string: the text
-        that may yet become one."""
-        held = 0
-        last = buffer[-1]
-        for stop in self._stops:
-            if last not in stop[:-1]:  # the usual case, one test per token: no end of the buffer begins it
-                continue
-            for length in range(min(len(stop) - 1, len(buffer)), held, -1):
-                if buffer.endswith(stop[:length]):
-                    held = length
-                    break
-        return held
 
 
 def event_error(event: dict) -> ProxyError | None:
