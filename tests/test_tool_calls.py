@@ -709,3 +709,29 @@ def test_the_tool_grammar_is_one_tgi_takes_with_pydantic_references_resolved():
     assert read_tool_answer(json.dumps(answer)) == ("plan", {"step": {"n": 2}})
     assert read_tool_answer(grammar_no_tool("Hi")) == "Hi"
     assert read_tool_answer('{"function": {"_name": "plan"') is None  # cut short: it stays text
+
+
+def test_claude_codes_request_on_a_generate_route(start_proxy, fake_tgi, tmp_path):
+    """What Claude Code sends (24 tools, max_tokens 32,000, streamed, through the beta messages API
+    with its query string), onto TGI's /generate: the call comes back, and count_tokens agrees with
+    the usage."""
+    qwen = model_folder(tmp_path, QWEN, eos_token="<|im_end|>")
+    count = {**COMMON, "path": "/tokenize", "in": ["countReqAnthropicToOpenAI", "tokenizeReqOpenAItoTGI"]}
+    mapping = {**ROUTES, "/messages/count_tokens": {**count, "out": "countAnsTGItoAnthropic"}}
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": mapping}}, templates={"Qwen": {"tokenizer_config": qwen}}
+    )
+    proxy = start_proxy(config)
+    tools = [ANTHROPIC_WEATHER] + [{**ANTHROPIC_WEATHER, "name": f"tool_{index}"} for index in range(23)]
+    request = {"model": "claude-sonnet-4-5", "messages": ASK, "tools": tools, "system": "You are Claude."}
+    beta = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0).beta.messages
+    fake_tgi.reply = CALL
+    with beta.stream(**request, max_tokens=32000) as stream:
+        message = stream.get_final_message()
+    (use,) = [block for block in message.content if block.type == "tool_use"]
+    assert (use.name, use.input, message.stop_reason) == ("get_weather", {"city": "Paris"}, "tool_use")
+    refused, sent = fake_tgi.received[-2:]
+    assert refused.json()["parameters"]["max_new_tokens"] == 32000
+    assert sent.json()["parameters"]["max_new_tokens"] == 4096 - message.usage.input_tokens
+    assert sent.query == ""
+    assert beta.count_tokens(**request).input_tokens == message.usage.input_tokens
