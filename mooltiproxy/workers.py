@@ -31,6 +31,10 @@ RESTART_DELAY = 1.0
 
 
 def _worker(config: Config, master_key: str, index: int, ready: Event) -> None:
+    # A forked worker inherits the supervisor's handlers, which act on the supervisor's children: until
+    # it serves and installs its own, a signal ends it plainly.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         accelerators.run(serve(config, master_key, worker=index, on_ready=ready.set))
     except ConfigError as error:

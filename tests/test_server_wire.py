@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import time
 
 import pytest
 from scripted_upstream import Script, ScriptedUpstream
@@ -318,3 +319,41 @@ def test_one_date_header_the_upstream_one_when_it_sent_one(start_proxy):
     assert heads[0].count("\r\ndate: ") == 1
     assert "\r\ndate: mon, 02 jan 2006 15:04:05 gmt" in heads[0]
     assert heads[1].count("\r\ndate: ") == 1
+
+
+def test_a_length_of_4400_digits_is_read_as_llhttp_reads_it(proxy, echo):
+    """Leading zeros are valid, and Python's int() refuses strings past 4,300 digits."""
+    with connect(proxy) as sock:
+        sock.sendall(request("POST", "/echo", headers=f"Content-Length: {'0' * 4400}5\r\n") + b"hello")
+        status, _, body = Reader(sock).answer()
+    assert status == 200
+    assert json.loads(body)["body"] == "hello"
+    assert "Traceback" not in proxy.log() and "internal error" not in proxy.log()
+
+
+def test_clients_that_pipeline_and_read_nothing_are_cut(start_proxy, echo):
+    """Answers queue for a client that sends and never reads: after client_timeout without reading,
+    whatever holds the answers, its connection is closed."""
+    config = proxy_config({"echo": {"url": echo.url, "mapping": {"/a": None}}}, system={"client_timeout": 1})
+    proxy = start_proxy(config)
+    clients = [connect(proxy) for _ in range(10)]
+    for sock in clients:
+        sock.setblocking(False)
+    pipelined = request("GET", "/a") * 200
+    cut: set[int] = set()
+    deadline = time.monotonic() + 6
+    while len(cut) < len(clients) and time.monotonic() < deadline:
+        for index, sock in enumerate(clients):
+            if index in cut:
+                continue
+            try:
+                sock.send(pipelined)
+            except BlockingIOError:
+                pass
+            except OSError:  # reset or broken pipe: the proxy cut it
+                cut.add(index)
+        time.sleep(0.01)
+    assert len(cut) == len(clients), f"{len(clients) - len(cut)} connections still open"
+    assert "cut a connection whose client read nothing for 1 s" in proxy.log()
+    for sock in clients:
+        sock.close()

@@ -203,3 +203,46 @@ def test_translated_answer_chunked_and_gzipped_is_decoded(proxy, scripted):
     assert response.json()["choices"][0]["text"] == " decoded"
     # The proxy asked for no encoding, since it reads the answer itself.
     assert b"accept-encoding: identity" in scripted.requests[-1].lower()
+
+
+def test_a_length_of_4400_digits_from_a_target_is_relayed_as_its_value(start_proxy, scripted):
+    scripted.scripts["/long"] = Script([b"HTTP/1.1 200 OK\r\nContent-Length: " + b"0" * 4400 + b"5\r\n\r\nhello"])
+    proxy = start_proxy(proxy_config({"raw": {"url": scripted.url, "mapping": {"/long": None}}}))
+    answer = httpx.get(f"{proxy.url}/long", headers=auth())
+    assert (answer.status_code, answer.content, answer.headers["content-length"]) == (200, b"hello", "5")
+    assert "Traceback" not in proxy.log() and "internal error" not in proxy.log()
+
+
+FINAL = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        Script([b"HTTP/1.1 100 Continue\r\n\r\n" + FINAL]),  # the interim and the final answer at once
+        Script([b"HTTP/1.1 100 Continue\r\n\r\n", FINAL], pause=0.5),  # the final answer later
+        # An interim answer carrying a body: no body belongs to a 1xx, so the rest cannot be trusted.
+        Script([b"HTTP/1.1 100 Continue\r\nContent-Length: 44\r\n\r\n" + FINAL.replace(b"first", b"POISON") + FINAL]),
+    ],
+)
+def test_interim_answers_never_reach_a_later_request(start_proxy, scripted, script):
+    scripted.scripts["/first"] = script
+    scripted.scripts["/second"] = Script([b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"])
+    mapping = {"/first": None, "/second": None}
+    proxy = start_proxy(proxy_config({"raw": {"url": scripted.url, "mapping": mapping}}, system={"timeout": 2}))
+    httpx.post(f"{proxy.url}/first", headers=auth(), content=b"{}")
+    for _ in range(3):  # on other client connections, on whatever target connection the pool gives
+        assert httpx.get(f"{proxy.url}/second", headers=auth()).content == b"second"
+
+
+@pytest.mark.parametrize("field", [b"Content-Length : 5", b"X Bad: 1", b"X-A\tB: 1", b"X-\x7f: 1"])
+def test_a_header_name_that_is_no_token_is_a_502_and_never_relayed(start_proxy, scripted, field):
+    scripted.scripts["/head"] = Script([b"HTTP/1.1 200 OK\r\n" + field + b"\r\nContent-Length: 5\r\n\r\nhello"])
+    proxy = start_proxy(proxy_config({"raw": {"url": scripted.url, "mapping": {"/head": None}}}))
+    with connect_raw(proxy) as sock:
+        sock.sendall(f"GET /head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 502 ")
+    assert field.split(b":")[0] not in answer

@@ -34,6 +34,8 @@ async def relay(
     A `tail` sees the bytes go by, to read the usage the answer reports."""
     headers = client_response_headers(upstream.headers)
     length = upstream.content_length
+    if length is not None:
+        headers["Content-Length"] = str(length)  # as llhttp read it: leading zeros are not relayed
     if length is not None and length <= BUFFERED_BODY_LIMIT:
         try:
             body = await upstream.read()

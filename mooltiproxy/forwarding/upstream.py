@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -16,6 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mooltiproxy.config.settings import SystemSettings, Target
+from mooltiproxy.core.content_length import content_length
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.forwarding.balancer import Balancer
 
@@ -71,6 +73,15 @@ class Slots:
         self._free += 1
 
 
+# Header field names are tokens (RFC 9110 5.1, 5.6.2); joined by ":" to be checked in one match.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELD_NAMES = re.compile(rb"(?:%s(?::%s)*)?" % (_TOKEN, _TOKEN))
+
+
+class InvalidAnswerHead(aiohttp.ClientError):
+    """A target's answer whose head aiohttp took but no strict parser would."""
+
+
 class _FramingGuardedResponse(aiohttp.ClientResponse):
     """A HEAD, 204 or 304 answer has no body whatever its head says; one that announces a body
     anyway comes from a target whose framing cannot be trusted. aiohttp gives such an answer's
@@ -102,7 +113,7 @@ class UpstreamAnswer:
         self._slots = slots
         self._released = False
         self._watchdog: asyncio.TimerHandle | None = None
-        if response.content_length is None and not response.content.is_eof():
+        if content_length(response.headers) is None and not response.content.is_eof():
             self._watchdog = asyncio.get_running_loop().call_later(_WATCH_SECONDS, self._watch)
 
     def _watch(self) -> None:
@@ -120,7 +131,7 @@ class UpstreamAnswer:
 
     @property
     def content_length(self) -> int | None:
-        return self.response.content_length
+        return content_length(self.headers)
 
     async def read(self) -> bytes:
         return await self.response.read()
@@ -196,6 +207,12 @@ class TargetClient:
         except BaseException:
             self._slots.release()
             raise
+        if not _FIELD_NAMES.fullmatch(b":".join(name for name, _ in response.raw_headers)):
+            # llhttp lets `Content-Length : 5` through as a field named "Content-Length ": another
+            # parser could read it as the length. The answer's framing is in doubt: never relayed.
+            response.close()
+            self._slots.release()
+            raise InvalidAnswerHead(f"a header name that is not a token: {response.raw_headers!r:.200}")
         return UpstreamAnswer(response, self._slots)
 
     async def _wait_for_a_slot(self) -> None:

@@ -6,7 +6,9 @@ client sends, with the limits and deadlines a shield needs.
 - A malformed head is answered 400 by aiohttp and logged as one warning line that quotes nothing
   the client sent: no header value, so no key, reaches a log.
 - A complete answer is written inside the handler under `client_timeout` (see responses.bounded):
-  a client that stops reading is cut, and its target connection released.
+  a client that stops reading is cut, and its target connection released. Whatever else may leave
+  answers waiting for a client (one that pipelines requests and reads nothing, say), a sweep each
+  second cuts a connection whose unsent bytes have not gone down for `client_timeout`.
 - A client that goes away cancels its handler (handler_cancellation), which closes the target
   request at once.
 - Stopping: no new connections; idle keep-alive connections close at once; requests and streams in
@@ -16,9 +18,13 @@ client sends, with the limits and deadlines a shield needs.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import ssl
+import struct
+import sys
+import termios
 from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion10, HttpVersion11, http_parser, web
@@ -37,6 +43,7 @@ MAX_HEADERS = 128
 # After an answer to a request whose body was not read, the rest is read and dropped for this long
 # before closing: closing at once could reset the connection before the client reads the answer.
 LINGER_SECONDS = 1.0
+SWEEP_SECONDS = 1.0
 _VERSIONS = (HttpVersion10, HttpVersion11)
 
 
@@ -79,6 +86,22 @@ def check_c_parser() -> None:
     )
 
 
+# Linux says how many bytes a socket's kernel queue holds that the peer has not acknowledged: with
+# the transport's own buffer, what the client has not read yet.
+_KERNEL_QUEUE = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") else None
+
+
+def _unsent(transport: asyncio.BaseTransport) -> int:
+    waiting = transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
+    sock = transport.get_extra_info("socket")
+    if _KERNEL_QUEUE is not None and sock is not None:
+        try:
+            waiting += struct.unpack("I", fcntl.ioctl(sock.fileno(), _KERNEL_QUEUE, b"\0\0\0\0"))[0]
+        except OSError:
+            pass
+    return waiting
+
+
 class HttpServer:
     def __init__(self, handler: Handler, *, client_timeout: float):
         self._handler = handler
@@ -96,6 +119,9 @@ class HttpServer:
             auto_decompress=False,  # request bodies are decoded by the proxy, within max_body_size
         )
         self._listener: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        # Per connection with bytes waiting: their amount and when it last went down.
+        self._waiting: dict[web.RequestHandler, tuple[int, float]] = {}
 
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.version not in _VERSIONS:  # llhttp also reads HTTP/0.9 and 2.0 request lines
@@ -121,6 +147,31 @@ class HttpServer:
             # A TLS handshake gets no more time than a request head.
             ssl_handshake_timeout=self._client_timeout if ssl_context else None,
         )
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self._sweep(asyncio.get_running_loop().time())
+
+    def _sweep(self, now: float) -> None:
+        """Cuts each connection whose client has not read for `client_timeout`: its unsent bytes
+        have not gone down since then."""
+        waiting: dict[web.RequestHandler, tuple[int, float]] = {}
+        for connection in self._server.connections:
+            transport = connection.transport
+            unsent = _unsent(transport) if transport is not None else 0
+            if transport is None or not unsent:
+                continue
+            before, since = self._waiting.get(connection, (unsent + 1, now))
+            if unsent < before:
+                since = now
+            elif now - since >= self._client_timeout:
+                server_log.info("cut a connection whose client read nothing for %g s", self._client_timeout)
+                transport.abort()
+                continue
+            waiting[connection] = (unsent, since)
+        self._waiting = waiting
 
     @property
     def addresses(self) -> list[tuple]:
@@ -129,6 +180,8 @@ class HttpServer:
     async def shutdown(self, grace: float) -> None:
         if self._listener is None:
             return
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._listener.close()
         self._server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their answer
         await self._server.shutdown(grace)

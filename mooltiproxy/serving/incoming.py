@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from mooltiproxy.core.content_length import content_length
 from mooltiproxy.core.errors import ProxyError
 
 _DECODABLE = ("gzip", "x-gzip", "deflate")
@@ -41,7 +42,7 @@ async def read_body(request: web.BaseRequest, limit: int, seconds: float, take: 
     """The whole body: 413 past `limit` (without waiting for a body declared larger), 408 when it
     takes longer than `seconds`, 400 when its framing breaks, 415 / 400 for its encoding. `take`
     counts its bytes in the process's budget as they are known (and raises past it)."""
-    length = request.content_length
+    length = content_length(request.headers)
     if length is not None and length > limit:
         raise _too_large(limit)
     if not request.body_exists:
