@@ -1,4 +1,5 @@
-"""mooltiproxy command line: `mooltiproxy` or `python -m main`, with [--config PATH] [--check]."""
+"""mooltiproxy command line: `mooltiproxy` or `python -m main`, with [--config PATH] [--check], or
+`bans` / `unban ADDRESS` for the operator."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+from mooltiproxy import __version__
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.config.masterkey import resolve_master_key
 from mooltiproxy.core import accelerators
 from mooltiproxy.core.errors import ConfigError
+from mooltiproxy.operations import ban_commands
 from mooltiproxy.operations.certificates import generate_self_signed
 from mooltiproxy.operations.logs import setup_logging
 from mooltiproxy.server import serve
@@ -37,6 +40,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--check", action="store_true", help="validate the config, print a summary and exit (0: valid, 1: invalid)"
     )
+    parser.add_argument("--version", action="version", version=f"mooltiproxy {__version__}")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["bans", "unban"],
+        help="bans: list the banned addresses; unban ADDRESS: lift a ban (through the running proxy's "
+        "system.admin_socket, else on its state store)",
+    )
+    parser.add_argument("address", nargs="?", help="the address to unban")
     tls = parser.add_argument_group("self-signed certificate")
     tls.add_argument("--gen-cert", action="store_true", help="write a self-signed certificate and key, and exit")
     tls.add_argument("--certfile", help="where to write the certificate (default: certificates/cert.pem)")
@@ -79,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         report(args.config, error)
         return 1
     setup_logging(debug=config.system.debug, json_lines=config.system.log_format == "json")
+    if args.command is not None:
+        status: int = accelerators.run(ban_commands.run(config, args.command, args.address))
+        return status
     for warning in config.warnings:
         log.warning("%s", warning)
     try:

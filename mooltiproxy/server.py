@@ -12,6 +12,7 @@ import sqlite3
 import ssl
 from collections.abc import Callable, Coroutine
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from mooltiproxy.config.loader import load_config
@@ -25,6 +26,7 @@ from mooltiproxy.guard.gate import Guard
 from mooltiproxy.guard.keys import keyring
 from mooltiproxy.guard.limits import Limiter
 from mooltiproxy.operations.admin import Admin
+from mooltiproxy.operations.admin_socket import AdminSocket
 from mooltiproxy.operations.logs import setup_logging
 from mooltiproxy.proxy import Proxy, RoutingState, routing_state
 from mooltiproxy.serving.http_server import HttpServer, check_c_parser
@@ -48,6 +50,7 @@ RESTART_ONLY = (
     "state_envkey",
     "state_timeout",
     "state_connections",
+    "admin_socket",
     "limits_fail_closed",
 )
 
@@ -196,12 +199,31 @@ async def serve(
     runtime = Runtime(config, master_key)
     await runtime.open()
     server = HttpServer(runtime.proxy.handle, client_timeout=system.client_timeout)
+    # One process answers the operator's socket: the only one, or the first worker (the others
+    # share its state store).
+    door = await _open_admin_socket(system.admin_socket, runtime) if not worker else None
     try:
         await _serve_until_stopped(server, runtime, ssl_context, worker, on_ready)
     finally:
         # Stopping lets in-flight requests and streams finish for up to shutdown_grace.
         await server.shutdown(system.shutdown_grace)
+        if door is not None:
+            await door.close()
         await runtime.close()
+
+
+async def _open_admin_socket(path: Path | None, runtime: Runtime) -> AdminSocket | None:
+    if path is None:
+        return None
+    door = AdminSocket(path, runtime.store)
+    try:
+        await door.open()
+    except OSError as exc:
+        log.warning(
+            "no admin socket at %s (%s): bans can be lifted through the admin API only", path, exc.strerror or exc
+        )
+        return None
+    return door
 
 
 def _tune_garbage_collector() -> None:
@@ -231,7 +253,8 @@ async def _serve_until_stopped(
         log.info("%s", accelerators.description())
         for address in server.addresses:
             host, port = address[0], address[1]
-            log.info("listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, port)
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening on %s://%s:%d (pid %d: kill -HUP reloads)", scheme, shown, port, os.getpid())
     _tune_garbage_collector()
     if on_ready is not None:
         on_ready()

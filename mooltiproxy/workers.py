@@ -97,7 +97,15 @@ class _Supervisor:
         system = self._config.system
         scheme = "https" if system.ssl else "http"
         log.info("%s", accelerators.description())
-        log.info("listening on %s://%s:%d (%d workers)", scheme, system.host or "0.0.0.0", system.port, self._count)
+        host, pid = system.host or "0.0.0.0", os.getpid()
+        log.info(
+            "listening on %s://%s:%d (%d workers; pid %d: kill -HUP reloads)",
+            scheme,
+            host,
+            system.port,
+            self._count,
+            pid,
+        )
         while not self._stopping:
             for index, process in enumerate(self._processes):
                 if not process.is_alive() and not self._stopping:

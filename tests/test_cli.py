@@ -257,3 +257,12 @@ def test_merges_stay_allowed(tmp_path):
     result = run_cli("--config", str(write(tmp_path, text)), "--check", env={"MOOLTIPROXY_KEY": KEY})
     assert "base: unknown key" in result.stderr  # the anchor holder is not a section; the merges themselves load
     assert "<<" not in result.stderr
+
+
+def test_version_and_the_pid_to_reload(start_proxy, fake_tgi):
+    from mooltiproxy import __version__
+
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"mooltiproxy {__version__}")
+    proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}))
+    assert f"(pid {proxy.process.pid}: kill -HUP reloads)" in proxy.log()

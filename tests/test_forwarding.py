@@ -311,3 +311,12 @@ def test_errors_name_the_target_and_what_was_tried(start_proxy, fake_tgi):
     expected = "The TLS handshake with target 'plain_http' failed (is it an https server?)"
     assert tls.json()["error"]["message"] == expected
     assert "secret" not in proxy.log()
+
+
+def test_a_relayed_answer_names_no_server_software_and_a_404_says_what_was_tried(start_proxy, fake_tgi):
+    # An extra /v1 in the target's url: TGI answers 404 with an empty body.
+    proxy = start_proxy(proxy_config({"tgi": {"url": f"{fake_tgi.url}/v1", "mapping": {"/generate": None}}}))
+    answer = httpx.post(f"{proxy.url}/generate", json={"inputs": "x"}, headers=auth())
+    assert (answer.status_code, answer.content) == (404, b"")  # relayed as it is
+    assert answer.headers["server"] == "mooltiproxy"  # not the target's "Python/3.11 aiohttp/..."
+    wait_for_log(proxy, f"target tgi answered 404 to POST {fake_tgi.url}/v1/generate (is its url right?")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
+import yaml
 
-from conftest import KEY, auth, proxy_config, wait_for_log
+from conftest import KEY, auth, proxy_config, run_cli, wait_for_log
 
 
 def guarded_proxy(start_proxy, fake_tgi, **cerbere):
@@ -116,3 +119,53 @@ def test_a_ban_until_lifted_says_so_without_retry_after(start_proxy, fake_tgi):
     assert "until an operator lifts the ban" in banned.json()["error"]["message"]
     blacklisted = guarded_proxy(start_proxy, fake_tgi, blacklist=["127.0.0.1"])
     assert httpx.get(f"{blacklisted.url}/info", headers=auth()).json()["error"]["message"].endswith("blacklisted")
+
+
+def lock_out(proxy) -> None:
+    """Three wrong keys from 127.0.0.1: the operator's own address banned, the admin API closed."""
+    for _ in range(3):
+        httpx.get(f"{proxy.url}/info", headers=auth("wrong"))
+    # Workers see a ban made by another within half a second (their copies of the SQLite file's).
+    deadline = time.monotonic() + 3
+    while any(httpx.get(f"{proxy.url}/_proxy/bans", headers=auth()).status_code != 403 for _ in range(8)):
+        assert time.monotonic() < deadline, "the ban does not hold"
+        time.sleep(0.1)
+    assert httpx.delete(f"{proxy.url}/_proxy/bans/127.0.0.1", headers=auth()).status_code == 403
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_operator_locked_out_gets_back_in_with_one_command(start_proxy, fake_tgi, workers):
+    proxy = start_proxy(
+        proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}, system={"workers": workers})
+    )
+    lock_out(proxy)
+    assert "(an operator lifts it with: mooltiproxy unban 127.0.0.1)" in wait_for_log(proxy, "banned after 3")
+    socket_path = proxy.config_path.parent / "run" / "mooltiproxy.sock"
+    assert oct(socket_path.stat().st_mode & 0o777) == "0o600"
+    assert oct(socket_path.parent.stat().st_mode & 0o777) == "0o700"
+    listed = run_cli("--config", str(proxy.config_path), "bans")
+    assert listed.returncode == 0 and '"address": "127.0.0.1"' in listed.stdout
+    lifted = run_cli("--config", str(proxy.config_path), "unban", "127.0.0.1")
+    assert (lifted.returncode, lifted.stdout.strip()) == (0, "lifted the ban of 127.0.0.1")
+    # Back in, with no restart (workers see the lift within half a second, as they see a ban).
+    deadline = time.monotonic() + 3
+    while any(httpx.get(f"{proxy.url}/info", headers=auth()).status_code != 200 for _ in range(8)):
+        assert time.monotonic() < deadline, "still locked out"
+        time.sleep(0.1)
+    again = run_cli("--config", str(proxy.config_path), "unban", "127.0.0.1")
+    assert again.returncode == 1 and "127.0.0.1 is not banned" in again.stderr
+
+
+def test_with_no_proxy_running_the_commands_act_on_a_lasting_store(start_proxy, fake_tgi, tmp_path):
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}, cerbere={"ban_file": "bans.db"})
+    proxy = start_proxy(config)
+    lock_out(proxy)
+    proxy.stop()
+    assert run_cli("--config", str(proxy.config_path), "unban", "127.0.0.1").returncode == 0
+    assert "no address is banned" in run_cli("--config", str(proxy.config_path), "bans").stdout
+    # Bans in memory end with the proxy, which the command says.
+    memory = tmp_path / "memory.yaml"
+    memory.write_text(yaml.safe_dump(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}})))
+    gone = run_cli("--config", str(memory), "bans")
+    assert gone.returncode == 1 and "its bans live in its memory" in gone.stderr
+    assert run_cli("--config", str(memory), "unban", "not-an-address").returncode == 2

@@ -128,6 +128,12 @@ def test_limited_answers_carry_openai_headers_and_a_429_in_openai_shape(start_pr
     assert httpx.get(f"{proxy.url}/echo", headers=auth(ALICE)).headers["x-ratelimit-remaining-requests"] == "0"
     refused = httpx.get(f"{proxy.url}/echo", headers=auth(ALICE))
     assert refused.status_code == 429
+    # The 429 carries them too, as OpenAI's does.
+    assert (refused.headers["x-ratelimit-limit-requests"], refused.headers["x-ratelimit-remaining-requests"]) == (
+        "2",
+        "0",
+    )
+    assert re.fullmatch(r"(\d+s|1m0s)", refused.headers["x-ratelimit-reset-requests"])
     error = refused.json()["error"]
     assert error["code"] == "rate_limit_exceeded"
     assert error["message"].startswith("Rate limit reached for client 'alice' on requests per minute: limit 2")

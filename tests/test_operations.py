@@ -191,6 +191,7 @@ def test_balanced_urls_and_ejection(start_proxy, fake_tgi, echo):
     assert any(call.path == "/health" for call in echo.received)
     # The refused URL was tried once, then left aside.
     assert proxy.log().count("cannot connect to target pair") == 1
+    assert "cannot connect to target pair at 127.0.0.1:9: Connection refused" in proxy.log()  # what was tried, and why
 
 
 def test_fallback_and_client_limits(start_proxy, fake_tgi):

@@ -38,6 +38,13 @@ def block_id(block: tuple[str, str]) -> str:
     return f"{language}-{'-'.join(names) or 'curl'}"
 
 
+def test_the_run_command_reads_the_key_from_its_file_only_and_never_prints_it():
+    run = README.split("\n\n")[2].strip()
+    assert run.startswith("python3 -m venv .venv") and run.endswith(".venv/bin/python -m main")
+    assert 'export MOOLTIPROXY_KEY="$(cat .proxy-key)"' in run  # not one left in the shell
+    assert "echo" in run and "$MOOLTIPROXY_KEY" not in run.split("echo", 1)[1]
+
+
 def test_the_readme_has_every_client_example():
     assert [block_id(block) for block in BLOCKS] == [
         "sh-curl",
@@ -71,7 +78,8 @@ def test_readme_example_runs_as_written(block, template_proxy, fake_tgi, tmp_pat
     (tmp_path / ".proxy-key").write_text(KEY + "\n")
     if language == "sh":
         command = ["bash", "-e", "-c", source]
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        # A key from an earlier try still in the shell: the README reads the key from one place.
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MOOLTIPROXY_KEY": "an-old-key-0123456789abcdef"}
     else:
         (tmp_path / "example.py").write_text(source)
         command = [str(interpreter(source)), "example.py"]

@@ -163,6 +163,7 @@ class _Builder:
             log_format=section["log_format"],
             metrics_public=section["metrics_public"],
             masterkey=section["masterkey"],
+            admin_socket=folder / section["admin_socket"] if section["admin_socket"] else None,
             state=self._state(section["state"]),
             state_envkey=section["state_envkey"],
             state_timeout=section["state_timeout"],

@@ -458,6 +458,7 @@ def build_schema(
                         ),
                         vol.Optional("metrics_public", default=False): bool,
                         vol.Optional("masterkey", default=None): vol.Any(None, str),
+                        vol.Optional("admin_socket", default="run/mooltiproxy.sock"): vol.Any(None, str),
                         vol.Optional("state", default=None): vol.Any(None, _state),
                         vol.Optional("state_envkey", default=None): vol.Any(None, _env_var(environ)),
                         vol.Optional("state_timeout", default=0.25): _number(0),

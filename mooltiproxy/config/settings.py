@@ -217,6 +217,8 @@ class SystemSettings:
     responses_ttl: float = 24 * 3600
     responses_max_bytes: int = 1024 * 1024
     masterkey: str | None = None
+    # The operator's Unix socket for listing and lifting bans (None: none); relative to the config.
+    admin_socket: Path | None = Path("run/mooltiproxy.sock")
 
 
 @dataclass(frozen=True, slots=True)

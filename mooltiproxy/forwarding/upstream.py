@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import ssl
 from collections import deque
@@ -305,7 +306,13 @@ def upstream_failure(target: Target, error: BaseException) -> ProxyError:
             502, f"The TLS handshake with target '{name}' failed (is it an https server?)", code="upstream_tls"
         )
     if isinstance(error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        log.warning("cannot connect to target %s: %s", name, type(error).__name__)
+        # The log names what was tried and why it failed; the client's message names the target only.
+        if isinstance(error, aiohttp.ClientConnectorError):
+            code = error.os_error.errno
+            where, why = f"{error.host}:{error.port}", os.strerror(code) if code else str(error.os_error)
+        else:
+            where, why = "its address", "no connection within connect_timeout"
+        log.warning("cannot connect to target %s at %s: %s", name, where, why)
         return ProxyError(502, f"Cannot connect to target '{name}'", code="upstream_unreachable")
     if isinstance(error, TimeoutError):
         return ProxyError(504, f"Target '{name}' did not answer in time", code="upstream_timeout")

@@ -122,7 +122,12 @@ class Guard:
             raise _banned(caller, result.already_banned)
         if result.new_ban is not None:
             self._metrics.add("mooltiproxy_bans_total")
-            log.warning("client %s banned after %d wrong keys", caller.key, settings.max_tries)
+            log.warning(
+                "client %s banned after %d wrong keys (an operator lifts it with: mooltiproxy unban %s)",
+                caller.key,
+                settings.max_tries,
+                caller.key,
+            )
 
 
 def _banned(caller: Caller, ban: Ban) -> ProxyError:

@@ -27,6 +27,7 @@ from mooltiproxy.state.store import Admission, StateStore, Usage, Window, lease_
 
 log = logging.getLogger("mooltiproxy.limits")
 
+CLIENT_KEYS = "client:"  # the prefix of a client key's windows in the state store
 LEASE_SECONDS = 30.0
 RENEW_SECONDS = 10.0
 
@@ -66,7 +67,7 @@ class Limiter:
         if not limits and not target.limits:
             return None
         owners = (
-            (f"client:{client}", f"client '{client}'", limits),
+            (f"{CLIENT_KEYS}{client}", f"client '{client}'", limits),
             (f"target:{target.name}", f"target '{target.name}'", target.limits),
         )
         leases: list[tuple[str, str]] = []
@@ -91,7 +92,9 @@ class Limiter:
             self._release(leases)
             raise
         self._live.update(leases)
-        client_usage = tuple(usage for usage in admission.usages if usage.window.key.startswith(f"client:{client}:"))
+        client_usage = tuple(
+            usage for usage in admission.usages if usage.window.key.startswith(f"{CLIENT_KEYS}{client}:")
+        )
         token_keys = tuple(window.key for window in windows if window.name == "tokens")
         return Grant(token_keys, tuple(leases), client_usage)
 
@@ -123,7 +126,7 @@ class Limiter:
 
     async def usage(self, client: str, limits: Limits) -> dict[str, object]:
         """What a client key has used of its limits now (the admin API's view)."""
-        key = f"client:{client}"
+        key = f"{CLIENT_KEYS}{client}"
         report: dict[str, object] = {}
         usages = await self._store.usage(_windows(key, f"client '{client}'", limits))
         for usage in usages:
@@ -148,15 +151,19 @@ def _windows(key: str, owner: str, limits: Limits) -> list[Window]:
 
 
 def rate_limit_error(exceeded: Usage, retry_after: float) -> ProxyError:
-    """OpenAI's 429, with the two headers openai-python's retry reads."""
+    """OpenAI's 429, with the two headers openai-python's retry reads, and, when the client's own
+    window is the one spent, its x-ratelimit-* headers, as OpenAI sends them on a 429 too."""
     window = exceeded.window
     seconds = max(1, math.ceil(retry_after))
+    headers = {"Retry-After": str(seconds), "retry-after-ms": str(max(1, math.ceil(retry_after * 1000)))}
+    if window.key.startswith(CLIENT_KEYS):
+        headers.update(openai_headers([exceeded]))
     return ProxyError(
         429,
         f"Rate limit reached for {window.owner} on {window.name} per minute: limit {window.limit}, "
         f"used {exceeded.used}. Please try again in {seconds}s.",
         code="rate_limit_exceeded",
-        headers={"Retry-After": str(seconds), "retry-after-ms": str(max(1, math.ceil(retry_after * 1000)))},
+        headers=headers,
     )
 
 

@@ -20,6 +20,5 @@ def stamp(request: web.BaseRequest, context: RequestContext | None, response: we
             for name in [name for name in headers if name.lower().startswith("x-ratelimit-")]:
                 headers.popall(name, None)
             headers.update(context.rate_headers)
-    if "Server" not in headers:
-        headers["Server"] = "mooltiproxy"
+    headers["Server"] = "mooltiproxy"  # a target's own (its software and version) is not relayed
     add_allow_origin(request, response)

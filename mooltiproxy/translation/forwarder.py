@@ -118,6 +118,12 @@ class Forwarder:
         upstream = await exchange.open(call.bodies[0])
         context.upstream_seconds = exchange.seconds
         context.upstream_status, context.upstream_headers = upstream.status, upstream.headers
+        if upstream.status == 404:  # relayed as it is; the operator is told what was asked
+            log.warning(
+                "target %s answered 404 to %s (is its url right? an extra /v1 is a common cause)",
+                exchange.target.name,
+                exchange.tried,
+            )
         _tokens_from_headers(context, upstream.headers)
         # (not .content_type, which parses the header every time it is read)
         streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
