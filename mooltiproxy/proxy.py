@@ -87,7 +87,7 @@ def routing_state(
         admin=admin,
         pool=pool,
         forwarder=Forwarder(pool, infos, authorizations, metrics, config.system, config.guard.client_address_header),
-        catalog=ModelCatalog(config.targets, infos),
+        catalog=ModelCatalog(config.targets, config.default_target, infos),
         infos=infos,
         limiter=limiter,
         responses=responses,

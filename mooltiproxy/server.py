@@ -36,6 +36,8 @@ from mooltiproxy.translation.stored_responses import StoredResponses
 log = logging.getLogger("mooltiproxy")
 
 
+READY_PROBE_SECONDS = 5.0  # how old a target's answer /_proxy/ready may give
+
 # What a reload cannot change: the listening socket, the processes, the ban file.
 RESTART_ONLY = (
     "host",
@@ -78,10 +80,28 @@ class Runtime:
             self.store,
             self._metrics_snapshot,
             partial(self._limits_report, config, guard),
+            self._readiness,
             config.system.metrics_public,
         )
         responses = StoredResponses(self.store, config.system.responses_ttl, config.system.responses_max_bytes)
         return routing_state(config, guard, admin, pool, self.metrics, self.limiter, responses)
+
+    async def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the default target answers, and what each target said when last asked (again
+        after READY_PROBE_SECONDS)."""
+        state = self.proxy.state
+        names = list(state.config.targets)
+        infos = await asyncio.gather(*(state.infos.of(name, max_age=READY_PROBE_SECONDS) for name in names))
+        targets: dict[str, Any] = {
+            name: {
+                "reachable": info.reachable,
+                "model": info.model_id,
+                "context_length": info.context_length,
+                "default": name == state.config.default_target,
+            }
+            for name, info in zip(names, infos, strict=True)
+        }
+        return bool(targets[state.config.default_target]["reachable"]), targets
 
     def _state_error(self) -> None:
         self.metrics.add("mooltiproxy_state_errors_total")

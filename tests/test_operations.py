@@ -121,6 +121,7 @@ def test_model_listing(start_proxy, fake_tgi):
         {
             "tgi": {"url": fake_tgi.url, "mapping": TRANSLATED},
             "named": {"url": fake_tgi.url, "models": ["alpha", "beta"], "mapping": TRANSLATED},
+            "header-only": {"url": fake_tgi.url, "mapping": TRANSLATED},  # reached by the target header
         }
     )
     proxy = start_proxy(config)
@@ -130,6 +131,10 @@ def test_model_listing(start_proxy, fake_tgi):
         ("alpha", "named"),
         ("beta", "named"),
     ]
+    # Every id listed routes to what lists it.
+    for model in models.data:
+        answer = httpx.post(f"{proxy.url}/v1/chat/completions", json={**CHAT, "model": model.id}, headers=auth())
+        assert answer.headers["x-mooltiproxy-target"] == model.owned_by
     assert httpx.get(f"{proxy.url}/models", headers=auth()).json()["object"] == "list"
 
 
@@ -321,4 +326,29 @@ def test_at_start_each_target_says_its_model_and_context(start_proxy, fake_tgi, 
     assert "target tgi: model fake-org/fake-llama-7b-chat, context 4096 tokens (from /info)" in log
     assert "target vllm: model fake-org/fake-llama-7b-chat, context 4096 tokens (from /v1/models)" in log
     assert "target pinned: model fake-org/fake-llama-7b-chat, context 8192 tokens (from the config)" in log
-    assert "target down: could not read its model and limits (/info, /v1/models)" in log
+    assert "target down: unreachable at start" in log
+
+
+def test_ready_says_whether_the_default_target_answers(start_proxy, fake_tgi, echo):
+    targets = {
+        "tgi": {"url": fake_tgi.url, "mapping": {"/generate": None}},
+        "plain": {"url": echo.url, "mapping": {"/echo": None}},  # answers, but says nothing of a model
+        "down": {"url": "http://127.0.0.1:9", "mapping": {"/generate": None}},
+    }
+    up = start_proxy(proxy_config(targets, default="tgi"))
+    assert "target plain: reachable; its model and limits unknown" in up.log()
+    plain = httpx.get(f"{up.url}/_proxy/ready")  # no key: the verdict only
+    assert (plain.status_code, plain.json()) == (200, {"status": "ready"})
+    detailed = httpx.get(f"{up.url}/_proxy/ready", headers=auth()).json()
+    assert detailed["targets"]["tgi"] == {
+        "reachable": True,
+        "model": MODEL_ID,
+        "context_length": 4096,
+        "default": True,
+    }
+    assert (detailed["targets"]["plain"]["reachable"], detailed["targets"]["down"]["reachable"]) == (True, False)
+    # The health check says the process runs; readiness, that it can serve.
+    down = start_proxy(proxy_config(targets, default="down"))
+    assert httpx.get(f"{down.url}/_proxy/health").status_code == 200
+    refused = httpx.get(f"{down.url}/_proxy/ready")
+    assert (refused.status_code, refused.json()) == (503, {"status": "not ready"})

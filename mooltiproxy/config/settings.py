@@ -128,6 +128,7 @@ class TargetInfo:
     context_length: int | None = None  # prompt and answer together
     max_stop_sequences: int | None = None
     source: str = "nothing"  # where it was read: "/info", "/v1/models", "the config"
+    reachable: bool = False  # the target answered (anything) when it was asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,7 @@
 """GET /models and /v1/models when the target does not map them: an OpenAI model list built from
-the targets a client may use (their `models:`, else the model id each target says it serves)."""
+the targets a client may use. Every id listed routes to what lists it: a target's `models:`, and the
+default target's model (the id it says it serves, else its name), which every other name reaches.
+A target with neither is reached by the `target` header, and is not listed."""
 
 from __future__ import annotations
 
@@ -16,13 +18,18 @@ LISTING_PATHS = frozenset({"/models", "/v1/models"})
 
 
 class ModelCatalog:
-    def __init__(self, targets: Mapping[str, Target], infos: TargetInfos):
+    def __init__(self, targets: Mapping[str, Target], default: str, infos: TargetInfos):
         self._targets = targets
+        self._default = default
         self._infos = infos
 
     async def listing(self, client: ClientKey, anthropic: bool = False) -> web.Response:
         """OpenAI's model list, or Anthropic's for a client that says it speaks Anthropic's API."""
-        names = [name for name in self._targets if client.targets is None or name in client.targets]
+        names = [
+            name
+            for name, target in self._targets.items()
+            if (client.targets is None or name in client.targets) and (target.models or name == self._default)
+        ]
         ids = await asyncio.gather(*(self._model_ids(name) for name in names))
         owners: dict[str, str] = {}
         for name, models in zip(names, ids, strict=True):

@@ -35,23 +35,34 @@ class TargetInfos:
         self._authorizations = authorizations
         self._known: dict[str, asyncio.Task[TargetInfo]] = {}
         self._retry_after: dict[str, float] = {}
+        self._asked_at: dict[str, float] = {}
 
-    async def of(self, name: str) -> TargetInfo:
+    async def of(self, name: str, max_age: float | None = None) -> TargetInfo:
+        """What is known of the target, asked again when it could not be asked (a minute later), or
+        when older than `max_age` seconds."""
         task = self._known.get(name)
-        if task is None or self._worth_asking_again(name, task):
-            self._retry_after[name] = time.monotonic() + RETRY_SECONDS
+        if task is None or self._worth_asking_again(name, task, max_age):
+            self._asked_at[name] = now = time.monotonic()
+            self._retry_after[name] = now + RETRY_SECONDS
             task = self._known[name] = asyncio.ensure_future(self._learn(self._targets[name]))
         return await asyncio.shield(task)
 
-    def _worth_asking_again(self, name: str, task: asyncio.Task[TargetInfo]) -> bool:
-        return task.done() and task.result().source == "nothing" and time.monotonic() > self._retry_after[name]
+    def _worth_asking_again(self, name: str, task: asyncio.Task[TargetInfo], max_age: float | None) -> bool:
+        if not task.done():
+            return False
+        now = time.monotonic()
+        if max_age is not None and now - self._asked_at[name] > max_age:
+            return True
+        return task.result().source == "nothing" and now > self._retry_after[name]
 
     async def announce(self) -> None:
         """One line per target: what it serves and its context, or that it could not be asked."""
         infos = await asyncio.gather(*(self.of(name) for name in self._targets))
         for name, info in zip(self._targets, infos, strict=True):
-            if info.source == "nothing":
-                log.warning("target %s: could not read its model and limits (/info, /v1/models)", name)
+            if not info.reachable:
+                log.warning("target %s: unreachable at start", name)
+            elif info.source == "nothing":
+                log.info("target %s: reachable; its model and limits unknown (no /info, no /v1/models)", name)
             else:
                 context = f"{info.context_length} tokens" if info.context_length else "not said"
                 log.info("target %s: model %s, context %s (from %s)", name, info.model_id or "-", context, info.source)
@@ -61,21 +72,26 @@ class TargetInfos:
         # clients' requests.
         connector = aiohttp.TCPConnector(force_close=True, ssl=tls_context(target.verify))
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
+        answered: list[int] = []
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            info = await self._ask(session, target, "/info", _from_tgi_info) or await self._ask(
-                session, target, "/v1/models", _from_models
+            info = await self._ask(session, target, "/info", _from_tgi_info, answered) or await self._ask(
+                session, target, "/v1/models", _from_models, answered
             )
-        info = info or TargetInfo()
+        info = replace(info or TargetInfo(), reachable=bool(answered))
         if target.context_length is not None:
             info = replace(info, context_length=target.context_length, source="the config")
         return info
 
-    async def _ask(self, session: aiohttp.ClientSession, target: Target, path: str, read: Any) -> TargetInfo | None:
+    async def _ask(
+        self, session: aiohttp.ClientSession, target: Target, path: str, read: Any, answered: list[int]
+    ) -> TargetInfo | None:
+        """What the answer to GET `path` says, read by `read`; its status is added to `answered`."""
         authorization = self._authorizations.get(target.name)
         headers = {"Authorization": authorization} if authorization else {}
         url = self._pool.balancer(target.name).pick() + path
         try:
             async with session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as answer:
+                answered.append(answer.status)
                 body = await answer.read() if answer.status == 200 else b""
             info: TargetInfo | None = read(loads(body)) if body else None
         except (*UPSTREAM_ERRORS, TimeoutError, ValueError, TypeError, AttributeError, KeyError, IndexError):

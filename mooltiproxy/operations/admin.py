@@ -1,8 +1,9 @@
 """The proxy's own API, under a reserved prefix (default /_proxy/) that is never forwarded.
 
-GET health answers without a key and tells nothing of the internals; metrics, the ban list,
-lifting a ban and the limits' usage need the proxy key itself (metrics are open with
-system.metrics_public).
+GET health answers without a key and tells nothing of the internals; GET ready says whether the
+default target answers (503 when it does not), and with the proxy key what each target said when
+last asked; metrics, the ban list, lifting a ban and the limits' usage need the proxy key itself
+(metrics are open with system.metrics_public).
 """
 
 from __future__ import annotations
@@ -30,23 +31,38 @@ class Admin:
         store: StateStore,
         metrics: Callable[[], Awaitable[dict[str, Any]]],
         limits: Callable[[], Awaitable[dict[str, Any]]],
+        readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
         metrics_public: bool,
     ):
         self.prefix = prefix
         self.health_path = prefix + "health"
+        self.ready_path = prefix + "ready"
         self.metrics_path = prefix + "metrics"
+        self._readiness = readiness
         self._store = store
         self._metrics = metrics
         self._limits = limits
         self._metrics_public = metrics_public
 
     def answers_without_key(self, request: web.BaseRequest) -> bool:
-        return request.method == "GET" and (
-            request.path == self.health_path or (self._metrics_public and request.path == self.metrics_path)
-        )
+        if request.method != "GET":
+            return False
+        path = request.path
+        if path == self.ready_path:  # with credentials, the guard checks them and the details follow
+            return "Authorization" not in request.headers and "x-api-key" not in request.headers
+        return path == self.health_path or (self._metrics_public and path == self.metrics_path)
 
     async def open_route(self, request: web.BaseRequest) -> web.Response:
+        if request.path == self.ready_path:
+            return await self.ready(details=False)
         return self.health() if request.path == self.health_path else await self.metrics()
+
+    async def ready(self, *, details: bool) -> web.Response:
+        ready, targets = await self._readiness()
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+        if details:
+            body["targets"] = targets
+        return json_response(body, status=200 if ready else 503)
 
     @staticmethod
     def health() -> web.Response:
@@ -78,6 +94,9 @@ class Admin:
             return json_response({"lifted": str(address)})
         if path == self.health_path:
             return self.health()
+        if path == self.ready_path:
+            _allow(request, "GET")
+            return await self.ready(details=True)
         if path == self.metrics_path:
             _allow(request, "GET")
             return await self.metrics()
