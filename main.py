@@ -17,7 +17,7 @@ from mooltiproxy.core.errors import ConfigError
 from mooltiproxy.operations import ban_commands
 from mooltiproxy.operations.certificates import generate_self_signed
 from mooltiproxy.operations.logs import setup_logging
-from mooltiproxy.server import serve
+from mooltiproxy.server import serve, tls_context
 from mooltiproxy.workers import run_workers
 
 CONFIG_ENV = "MOOLTIPROXY_CONFIG"
@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     for warning in key_warnings:
         log.warning("%s", warning)
     if args.check:
+        if config.system.ssl:
+            try:
+                tls_context(config.system)  # the files the proxy would load, loaded
+            except ConfigError as error:
+                report(args.config, error)
+                return 1
         print(f"{args.config}: valid; {config.summary()}")
         for note in config.notes:
             print(note)

@@ -266,3 +266,30 @@ def test_version_and_the_pid_to_reload(start_proxy, fake_tgi):
     assert (result.returncode, result.stdout.strip()) == (0, f"mooltiproxy {__version__}")
     proxy = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}))
     assert f"(pid {proxy.process.pid}: kill -HUP reloads)" in proxy.log()
+
+
+@pytest.mark.parametrize("hostname", ["a" * 40 + "." + "b" * 40 + ".example.com", "", "bad name", "x_y.example"])
+def test_gen_cert_takes_long_names_and_refuses_invalid_ones(tmp_path, hostname):
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    result = run_cli("--gen-cert", "--hostname", hostname, "--certfile", str(certfile), "--keyfile", str(keyfile))
+    assert "Traceback" not in result.stderr
+    if hostname.endswith(".example.com"):  # 93 characters: past a CN's 64, fine in the SAN
+        assert result.returncode == 0, result.stderr
+        from cryptography import x509
+
+        names = x509.load_pem_x509_certificate(certfile.read_bytes()).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+        assert hostname in names.value.get_values_for_type(x509.DNSName)
+    else:
+        assert result.returncode == 1
+        assert f"--hostname {hostname!r}: not an IP address or a DNS name" in result.stderr
+        assert not certfile.exists() and not keyfile.exists()
+
+
+def test_check_loads_the_certificate_it_would_serve_with(tmp_path):
+    config = proxy_config({"t": {"url": "http://127.0.0.1:9", "mapping": {"/x": None}}}, system={"ssl": True})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("--config", str(tmp_path / "config.yaml"), "--check")
+    assert result.returncode == 1
+    assert "system.ssl: cannot load certificate" in result.stderr and "--gen-cert" in result.stderr

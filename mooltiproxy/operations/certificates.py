@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,13 +20,25 @@ VALID_DAYS = 825  # the longest validity browsers accept for a server certificat
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
+# A DNS name: labels of letters, digits and inner hyphens, 63 characters at most, 253 in all; a
+# leading `*.` for a wildcard.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
 def subject_alternative_names(names: Iterable[str]) -> list[x509.GeneralName]:
+    """The names as they go in the certificate; one that is neither an address nor a DNS name is a
+    ConfigError naming it."""
     entries: list[x509.GeneralName] = []
     for name in dict.fromkeys(names):
         try:
             entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+            continue
         except ValueError:
-            entries.append(x509.DNSName(name))
+            pass
+        labels = name.removeprefix("*.").rstrip(".").split(".")
+        if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+            raise ConfigError([f"--hostname {name!r}: not an IP address or a DNS name"])
+        entries.append(x509.DNSName(name))
     return entries
 
 
@@ -34,9 +47,11 @@ def generate_self_signed(certfile: Path, keyfile: Path, hostnames: Iterable[str]
     for path in (certfile, keyfile):
         if path.exists() and not force:
             raise ConfigError([f"{path} already exists (add --force to replace it)"])
-    names = [*DEFAULT_NAMES, *hostnames]
+    names = subject_alternative_names([*DEFAULT_NAMES, *hostnames])
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[-1] if hostnames else "localhost")])
+    # Clients check the names in the SAN, which has no length limit; the CN (64 characters at most)
+    # only says what the certificate is.
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mooltiproxy self-signed")])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -46,7 +61,7 @@ def generate_self_signed(certfile: Path, keyfile: Path, hostnames: Iterable[str]
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName(subject_alternative_names(names)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         # It is its own trust anchor: strict verifiers want it marked as a CA, with key identifiers.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
