@@ -16,6 +16,7 @@ from mooltiproxy.core import accelerators
 from mooltiproxy.core.errors import ConfigError
 from mooltiproxy.operations import ban_commands
 from mooltiproxy.operations.certificates import generate_self_signed
+from mooltiproxy.operations.init import init
 from mooltiproxy.operations.logs import setup_logging
 from mooltiproxy.server import serve, tls_context
 from mooltiproxy.workers import run_workers
@@ -44,9 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["bans", "unban"],
-        help="bans: list the banned addresses; unban ADDRESS: lift a ban (through the running proxy's "
-        "system.admin_socket, else on its state store)",
+        choices=["init", "bans", "unban"],
+        help="init: write --config from the documented template, and a proxy key beside it; bans: list the "
+        "banned addresses; unban ADDRESS: lift a ban (through the running proxy's system.admin_socket, else on "
+        "its state store)",
     )
     parser.add_argument("address", nargs="?", help="the address to unban")
     tls = parser.add_argument_group("self-signed certificate")
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.gen_cert:
         return gen_cert(args)
+    if args.command == "init":
+        return init(Path(args.config))
     setup_logging(debug=False)
     try:
         config = load_config(args.config)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import DATA, KEY, auth, proxy_config, run_cli
+from conftest import DATA, KEY, REPO, auth, proxy_config, run_cli
 
 VALID = {
     "system": {"port": 0, "host": "127.0.0.1"},
@@ -293,3 +293,24 @@ def test_check_loads_the_certificate_it_would_serve_with(tmp_path):
     result = run_cli("--config", str(tmp_path / "config.yaml"), "--check")
     assert result.returncode == 1
     assert "system.ssl: cannot load certificate" in result.stderr and "--gen-cert" in result.stderr
+
+
+def test_init_makes_a_folder_ready_to_serve_and_overwrites_nothing(tmp_path):
+    config = tmp_path / "new" / "config.yaml"
+    made = run_cli("--config", str(config), "init")
+    assert made.returncode == 0, made.stderr
+    assert config.read_text() == (REPO / "config.template.yaml").read_text()
+    key = config.parent / ".proxy-key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600" and len(key.read_text().strip()) >= 32
+    assert f'MOOLTIPROXY_KEY="$(cat {key})" mooltiproxy --config {config}' in made.stdout
+    checked = run_cli("--config", str(config), "--check", env={"MOOLTIPROXY_KEY": key.read_text().strip()})
+    assert checked.returncode == 0, checked.stderr
+    config.write_text(config.read_text() + "# mine\n")
+    again = run_cli("--config", str(config), "init")
+    assert "exists: kept as it is" in again.stdout and config.read_text().endswith("# mine\n")
+    assert "the proxy key kept as it is" in again.stdout
+
+
+def test_a_missing_config_says_how_to_make_one(tmp_path):
+    result = run_cli("--check", cwd=tmp_path)
+    assert result.returncode == 1 and "mooltiproxy init writes one from the documented template" in result.stderr
