@@ -58,7 +58,7 @@ def read_yaml(source: Path) -> dict:
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
-        hint = " (mooltiproxy init writes one from the documented template)" if source.name == "config.yaml" else ""
+        hint = " (mooltiproxy init writes one from config.template.yaml)" if source.name == "config.yaml" else ""
         raise ConfigError([f"cannot read config file '{source}': {exc.strerror or exc}{hint}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
