@@ -18,6 +18,7 @@ from mooltiproxy.operations import ban_commands
 from mooltiproxy.operations.certificates import generate_self_signed
 from mooltiproxy.operations.init import init
 from mooltiproxy.operations.logs import setup_logging
+from mooltiproxy.operations.routes import route_lines
 from mooltiproxy.server import serve, tls_context
 from mooltiproxy.workers import run_workers
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--check", action="store_true", help="validate the config, print a summary and exit (0: valid, 1: invalid)"
     )
+    parser.add_argument("--routes", action="store_true", help="with --check: print each route, its target and mappers")
     parser.add_argument("--version", action="version", version=f"mooltiproxy {__version__}")
     parser.add_argument(
         "command",
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: valid; {config.summary()}")
         for note in config.notes:
             print(note)
+        if args.routes:
+            print("\n".join(route_lines(config)))
         return 0
     for note in config.notes:
         log.info("%s", note)

@@ -28,9 +28,11 @@ from mooltiproxy.guard.limits import Limiter
 from mooltiproxy.operations.admin import Admin
 from mooltiproxy.operations.admin_socket import AdminSocket
 from mooltiproxy.operations.logs import setup_logging
+from mooltiproxy.operations.routes import route_table
 from mooltiproxy.proxy import Proxy, RoutingState, routing_state
 from mooltiproxy.serving.http_server import HttpServer, check_c_parser
 from mooltiproxy.state.choose import state_store
+from mooltiproxy.translation.prompt_family import mismatched_routes
 from mooltiproxy.translation.stored_responses import StoredResponses
 
 log = logging.getLogger("mooltiproxy")
@@ -81,6 +83,7 @@ class Runtime:
             self._metrics_snapshot,
             partial(self._limits_report, config, guard),
             self._readiness,
+            route_table(config),
             config.system.metrics_public,
         )
         responses = StoredResponses(self.store, config.system.responses_ttl, config.system.responses_max_bytes)
@@ -127,7 +130,7 @@ class Runtime:
             raise ConfigError([f"{where}: cannot use '{path}': {exc}"]) from None
         self.limiter.start()
         await self.proxy.state.pool.open()
-        await self.proxy.state.infos.announce()  # each target's model and context, before serving
+        await self._announce(self.proxy.state)  # each target's model and context, before serving
 
     async def close(self) -> None:
         await self.limiter.stop()
@@ -156,7 +159,16 @@ class Runtime:
         # Connections of changed or removed targets close once their in-flight answers are done.
         self._in_background(old_state.pool.retire(new_state.pool))
         log.info("config reloaded: %s", config.summary())
-        self._in_background(new_state.infos.announce())
+        self._in_background(self._announce(new_state))
+
+    @staticmethod
+    async def _announce(state: RoutingState) -> None:
+        """One line per target (its model and context), and one per route whose prompt format is
+        plainly not its model's."""
+        await state.infos.announce()
+        for name, target in state.config.targets.items():
+            for line in mismatched_routes(target, (await state.infos.of(name)).model_id):
+                log.warning("%s", line)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """A task the runtime holds until it ends (the loop keeps only weak references)."""

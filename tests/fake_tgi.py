@@ -140,6 +140,8 @@ class FakeTGI(ThreadedServer):
         self.stream_closed = threading.Event()
         # (name, arguments): /v1/chat/completions answers with this tool call when the request has tools.
         self.tool_call: tuple[str, dict] | None = None
+        # What /info says the model is.
+        self.model_id = MODEL_ID
         # TGI's --max-stop-sequences, said by /info and enforced by validation.
         self.max_stop_sequences = MAX_STOP_SEQUENCES
         # A reply that breaks the request's grammar is refused (no model under it could write it);
@@ -512,7 +514,7 @@ class FakeTGI(ThreadedServer):
     async def info(self, request: web.Request) -> web.Response:
         return _json_response(
             {
-                "model_id": MODEL_ID,
+                "model_id": self.model_id,
                 "model_sha": None,
                 "model_pipeline_tag": "text-generation",
                 "max_concurrent_requests": 128,

@@ -309,3 +309,18 @@ def test_init_makes_a_folder_ready_to_serve_and_overwrites_nothing(tmp_path):
     again = run_cli("--config", str(config), "init")
     assert "exists: kept as it is" in again.stdout and config.read_text().endswith("# mine\n")
     assert "the proxy key kept as it is" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # A key without its colon: PyYAML notices at the next line's colon; the mistake is the line before.
+        ("system:\n  port 8000\n  host: 127.0.0.1\n", ":2: YAML syntax error: 'port 8000' has no ':' after its key"),
+        # An unclosed quote: noticed at the end of the file; it began on line 3.
+        ('system:\n  port: 8000\n  host: "127.0.0.1\ntargets:\n  default: t\n', ":3:9: YAML syntax error"),
+    ],
+)
+def test_a_yaml_mistake_is_named_where_it_is(tmp_path, text, said):
+    (tmp_path / "config.yaml").write_text(text)
+    result = run_cli("--config", str(tmp_path / "config.yaml"), "--check")
+    assert result.returncode == 1 and said in result.stderr

@@ -352,3 +352,36 @@ def test_ready_says_whether_the_default_target_answers(start_proxy, fake_tgi, ec
     assert httpx.get(f"{down.url}/_proxy/health").status_code == 200
     refused = httpx.get(f"{down.url}/_proxy/ready")
     assert (refused.status_code, refused.json()) == (503, {"status": "not ready"})
+
+
+def test_a_prompt_format_of_another_family_is_said_at_start(start_proxy, fake_tgi):
+    fake_tgi.model_id = "Qwen/Qwen2.5-7B-Instruct"
+    route = {"path": "/generate", "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"}
+    mapping = {
+        "/llama2/chat/completions": {**route, "prompter": "llama2_chat"},
+        "/chatml/chat/completions": {**route, "prompter": "chat_template", "template": "chatml"},
+    }
+    log = start_proxy(proxy_config({"tgi": {"url": fake_tgi.url, "mapping": mapping}})).log()
+    assert (
+        "targets.tgi.mapping./llama2/chat/completions: the target serves Qwen/Qwen2.5-7B-Instruct "
+        "(ChatML (Qwen, Hermes)), whose prompts hold <|im_start|>, but this route's prompt format "
+        "(llama2_chat) does not"
+    ) in log
+    assert "mapping./chatml/chat/completions: the target serves" not in log
+
+
+def test_the_route_table_online_and_offline(start_proxy, fake_tgi, tmp_path):
+    mapping = {"/generate": None, "/chat/completions": {**TRANSLATED["/chat/completions"]}}
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": mapping}})
+    proxy = start_proxy(config)
+    assert httpx.get(f"{proxy.url}/_proxy/routes").status_code == 401
+    routes = {row["path"]: row for row in httpx.get(f"{proxy.url}/_proxy/routes", headers=auth()).json()["routes"]}
+    assert routes["/generate"]["in"] is None and routes["/generate"]["target"] == "tgi"
+    chat = routes["/chat/completions"]
+    assert (chat["upstream"], chat["in"], chat["out"]) == ("/generate", "chatReqOpenAItoTGI", "chatAnsTGItoOpenAI")
+    assert chat["prompter"] == TRANSLATED["/chat/completions"]["prompter"]
+    printed = run_cli("--config", str(proxy.config_path), "--check", "--routes", env={"MOOLTIPROXY_KEY": KEY})
+    assert (
+        "/chat/completions -> tgi (default) /generate: in chatReqOpenAItoTGI; out chatAnsTGItoOpenAI" in printed.stdout
+    )
+    assert "/generate -> tgi (default) /generate: passed through" in printed.stdout

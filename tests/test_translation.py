@@ -377,7 +377,7 @@ def test_the_config_templates_examples_work(start_proxy, fake_tgi):
         answer = client(proxy, target).chat.completions.create(model="m", messages=SYSTEM_AND_HISTORY, temperature=0)
         assert answer.choices[0].message.content == fake_tgi.reply
         prompts[target] = fake_tgi.last.json()["inputs"]
-    assert prompts["tgi"] == LLAMA2_PROMPT
+    assert prompts["tgi"] == prompts["tgi-llama3"]  # the model's own template, as the README shows
     assert prompts["tgi-falcon"] == (
         "You are Bob.>>>QUESTION<<<Hello>>>ANSWER<<<Hi! How can I help?>>>QUESTION<<<Tell me a joke>>>ANSWER<<<"
     )

@@ -66,10 +66,7 @@ def read_yaml(source: Path) -> dict:
         check_yaml_shape(text, source)
         document = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
-        problem = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
+        raise ConfigError([_yaml_syntax_error(exc, text, source)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: YAML error: {exc}"]) from None
     if document is None:
@@ -77,6 +74,28 @@ def read_yaml(source: Path) -> dict:
     if not isinstance(document, dict):
         raise ConfigError([f"{source}: expected a mapping of sections (system, cerbere, targets, templates)"])
     return document
+
+
+def _yaml_syntax_error(exc: yaml.MarkedYAMLError, text: str, source: Path) -> str:
+    """Where the mistake is, which is not always where PyYAML noticed it: `port 8000` (no colon) is
+    read with the next line as one value, whose colon is the error; an unclosed quote is noticed at
+    the end of the file, and began where the scan began."""
+    problem = " ".join(part for part in (exc.context, exc.problem) if part)
+    mark = exc.problem_mark or exc.context_mark
+    if exc.context_mark is not None and exc.problem and "end of stream" in exc.problem:
+        mark = exc.context_mark
+    if mark is None:
+        return f"{source}: YAML syntax error: {problem}"
+    line = mark.line
+    if exc.problem == "mapping values are not allowed here":
+        lines = text.splitlines()
+        before = next((index for index in range(line - 1, -1, -1) if lines[index].strip()), None)
+        if before is not None and ":" not in lines[before] and not lines[before].lstrip().startswith(("-", "#")):
+            return (
+                f"{source}:{before + 1}: YAML syntax error: {lines[before].strip()!r} has no ':' after its key "
+                "(YAML read it and the next line as one value)"
+            )
+    return f"{source}:{line + 1}:{mark.column + 1}: YAML syntax error: {problem}"
 
 
 def _describe(error: vol.Invalid) -> str:

@@ -2,8 +2,8 @@
 
 GET health answers without a key and tells nothing of the internals; GET ready says whether the
 default target answers (503 when it does not), and with the proxy key what each target said when
-last asked; metrics, the ban list, lifting a ban and the limits' usage need the proxy key itself
-(metrics are open with system.metrics_public).
+last asked; metrics, the ban list, lifting a ban, the limits' usage and the route table need the
+proxy key itself (metrics are open with system.metrics_public).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Admin:
         metrics: Callable[[], Awaitable[dict[str, Any]]],
         limits: Callable[[], Awaitable[dict[str, Any]]],
         readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
+        routes: list[dict[str, Any]],
         metrics_public: bool,
     ):
         self.prefix = prefix
@@ -39,6 +40,7 @@ class Admin:
         self.ready_path = prefix + "ready"
         self.metrics_path = prefix + "metrics"
         self._readiness = readiness
+        self._routes = routes
         self._store = store
         self._metrics = metrics
         self._limits = limits
@@ -84,6 +86,9 @@ class Admin:
         if action == "limits":
             _allow(request, "GET")
             return json_response(await self._limits())
+        if action == "routes":
+            _allow(request, "GET")
+            return json_response({"routes": self._routes})
         if action.startswith("bans/"):
             _allow(request, "DELETE")
             address = parse_address(action[len("bans/") :])
