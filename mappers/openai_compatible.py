@@ -43,6 +43,8 @@ def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: Reques
     the Anthropic front need it), which is passed on only to a client that asked. Stop strings
     beyond what the server takes (TGI's max_stop_sequences, from its /info) are enforced here."""
     request = dict(payload)
+    if context.target_info.source == "/info":
+        _within_tgis_ranges(request)
     stop, limit = payload.get("stop"), context.target_info.max_stop_sequences
     if isinstance(stop, list) and limit is not None and len(stop) > limit:
         request["stop"], context.state[_OWN_STOPS] = stop[:limit], stop[limit:]
@@ -54,6 +56,17 @@ def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: Reques
     context.state[_WANTS_USAGE] = isinstance(options, dict) and options.get("include_usage") is True
     request["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return Streamed(request)
+
+
+def _within_tgis_ranges(request: dict[str, Any]) -> None:
+    """TGI's chat API (a target whose /info said so) refuses top_p outside (0, 1), which OpenAI
+    clients may send: 1 means no nucleus filtering, as leaving it out does, and 0 greedy decoding,
+    which TGI reads from temperature 0 (router/src/lib.rs, ChatRequest::try_into_generate)."""
+    top_p = request.get("top_p")
+    if isinstance(top_p, int | float) and not isinstance(top_p, bool) and not 0 < top_p < 1:
+        del request["top_p"]
+        if top_p <= 0:
+            request["temperature"] = 0
 
 
 def _stream(endpoint: Endpoint, context: RequestContext) -> CompatibleStream:

@@ -213,3 +213,12 @@ def test_stop_sequences_beyond_the_servers_limit_are_enforced_by_the_proxy(start
         message = anthropic_client(proxy).messages.create(**request)
     assert message.content[0].text == "one two three four "  # cut before the stop, as the server cuts
     assert fake_tgi.last.json()["stop"] == ["A", "B", "C", "D"]
+
+
+@pytest.mark.parametrize(("top_p", "sent"), [(1, {}), (0, {"temperature": 0}), (0.5, {"top_p": 0.5})])
+def test_top_p_is_put_within_tgis_range(proxy, fake_tgi, top_p, sent):
+    """TGI's chat API refuses top_p outside (0, 1), which OpenAI clients may send."""
+    answer = openai_client(proxy).chat.completions.create(model="m", messages=ASK, top_p=top_p)
+    assert answer.choices[0].message.content
+    received = fake_tgi.last.json()
+    assert {name: received[name] for name in ("top_p", "temperature") if name in received} == sent
