@@ -90,11 +90,11 @@ class Runtime:
         return routing_state(config, guard, admin, pool, self.metrics, self.limiter, responses)
 
     async def _readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Whether the default target answers, and what each target said when last asked (again
-        after READY_PROBE_SECONDS)."""
+        """Whether the default target answers, and what each target said when last asked (asked
+        again, for the next probe, once READY_PROBE_SECONDS old)."""
         state = self.proxy.state
         names = list(state.config.targets)
-        infos = await asyncio.gather(*(state.infos.of(name, max_age=READY_PROBE_SECONDS) for name in names))
+        infos = [state.infos.last_known(name, max_age=READY_PROBE_SECONDS) for name in names]
         targets: dict[str, Any] = {
             name: {
                 "reachable": info.reachable,

@@ -385,3 +385,17 @@ def test_the_route_table_online_and_offline(start_proxy, fake_tgi, tmp_path):
         "/chat/completions -> tgi (default) /generate: in chatReqOpenAItoTGI; out chatAnsTGItoOpenAI" in printed.stdout
     )
     assert "/generate -> tgi (default) /generate: passed through" in printed.stdout
+
+
+def test_ready_follows_the_default_target_without_waiting_for_it(start_proxy):
+    from scripted_upstream import ScriptedUpstream
+
+    target = ScriptedUpstream().start()  # answers 404 to everything: reachable
+    proxy = start_proxy(proxy_config({"t": {"url": target.url, "mapping": {"/x": None}}}))
+    assert httpx.get(f"{proxy.url}/_proxy/ready").status_code == 200
+    target.stop()
+    deadline = time.monotonic() + 15
+    while (answer := httpx.get(f"{proxy.url}/_proxy/ready", timeout=1)).status_code == 200:
+        assert time.monotonic() < deadline, "ready still says the target answers"
+        time.sleep(0.5)
+    assert answer.json() == {"status": "not ready"}

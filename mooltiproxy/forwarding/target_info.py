@@ -36,16 +36,27 @@ class TargetInfos:
         self._known: dict[str, asyncio.Task[TargetInfo]] = {}
         self._retry_after: dict[str, float] = {}
         self._asked_at: dict[str, float] = {}
+        self._answered: dict[str, TargetInfo] = {}  # the last answer of each, while it is asked again
 
-    async def of(self, name: str, max_age: float | None = None) -> TargetInfo:
-        """What is known of the target, asked again when it could not be asked (a minute later), or
-        when older than `max_age` seconds."""
+    async def of(self, name: str) -> TargetInfo:
+        """What is known of the target, asked again when it could not be asked (a minute later)."""
+        return await asyncio.shield(self._asking(name, None))
+
+    def last_known(self, name: str, max_age: float) -> TargetInfo:
+        """What the target said when last asked, at once; asked again, for next time, when that is
+        older than `max_age` seconds (readiness probes wait for no target)."""
+        task = self._asking(name, max_age)
+        if task.done():
+            return task.result()
+        return self._answered.get(name, TargetInfo())
+
+    def _asking(self, name: str, max_age: float | None) -> asyncio.Task[TargetInfo]:
         task = self._known.get(name)
         if task is None or self._worth_asking_again(name, task, max_age):
             self._asked_at[name] = now = time.monotonic()
             self._retry_after[name] = now + RETRY_SECONDS
             task = self._known[name] = asyncio.ensure_future(self._learn(self._targets[name]))
-        return await asyncio.shield(task)
+        return task
 
     def _worth_asking_again(self, name: str, task: asyncio.Task[TargetInfo], max_age: float | None) -> bool:
         if not task.done():
@@ -74,12 +85,13 @@ class TargetInfos:
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
         answered: list[int] = []
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            info = await self._ask(session, target, "/info", _from_tgi_info, answered) or await self._ask(
-                session, target, "/v1/models", _from_models, answered
-            )
+            info = await self._ask(session, target, "/info", _from_tgi_info, answered)
+            if info is None and answered:  # a target that answers nothing is not asked twice
+                info = await self._ask(session, target, "/v1/models", _from_models, answered)
         info = replace(info or TargetInfo(), reachable=bool(answered))
         if target.context_length is not None:
             info = replace(info, context_length=target.context_length, source="the config")
+        self._answered[target.name] = info
         return info
 
     async def _ask(
