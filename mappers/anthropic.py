@@ -16,7 +16,7 @@ from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.apis import ANTHROPIC_COUNT, ANTHROPIC_MESSAGES, OPENAI_CHAT, TGI_TOKENIZE
-from mooltiproxy.core.errors import ProxyError, anthropic_error_type
+from mooltiproxy.core.errors import ERROR_BODIES, ContextLengthExceeded, ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.translation.chat_completions import first_choice
@@ -27,6 +27,36 @@ from mooltiproxy.translation.sse import named_event
 BILLING_HEADER = "x-anthropic-billing-header"
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+
+
+# Anthropic's error `type` for each status; 529 is its own "overloaded".
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def _error(error: ProxyError) -> dict[str, Any]:
+    """An error as Anthropic writes it, in an answer's body and in a stream's error event."""
+    message = error.message
+    if isinstance(error, ContextLengthExceeded):  # Anthropic's own words, on which Claude Code compacts
+        message = f"prompt is too long: {error.prompt_tokens} tokens > {error.limit} maximum"
+    kind = _ERROR_TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _error_body(error: ProxyError, request_id: str | None) -> bytes:
+    return json.dumps({**_error(error), "request_id": request_id}).encode()
+
+
+# Every error on this front's routes, the guard's 401 and 403 and the limits' 429 included.
+ERROR_BODIES[ANTHROPIC_MESSAGES] = _error_body
 
 
 def _invalid(message: str) -> ProxyError:
@@ -270,8 +300,7 @@ class AnthropicStream:
         return out
 
     def error_frame(self, error: ProxyError) -> bytes:
-        body = {"type": "error", "error": {"type": anthropic_error_type(error.status), "message": error.message}}
-        return named_event("error", body)
+        return named_event("error", _error(error))
 
     def _start(self) -> list[bytes]:
         if self._started:

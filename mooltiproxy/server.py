@@ -37,7 +37,6 @@ from mooltiproxy.translation.stored_responses import StoredResponses
 
 log = logging.getLogger("mooltiproxy")
 
-
 READY_PROBE_SECONDS = 5.0  # how old a target's answer /_proxy/ready may give
 
 # What a reload cannot change: the listening socket, the processes, the ban file.
@@ -89,22 +88,21 @@ class Runtime:
         responses = StoredResponses(self.store, config.system.responses_ttl, config.system.responses_max_bytes)
         return routing_state(config, guard, admin, pool, self.metrics, self.limiter, responses)
 
-    async def _readiness(self) -> tuple[bool, dict[str, Any]]:
+    def _readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether the default target answers, and what each target said when last asked (asked
         again, for the next probe, once READY_PROBE_SECONDS old)."""
         state = self.proxy.state
-        names = list(state.config.targets)
-        infos = [state.infos.last_known(name, max_age=READY_PROBE_SECONDS) for name in names]
-        targets: dict[str, Any] = {
-            name: {
+        default = state.config.default_target
+        targets: dict[str, Any] = {}
+        for name in state.config.targets:
+            info = state.infos.last_known(name, max_age=READY_PROBE_SECONDS)
+            targets[name] = {
                 "reachable": info.reachable,
                 "model": info.model_id,
                 "context_length": info.context_length,
-                "default": name == state.config.default_target,
+                "default": name == default,
             }
-            for name, info in zip(names, infos, strict=True)
-        }
-        return bool(targets[state.config.default_target]["reachable"]), targets
+        return targets[default]["reachable"], targets
 
     def _state_error(self) -> None:
         self.metrics.add("mooltiproxy_state_errors_total")
@@ -165,9 +163,9 @@ class Runtime:
     async def _announce(state: RoutingState) -> None:
         """One line per target (its model and context), and one per route whose prompt format is
         plainly not its model's."""
-        await state.infos.announce()
+        infos = await state.infos.announce()
         for name, target in state.config.targets.items():
-            for line in mismatched_routes(target, (await state.infos.of(name)).model_id):
+            for line in mismatched_routes(target, infos[name].model_id):
                 log.warning("%s", line)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:

@@ -131,6 +131,9 @@ class TargetInfo:
     reachable: bool = False  # the target answered (anything) when it was asked
 
 
+UNKNOWN = TargetInfo()  # of a target not asked yet
+
+
 @dataclass(frozen=True, slots=True)
 class AddressList:
     """IP addresses and CIDR networks; single addresses are looked up in a set."""

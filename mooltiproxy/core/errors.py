@@ -1,10 +1,10 @@
-"""Errors the proxy raises and the bodies it answers them with: OpenAI's shape, or Anthropic's on
-the routes of its front."""
+"""Errors the proxy raises and the bodies it answers them with: OpenAI's shape, or the shape a front
+registers for its routes (ERROR_BODIES)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 # OpenAI's error `type` for each status the proxy produces itself.
@@ -74,29 +74,10 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     return json.dumps(payload).encode()
 
 
-# Anthropic's error `type` for each status; 529 is its own "overloaded".
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
-
-
-def anthropic_error_type(status: int) -> str:
-    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-
-
-def anthropic_error_body(error: ProxyError, request_id: str | None) -> bytes:
-    message = error.message
-    if isinstance(error, ContextLengthExceeded):  # Anthropic's own words, on which Claude Code compacts
-        message = f"prompt is too long: {error.prompt_tokens} tokens > {error.limit} maximum"
-    body = {"type": "error", "error": {"type": anthropic_error_type(error.status), "message": message}}
-    return json.dumps({**body, "request_id": request_id}).encode()
+# A front's own error body, `write(error, request_id)`, registered by the module of its mappers
+# under the API its clients speak; the routes of any other front get OpenAI's.
+ErrorBody = Callable[[ProxyError, str | None], bytes]
+ERROR_BODIES: dict[str, ErrorBody] = {}
 
 
 def shown_url(url: str) -> str:

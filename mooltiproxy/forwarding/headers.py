@@ -9,8 +9,8 @@ X-Stainless-*, custom ones...), except
     routing header `target`;
   - Expect (the proxy has read the whole body already).
 On a translated route, where the proxy writes the body in the target's API, only what is not tied
-to the client's API passes (User-Agent and W3C trace context): a front's own headers
-(anthropic-version, anthropic-beta, OpenAI-Beta, X-Stainless-*) mean nothing to the target.
+to the client's API passes (User-Agent and W3C trace context): the versions, switches and SDK
+telemetry of the client's API mean nothing to the target.
 The target's own key, when it has one, goes as `Authorization: Bearer ...`. Who the client is goes
 as X-Forwarded-For / X-Forwarded-Proto (see `forwarding`).
 Upstream -> client: everything but hop-by-hop headers.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict, MultiMapping, istr
 
 
 def _names(*names: str) -> tuple[istr, ...]:
@@ -49,7 +49,7 @@ _NOT_FORWARDED = (
 )
 _FORWARDING_NAMES = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host")
 # What crosses to a target whose API is not the client's.
-_TRANSLATED_KEPT = frozenset(("user-agent", "traceparent", "tracestate", "baggage", *_FORWARDING_NAMES))
+_TRANSLATED_KEPT = _names("user-agent", "traceparent", "tracestate", "baggage", *_FORWARDING_NAMES)
 # What says who the client is; from anyone but a trusted proxy, the proxy's word replaces it.
 _FORWARDING = _names(*_FORWARDING_NAMES)
 _CLIENT_ADDRESS = _names("forwarded", "x-forwarded-for", "x-real-ip")
@@ -76,11 +76,12 @@ def _filtered(headers: Mapping[str, str], dropped: tuple[istr, ...]) -> CIMultiD
 
 
 def upstream_request_headers(
-    client_headers: Mapping[str, str], authorization: str | None, *, json_body: bool, reads_answer: bool
+    client_headers: MultiMapping[str], authorization: str | None, *, json_body: bool, reads_answer: bool
 ) -> CIMultiDict[str]:
     """`json_body`: the proxy sends a JSON body of its own; `reads_answer`: it decodes the answer."""
     if json_body:
-        kept = CIMultiDict((name, value) for name, value in client_headers.items() if name.lower() in _TRANSLATED_KEPT)
+        # A few lookups by name, rather than a look at each of the client's headers.
+        kept = CIMultiDict((name, value) for name in _TRANSLATED_KEPT for value in client_headers.getall(name, ()))
         headers = _filtered(kept, ())
         headers["Content-Type"] = "application/json"
     else:

@@ -2,8 +2,8 @@
 `max_stop_sequences`), else an OpenAI-compatible server's `/v1/models` (vLLM's and SGLang's
 `max_model_len`, llama.cpp's `meta.n_ctx_train`). A target's `context_length` in the config wins.
 
-Asked once per target and kept until the next reload; a target that could not be asked is asked
-again a minute later. Requests waiting for the first answer share it.
+Asked at start (and after a reload) and kept until the next reload; a target that could not be asked
+is asked again a minute later, in the background: requests never wait for a target's answer.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from mooltiproxy.config.settings import Target, TargetInfo
+from mooltiproxy.config.settings import UNKNOWN, Target, TargetInfo
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.forwarding.upstream import UPSTREAM_ERRORS, UpstreamPool, tls_context
 
@@ -39,16 +39,16 @@ class TargetInfos:
         self._answered: dict[str, TargetInfo] = {}  # the last answer of each, while it is asked again
 
     async def of(self, name: str) -> TargetInfo:
-        """What is known of the target, asked again when it could not be asked (a minute later)."""
-        return await asyncio.shield(self._asking(name, None))
+        """What the target says, waiting for its answer when it is being asked."""
+        task = self._asking(name, None)
+        return task.result() if task.done() else await asyncio.shield(task)
 
-    def last_known(self, name: str, max_age: float) -> TargetInfo:
-        """What the target said when last asked, at once; asked again, for next time, when that is
-        older than `max_age` seconds (readiness probes wait for no target)."""
+    def last_known(self, name: str, max_age: float | None = None) -> TargetInfo:
+        """What the target said when last asked, at once: requests and readiness probes wait for
+        no target. It is asked again, for next time, when that answer is older than `max_age`
+        seconds (or, with no `max_age`, when it could not be asked a minute ago)."""
         task = self._asking(name, max_age)
-        if task.done():
-            return task.result()
-        return self._answered.get(name, TargetInfo())
+        return task.result() if task.done() else self._answered.get(name, UNKNOWN)
 
     def _asking(self, name: str, max_age: float | None) -> asyncio.Task[TargetInfo]:
         task = self._known.get(name)
@@ -66,10 +66,10 @@ class TargetInfos:
             return True
         return task.result().source == "nothing" and now > self._retry_after[name]
 
-    async def announce(self) -> None:
-        """One line per target: what it serves and its context, or that it could not be asked."""
-        infos = await asyncio.gather(*(self.of(name) for name in self._targets))
-        for name, info in zip(self._targets, infos, strict=True):
+    async def announce(self) -> dict[str, TargetInfo]:
+        """What each target says, and one line per target saying it (or that it could not be asked)."""
+        infos = dict(zip(self._targets, await asyncio.gather(*map(self.of, self._targets)), strict=True))
+        for name, info in infos.items():
             if not info.reachable:
                 log.warning("target %s: unreachable at start", name)
             elif info.source == "nothing":
@@ -77,6 +77,7 @@ class TargetInfos:
             else:
                 context = f"{info.context_length} tokens" if info.context_length else "not said"
                 log.info("target %s: model %s, context %s (from %s)", name, info.model_id or "-", context, info.source)
+        return infos
 
     async def _learn(self, target: Target) -> TargetInfo:
         # A session of its own, whose connections close after each answer: the pool's carry only
@@ -88,14 +89,19 @@ class TargetInfos:
             info = await self._ask(session, target, "/info", _from_tgi_info, answered)
             if info is None and answered:  # a target that answers nothing is not asked twice
                 info = await self._ask(session, target, "/v1/models", _from_models, answered)
-        info = replace(info or TargetInfo(), reachable=bool(answered))
+        info = replace(info or UNKNOWN, reachable=bool(answered))
         if target.context_length is not None:
             info = replace(info, context_length=target.context_length, source="the config")
         self._answered[target.name] = info
         return info
 
     async def _ask(
-        self, session: aiohttp.ClientSession, target: Target, path: str, read: Any, answered: list[int]
+        self,
+        session: aiohttp.ClientSession,
+        target: Target,
+        path: str,
+        read: Callable[[Any], TargetInfo | None],
+        answered: list[int],
     ) -> TargetInfo | None:
         """What the answer to GET `path` says, read by `read`; its status is added to `answered`."""
         authorization = self._authorizations.get(target.name)

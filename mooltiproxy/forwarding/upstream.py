@@ -105,16 +105,17 @@ class UpstreamAnswer:
     connection goes back to the pool only when the body was read to its end; otherwise it is
     closed, so that no stray byte can be taken for the next answer."""
 
-    __slots__ = ("response", "status", "headers", "_slots", "_released", "_watchdog")
+    __slots__ = ("response", "status", "headers", "content_length", "_slots", "_released", "_watchdog")
 
     def __init__(self, response: aiohttp.ClientResponse, slots: Slots):
         self.response = response
         self.status = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
+        self.content_length = content_length(response.headers)  # read once, as llhttp read it
         self._slots = slots
         self._released = False
         self._watchdog: asyncio.TimerHandle | None = None
-        if content_length(response.headers) is None and not response.content.is_eof():
+        if self.content_length is None and not response.content.is_eof():
             self._watchdog = asyncio.get_running_loop().call_later(_WATCH_SECONDS, self._watch)
 
     def _watch(self) -> None:
@@ -129,10 +130,6 @@ class UpstreamAnswer:
             self._watchdog = None
         else:
             self._watchdog = asyncio.get_running_loop().call_later(_WATCH_SECONDS, self._watch)
-
-    @property
-    def content_length(self) -> int | None:
-        return content_length(self.headers)
 
     async def read(self) -> bytes:
         return await self.response.read()
@@ -208,12 +205,15 @@ class TargetClient:
         except BaseException:
             self._slots.release()
             raise
-        if not _FIELD_NAMES.fullmatch(b":".join(name for name, _ in response.raw_headers)):
+        names = [name for name, _ in response.raw_headers]
+        if not _FIELD_NAMES.fullmatch(b":".join(names)):
             # llhttp lets `Content-Length : 5` through as a field named "Content-Length ": another
             # parser could read it as the length. The answer's framing is in doubt: never relayed.
             response.close()
             self._slots.release()
-            raise InvalidAnswerHead(f"a header name that is not a token: {response.raw_headers!r:.200}")
+            # Named, never valued: a value may hold a secret of the target's (a cookie, say).
+            invalid = [name for name in names if not _FIELD_NAMES.fullmatch(name)]
+            raise InvalidAnswerHead(f"header names that are not tokens: {invalid!r:.200}")
         return UpstreamAnswer(response, self._slots)
 
     async def _wait_for_a_slot(self) -> None:

@@ -31,7 +31,7 @@ class Admin:
         store: StateStore,
         metrics: Callable[[], Awaitable[dict[str, Any]]],
         limits: Callable[[], Awaitable[dict[str, Any]]],
-        readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
+        readiness: Callable[[], tuple[bool, dict[str, Any]]],
         routes: list[dict[str, Any]],
         metrics_public: bool,
     ):
@@ -56,11 +56,11 @@ class Admin:
 
     async def open_route(self, request: web.BaseRequest) -> web.Response:
         if request.path == self.ready_path:
-            return await self.ready(details=False)
+            return self.ready(details=False)
         return self.health() if request.path == self.health_path else await self.metrics()
 
-    async def ready(self, *, details: bool) -> web.Response:
-        ready, targets = await self._readiness()
+    def ready(self, *, details: bool) -> web.Response:
+        ready, targets = self._readiness()
         body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
         if details:
             body["targets"] = targets
@@ -101,7 +101,7 @@ class Admin:
             return self.health()
         if path == self.ready_path:
             _allow(request, "GET")
-            return await self.ready(details=True)
+            return self.ready(details=True)
         if path == self.metrics_path:
             _allow(request, "GET")
             return await self.metrics()

@@ -7,12 +7,11 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from mooltiproxy.config.settings import Endpoint, Target, TargetInfo
+from mooltiproxy.config.settings import UNKNOWN, Endpoint, Target
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 
 _UNPARSED = object()
-_UNKNOWN = TargetInfo()
 
 
 class FanOut(list):
@@ -74,7 +73,7 @@ class RequestContext:
         self.completion_tokens: int | None = None
         self.target: Target | None = None
         self.endpoint: Endpoint | None = None
-        self.target_info = _UNKNOWN  # its context length, for a translated request
+        self.target_info = UNKNOWN  # its context length, for a translated request
         self.raw_body: bytes = b""
         self.held_bytes = 0  # of the process's body budget
         # The rate-limit headers of a limited key's answer (they replace a target's own).

@@ -9,8 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mooltiproxy.core.apis import ANTHROPIC_MESSAGES
-from mooltiproxy.core.errors import ProxyError, anthropic_error_body, error_body
+from mooltiproxy.core.errors import ERROR_BODIES, ProxyError, error_body
 
 # A head is well under this; what is added to it to decide whether a write can block.
 _HEAD_ALLOWANCE = 16 * 1024
@@ -26,8 +25,9 @@ def text_response(text: str, **kwargs: Any) -> web.Response:
 
 def error_response(error: ProxyError, front: str | None = None, request_id: str | None = None) -> web.Response:
     """The error in the shape of the API the client speaks on this route."""
-    if front == ANTHROPIC_MESSAGES:
-        body = anthropic_error_body(error, request_id)
+    write = ERROR_BODIES.get(front) if front is not None else None
+    if write is not None:
+        body = write(error, request_id)
     else:
         body = error_body(error.status, error.message, error.code, error.param)
     return web.Response(status=error.status, body=body, content_type="application/json", headers=error.headers)

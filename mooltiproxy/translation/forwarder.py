@@ -69,7 +69,7 @@ class Forwarder:
         context.target, context.endpoint, context.answered_by = target, endpoint, target.name
         context.state.clear()  # a fallback target maps the request afresh
         if endpoint.request_mapper is not None:
-            context.target_info = await self._infos.of(target.name)
+            context.target_info = self._infos.last_known(target.name)
         call = self._map_request(context, endpoint)
         headers = upstream_request_headers(
             request.headers,

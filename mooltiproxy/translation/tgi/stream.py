@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.errors import ProxyError, refusal_status
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.translation.sse import json_event
 from mooltiproxy.translation.stops import StopFilter
@@ -18,9 +18,8 @@ from mooltiproxy.translation.tgi.answer import FINISH_REASONS, usage
 from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS
 from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
 
-# TGI's error_type -> the status the client gets, as for the same error outside a stream (TGI's 422
-# for a request it refuses is the client's 400: core.errors.refusal_status).
-ERROR_STATUSES = {"validation": 400, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
+# TGI's error_type -> the HTTP status TGI would have answered outside a stream.
+ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
 
 
 def event_error(event: dict) -> ProxyError | None:
@@ -29,7 +28,7 @@ def event_error(event: dict) -> ProxyError | None:
     error_type = event.get("error_type")
     if not isinstance(error_type, str):
         return ProxyError(500, event["error"])
-    return ProxyError(ERROR_STATUSES.get(error_type, 500), event["error"], code=error_type)
+    return ProxyError(refusal_status(ERROR_STATUSES.get(error_type, 500)), event["error"], code=error_type)
 
 
 class TGIStreamTranslator:
