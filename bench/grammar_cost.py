@@ -25,7 +25,7 @@ from typing import Any
 from outlines_core import Index, Vocabulary
 from outlines_core.json_schema import build_regex_from_schema
 
-from mooltiproxy.translation.tgi.grammar import tool_grammar
+from mooltiproxy.backends.tgi.grammar import tool_grammar
 
 
 def tool(name: str, **properties: str) -> dict[str, Any]:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from aiohttp import web
 
-from mooltiproxy.config.settings import ClientKey, Config, Endpoint, Target
+from mooltiproxy.config.settings import ClientKey, Config, Endpoint, Limits, SystemSettings, Target
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import unique_id
 from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.forwarding.exchange import TargetFailed
 from mooltiproxy.forwarding.models import LISTING_PATHS, ModelCatalog
-from mooltiproxy.forwarding.target_info import TargetInfos
+from mooltiproxy.forwarding.target_info import InfoReader, TargetInfos
 from mooltiproxy.forwarding.upstream import UpstreamPool
+from mooltiproxy.fronts.base import ExtraRoute, Front
 from mooltiproxy.guard.gate import Caller, Guard
 from mooltiproxy.guard.limits import Grant, Limiter, openai_headers
 from mooltiproxy.operations.admin import Admin
@@ -25,22 +27,14 @@ from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.cors import is_preflight, preflight_response
 from mooltiproxy.serving.incoming import BodyBudget, read_body
 from mooltiproxy.serving.request_target import split_request_target
-from mooltiproxy.serving.responses import error_response
+from mooltiproxy.serving.responses import error_response, json_response
 from mooltiproxy.serving.stamping import stamp
 from mooltiproxy.translation.forwarder import Forwarder
-from mooltiproxy.translation.stored_responses import FRONT as RESPONSES_FRONT
-from mooltiproxy.translation.stored_responses import ROUTE as STORED_RESPONSE
-from mooltiproxy.translation.stored_responses import StoredResponses
+from mooltiproxy.translation.kinds import PIVOT
 
 log = logging.getLogger("mooltiproxy.proxy")
 
 _CLIENT_CLOSED = 499  # nginx's convention, for the access log only
-# Reachability probes clients send without a key (Claude Code: HEAD / and HEAD /api/hello).
-_PROBES = frozenset({"/", "/api/hello"})
-
-
-def _presents_credentials(request: web.BaseRequest) -> bool:
-    return "Authorization" in request.headers or "x-api-key" in request.headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +49,20 @@ class RoutingState:
     catalog: ModelCatalog
     infos: TargetInfos
     limiter: Limiter
-    responses: StoredResponses
     authorizations: dict[str, str | None]
     model_routes: dict[str, str]
-    fronts: dict[str, str]  # incoming path -> the API its clients speak, when not OpenAI's
+    fronts: dict[str, Front]  # by the kind their request mappers take
+    front_paths: dict[str, Front]  # incoming path -> the front its clients speak, when not the pivot's
+    extra_routes: tuple[ExtraRoute, ...]  # of the fronts some route speaks
+    probes: frozenset[str]  # paths clients HEAD without a key, to see the proxy is up
 
-    def front_of(self, raw_target: str) -> str | None:
+    def front_of(self, raw_target: str) -> Front:
         """Known from the path alone, so that even the guard's refusals speak the client's API."""
         path = raw_target.partition("?")[0]
-        front = self.fronts.get(path)
+        front = self.front_paths.get(path)
         if front is None and path.startswith("/v1/"):
-            front = self.fronts.get(path[3:])
-        return front
+            front = self.front_paths.get(path[3:])
+        return front or self.fronts[PIVOT]
 
 
 def routing_state(
@@ -76,29 +72,43 @@ def routing_state(
     pool: UpstreamPool,
     metrics: Metrics,
     limiter: Limiter,
-    responses: StoredResponses,
+    fronts: Sequence[Front],
+    info_readers: Sequence[InfoReader],
 ) -> RoutingState:
     # Precomputed so that the hot path only looks things up.
     authorizations = {name: f"Bearer {t.key}" if t.key else None for name, t in config.targets.items()}
-    infos = TargetInfos(config.targets, pool, authorizations)
+    infos = TargetInfos(config.targets, pool, authorizations, info_readers)
+    by_kind = {front.kind: front for front in fronts}
+    front_paths = {
+        path: by_kind[endpoint.front]
+        for target in config.targets.values()
+        for path, endpoint in target.endpoints.items()
+        if endpoint.front in by_kind
+    }
+    spoken = {id(front): front for front in front_paths.values()}.values()
     return RoutingState(
         config=config,
         guard=guard,
         admin=admin,
         pool=pool,
-        forwarder=Forwarder(pool, infos, authorizations, metrics, config.system, config.guard.client_address_header),
+        forwarder=Forwarder(
+            pool,
+            infos,
+            authorizations,
+            metrics,
+            config.system,
+            config.guard.client_address_header,
+            guard.key_headers,
+        ),
         catalog=ModelCatalog(config.targets, config.default_target, infos),
         infos=infos,
         limiter=limiter,
-        responses=responses,
         authorizations=authorizations,
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
-        fronts={
-            path: endpoint.front
-            for target in config.targets.values()
-            for path, endpoint in target.endpoints.items()
-            if endpoint.front is not None
-        },
+        fronts=by_kind,
+        front_paths=front_paths,
+        extra_routes=tuple(route for front in spoken for route in front.extra_routes()),
+        probes=frozenset(path for front in fronts for path in front.probes),
     )
 
 
@@ -121,7 +131,7 @@ class Proxy:
         except ProxyError as error:
             if error.code is not None and error.code.startswith("upstream_"):
                 self._metrics.add("mooltiproxy_upstream_errors_total", target=_target_of(context), kind=error.code)
-            response = error_response(error, state.front_of(raw_target), context.request_id)
+            response = _error_response(state, error, raw_target, context)
         except ConnectionResetError:
             # The client went away while the answer was being written to it.
             response = web.Response(status=_CLIENT_CLOSED)
@@ -135,7 +145,7 @@ class Proxy:
                 exc_info=state.config.system.debug,
             )
             internal = ProxyError(500, "Internal proxy error", code="internal_error")
-            response = error_response(internal, state.front_of(raw_target), context.request_id)
+            response = _error_response(state, internal, raw_target, context)
         finally:
             self._budget.give_back(context.held_bytes)
             if context.settle is not None:
@@ -149,10 +159,6 @@ class Proxy:
             stamp(request, context, response)
         return response
 
-    def _take(self, context: RequestContext, limit: int, size: int) -> None:
-        self._budget.take(size, limit)
-        context.held_bytes += size
-
     def _count(self, context: RequestContext, status: int, elapsed: float) -> None:
         route = context.endpoint.incoming_path if context.endpoint else "-"
         self._metrics.route(_target_of(context), route).record(
@@ -162,60 +168,40 @@ class Proxy:
     async def _dispatch(
         self, state: RoutingState, request: web.BaseRequest, context: RequestContext, raw_target: str
     ) -> web.StreamResponse:
+        """The stages, in order; each either answers or lets the request go on."""
         if state.admin.answers_without_key(request):
             return await state.admin.open_route(request)
-        guard = state.guard
-        caller = guard.caller(request)
-        if caller.address is not None:
-            context.client_ip = caller.key
-        guard.check_address(caller)
+        caller = _admitted_caller(state.guard, request, context)
         if is_preflight(request):
             return preflight_response(request)
-        if request.method == "HEAD" and raw_target in _PROBES and not _presents_credentials(request):
-            return web.Response()  # what Claude Code asks before anything else, without a key
-        client = await guard.authenticate(
-            caller, request.headers.get("Authorization"), request.headers.get("x-api-key")
-        )
+        if (
+            request.method == "HEAD"
+            and raw_target in state.probes
+            and not state.guard.presents_credentials(request.headers)
+        ):
+            return web.Response()
+        client = await state.guard.authenticate(caller, request.headers)
         context.client_name = client.name
         path, query = split_request_target(raw_target)
-        if path.startswith(state.admin.prefix):
-            return await state.admin.handle(request, path, client)
-        kept = STORED_RESPONSE.match(path) if request.method in ("GET", "DELETE") else None
-        if kept is not None and RESPONSES_FRONT in state.fronts.values():
-            return await state.responses.answer(request.method, kept.group(1), client.name)
-        system = state.config.system
-        context.raw_body = await read_body(
-            request,
-            system.max_body_size,
-            system.client_timeout,
-            partial(self._take, context, system.max_inflight_bytes),
-        )
-        target = self._choose_target(state, request, context)
-        context.target = target
+        own = await _own_route(state, request, path, client)
+        if own is not None:
+            return own
+        await self._read_body(state.config.system, request, context)
+        target = context.target = _choose_target(state, request, context)
         if request.method == "GET" and path in LISTING_PATHS and target.find_endpoint(path) is None:
-            # The proxy's own list of the models this client may use, whatever the default target.
-            anthropic = "anthropic-version" in request.headers
-            return await state.catalog.listing(client, anthropic)
+            return await _model_list(state, request, client)
         _check_allowed(client, target)
-        grant = await state.limiter.admit(client.name, state.guard.limits_of(client), target)
-        if grant is not None:
-            context.settle = partial(_settle, state.limiter, grant, context)
-            context.reads_usage = bool(grant.token_keys)
-            if grant.client_usage:
-                context.rate_headers = openai_headers(grant.client_usage)
-        candidates = self._candidates(state, client, target, path)
-        if not candidates:
-            raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
+        await _admit(state.limiter, state.guard.limits_of(client), client, target, context)
+        candidates = _candidates(state, client, target, path)
         _check_method(request.method, candidates[0][1])
-        if all(endpoint.request_mapper is not None for _, endpoint in candidates):
-            context.keep_parsed_body_only()
-            _apply_model_alias(context, target)
-        if candidates[0][1].front != RESPONSES_FRONT:
-            return await self._forward(state, request, context, candidates, query, caller)
-        await state.responses.expand(context, client.name)
-        response = await self._forward(state, request, context, candidates, query, caller)
-        await state.responses.keep(context, client.name)
-        return response
+        return await self._forward(state, request, context, candidates, query, caller)
+
+    async def _read_body(self, system: SystemSettings, request: web.BaseRequest, context: RequestContext) -> None:
+        def take(size: int) -> None:
+            self._budget.take(size, system.max_inflight_bytes)
+            context.held_bytes += size
+
+        context.raw_body = await read_body(request, system.max_body_size, system.client_timeout, take)
 
     async def _forward(
         self,
@@ -226,11 +212,17 @@ class Proxy:
         query: str,
         caller: Caller,
     ) -> web.StreamResponse:
-        """The target, then its fallbacks in order while they fail."""
+        """Through the route's front, to the target, then to its fallbacks in order while they fail."""
+        front = state.fronts.get(candidates[0][1].front or "")
+        if all(endpoint.request_mapper is not None for _, endpoint in candidates):
+            context.keep_parsed_body_only()
+            _apply_model_alias(context, candidates[0][0])
+        if front is not None:
+            await front.before(context)
         for index, (target, endpoint) in enumerate(candidates):
             can_fall_back = index + 1 < len(candidates)
             try:
-                return await state.forwarder.forward(
+                response = await state.forwarder.forward(
                     request,
                     context,
                     target,
@@ -247,37 +239,84 @@ class Proxy:
                     candidates[index + 1][0].name,
                 )
                 self._metrics.add("mooltiproxy_upstream_errors_total", target=target.name, kind="fallback")
+                continue
+            if front is not None:
+                await front.after(context)
+            return response
         raise AssertionError("the last candidate cannot fall back")
 
-    @staticmethod
-    def _candidates(state: RoutingState, client: ClientKey, target: Target, path: str) -> list[tuple[Target, Endpoint]]:
-        endpoint = target.find_endpoint(path)
-        if endpoint is None:
-            return []
-        candidates = [(target, endpoint)]
-        for name in target.fallback:
-            fallback = state.config.targets[name]
-            fallback_endpoint = fallback.find_endpoint(path)
-            # A client limited to some targets never falls back outside them.
-            if fallback_endpoint is not None and (client.targets is None or name in client.targets):
-                candidates.append((fallback, fallback_endpoint))
-        return candidates
 
-    @staticmethod
-    def _choose_target(state: RoutingState, request: web.BaseRequest, context: RequestContext) -> Target:
-        """The `target` header; else the target claiming the body's model; else the default."""
-        name = request.headers.get("target")
-        if not name and state.model_routes and context.raw_body:
-            try:
-                model = context.body.get("model")
-            except ProxyError:
-                model = None
-            name = state.model_routes.get(model) if isinstance(model, str) else None
-        name = name or state.config.default_target
-        target = state.config.targets.get(name)
-        if target is None:
-            raise ProxyError(404, f"Unknown target '{name}'", code="unknown_target", param="target")
-        return target
+def _admitted_caller(guard: Guard, request: web.BaseRequest, context: RequestContext) -> Caller:
+    """Who calls, refused at once when the address is blacklisted or banned."""
+    caller = guard.caller(request)
+    if caller.address is not None:
+        context.client_ip = caller.key
+    guard.check_address(caller)
+    return caller
+
+
+async def _own_route(
+    state: RoutingState, request: web.BaseRequest, path: str, client: ClientKey
+) -> web.StreamResponse | None:
+    """The admin API, and the routes a front answers itself."""
+    if path.startswith(state.admin.prefix):
+        return await state.admin.handle(request, path, client)
+    for route in state.extra_routes:
+        found = route.pattern.match(path) if request.method in route.methods else None
+        if found is not None:
+            return await route.handle(request.method, found, client.name)
+    return None
+
+
+async def _model_list(state: RoutingState, request: web.BaseRequest, client: ClientKey) -> web.Response:
+    """The proxy's own list of the models this client may use, in its front's shape."""
+    front = next((front for front in state.fronts.values() if front.claims_listing(request.headers)), None)
+    return json_response((front or state.fronts[PIVOT]).model_list(await state.catalog.listing(client)))
+
+
+async def _admit(limiter: Limiter, limits: Limits, client: ClientKey, target: Target, context: RequestContext) -> None:
+    """The client's and the target's limits; what they grant is settled once the request ends."""
+    grant = await limiter.admit(client.name, limits, target)
+    if grant is not None:
+        context.settle = partial(_settle, limiter, grant, context)
+        context.reads_usage = bool(grant.token_keys)
+        if grant.client_usage:
+            context.rate_headers = openai_headers(grant.client_usage)
+
+
+def _error_response(state: RoutingState, error: ProxyError, raw_target: str, context: RequestContext) -> web.Response:
+    return error_response(error, state.front_of(raw_target).error_body(error, context.request_id))
+
+
+def _candidates(state: RoutingState, client: ClientKey, target: Target, path: str) -> list[tuple[Target, Endpoint]]:
+    """The target's route for the path, then its fallbacks' (a 404 when the target has none)."""
+    endpoint = target.find_endpoint(path)
+    if endpoint is None:
+        raise ProxyError(404, f"No route for '{path}' on target '{target.name}'", code="unknown_route")
+    candidates = [(target, endpoint)]
+    for name in target.fallback:
+        fallback = state.config.targets[name]
+        fallback_endpoint = fallback.find_endpoint(path)
+        # A client limited to some targets never falls back outside them.
+        if fallback_endpoint is not None and (client.targets is None or name in client.targets):
+            candidates.append((fallback, fallback_endpoint))
+    return candidates
+
+
+def _choose_target(state: RoutingState, request: web.BaseRequest, context: RequestContext) -> Target:
+    """The `target` header; else the target claiming the body's model; else the default."""
+    name = request.headers.get("target")
+    if not name and state.model_routes and context.raw_body:
+        try:
+            model = context.body.get("model")
+        except ProxyError:
+            model = None
+        name = state.model_routes.get(model) if isinstance(model, str) else None
+    name = name or state.config.default_target
+    target = state.config.targets.get(name)
+    if target is None:
+        raise ProxyError(404, f"Unknown target '{name}'", code="unknown_target", param="target")
+    return target
 
 
 def _check_method(method: str, endpoint: Endpoint) -> None:

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mooltiproxy.backends import BACKENDS
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.config.masterkey import resolve_master_key
 from mooltiproxy.config.settings import MASTER, ClientKey, Config, SystemSettings
@@ -22,6 +23,8 @@ from mooltiproxy.core import accelerators
 from mooltiproxy.core.errors import ConfigError
 from mooltiproxy.core.metrics import Metrics, SharedMetrics
 from mooltiproxy.forwarding.upstream import UpstreamPool
+from mooltiproxy.fronts import FRONTS
+from mooltiproxy.fronts.base import FrontServices
 from mooltiproxy.guard.gate import Guard
 from mooltiproxy.guard.keys import keyring
 from mooltiproxy.guard.limits import Limiter
@@ -33,7 +36,6 @@ from mooltiproxy.proxy import Proxy, RoutingState, routing_state
 from mooltiproxy.serving.http_server import HttpServer, check_c_parser
 from mooltiproxy.state.choose import state_store
 from mooltiproxy.translation.prompt_family import mismatched_routes
-from mooltiproxy.translation.stored_responses import StoredResponses
 
 log = logging.getLogger("mooltiproxy")
 
@@ -75,7 +77,9 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
 
     def _state(self, config: Config, pool: UpstreamPool) -> RoutingState:
-        guard = Guard(config.guard, keyring(self.master_key, config.clients), self.store, self.metrics)
+        fronts = [front(FrontServices(self.store, config.system)) for front in FRONTS]
+        key_headers = tuple(name for front in fronts for name in front.key_headers)
+        guard = Guard(config.guard, keyring(self.master_key, config.clients), self.store, self.metrics, key_headers)
         admin = Admin(
             config.system.admin_prefix,
             self.store,
@@ -85,8 +89,8 @@ class Runtime:
             route_table(config),
             config.system.metrics_public,
         )
-        responses = StoredResponses(self.store, config.system.responses_ttl, config.system.responses_max_bytes)
-        return routing_state(config, guard, admin, pool, self.metrics, self.limiter, responses)
+        readers = [(backend.info_path, backend.read_info) for backend in BACKENDS]
+        return routing_state(config, guard, admin, pool, self.metrics, self.limiter, fronts, readers)
 
     def _readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether the default target answers, and what each target said when last asked (asked

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.translation.marks import uses_template
-from mooltiproxy.translation.prompting import (
+from mooltiproxy.plugin import (
     DEFAULT_SYSTEM_PROMPT,
+    Endpoint,
+    ProxyError,
     plain_messages,
+    prompter,
     render_chat,
     template_of,
     without_bos,
@@ -26,7 +26,7 @@ def _split_system(messages: list[dict[str, str]], endpoint: Endpoint) -> tuple[s
     return endpoint.system_prompt if endpoint.system_prompt is not None else DEFAULT_SYSTEM_PROMPT, messages
 
 
-@uses_template("markers", "jinja")
+@prompter("markers", "jinja")
 def fromTemplate(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
     """The original format built from a `templates:` entry's markers, or its whole Jinja template."""
     template = template_of(endpoint)

@@ -67,9 +67,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> 
     )
 
 
-def _environment(extra: dict[str, str] | None) -> dict[str, str]:
+def _environment(extra: dict[str, str] | None, repo: Path = REPO) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("MOOLTIPROXY")}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = str(repo)
     env.update(extra or {})
     return env
 
@@ -77,15 +77,15 @@ def _environment(extra: dict[str, str] | None) -> dict[str, str]:
 class ProxyProcess:
     """The proxy started as a user would start it, on a port the OS picks."""
 
-    def __init__(self, config: dict[str, Any], folder: Path, env: dict[str, str] | None = None):
+    def __init__(self, config: dict[str, Any], folder: Path, env: dict[str, str] | None = None, repo: Path = REPO):
         self.config_path = folder / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = folder / "proxy.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "main", "--config", str(self.config_path)],
-            cwd=REPO,
-            env=_environment({"MOOLTIPROXY_KEY": KEY, **(env or {})}),
+            cwd=repo,
+            env=_environment({"MOOLTIPROXY_KEY": KEY, **(env or {})}, repo),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -158,10 +158,11 @@ def echo() -> Iterator[EchoUpstream]:
 def start_proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., ProxyProcess]]:
     started: list[ProxyProcess] = []
 
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> ProxyProcess:
+    def start(config: dict[str, Any], env: dict[str, str] | None = None, repo: Path = REPO) -> ProxyProcess:
+        """The proxy of `repo` (a copy of this one, say), serving `config`."""
         folder = tmp_path / f"proxy{len(started)}"
         folder.mkdir()
-        proxy = ProxyProcess(config, folder, env)
+        proxy = ProxyProcess(config, folder, env, repo)
         started.append(proxy)
         # The proxy asks each target what it serves (/info, /v1/models) before it listens: the
         # test's own requests are what the fakes record from here on.

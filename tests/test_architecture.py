@@ -4,6 +4,7 @@ type-only ones under `if TYPE_CHECKING:` and ones inside functions included."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first: a module may import its own layer and the ones before it, never a later one.
 LAYERS = (
     "mooltiproxy.core",
+    "mooltiproxy.parsers",  # what reads generated text: pure, below the configuration that names them
     "mooltiproxy.config",
     "mooltiproxy.state",
     "mooltiproxy.serving",
     "mooltiproxy.guard",
     "mooltiproxy.forwarding",
     "mooltiproxy.translation",
-    "mappers",  # mappers and prompters are plug-ins: they see up to translation, and nothing sees them
+    "mooltiproxy.plugin",  # what plug-ins import
+    "mooltiproxy.backends",
+    "mooltiproxy.fronts",
+    "mappers",  # mappers and prompters are plug-ins: they see only mooltiproxy.plugin, and nothing sees them
     "prompters",
     "mooltiproxy.operations",
     "mooltiproxy",  # proxy.py, server.py, workers.py: the stages put together
@@ -65,6 +70,8 @@ SOURCES = [
     ROOT / "main.py",
 ]
 MODULES = {module_name(path) for path in SOURCES}
+ARCHITECTURE = (ROOT / "ARCHITECTURE.md").read_text()
+INIT_FILES = {str(path.relative_to(ROOT)) for path in SOURCES if path.name == "__init__.py"}
 
 
 def package_of(path: Path) -> str:
@@ -77,7 +84,7 @@ IMPORTS = {module_name(path): imported_modules(path.read_text(), package_of(path
 
 def test_every_subpackage_has_a_layer():
     subpackages = {f"mooltiproxy.{p.name}" for p in (ROOT / "mooltiproxy").iterdir() if (p / "__init__.py").exists()}
-    assert subpackages == {layer for layer in LAYERS if layer.startswith("mooltiproxy.")}
+    assert subpackages == {layer for layer in LAYERS if layer.startswith("mooltiproxy.")} - {"mooltiproxy.plugin"}
 
 
 def test_type_only_relative_and_late_imports_are_read():
@@ -100,6 +107,19 @@ def test_no_module_imports_a_later_layer(module):
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.split(".")[0] not in PLUGINS | {"main"}))
 def test_the_package_never_imports_a_plugin(module):
     assert not {dep for dep in IMPORTS[module] if dep.split(".")[0] in PLUGINS}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.split(".")[0] in PLUGINS))
+def test_plugins_import_only_the_facade(module):
+    ours = {dep for dep in IMPORTS[module] if dep.split(".")[0] == "mooltiproxy"}
+    assert ours <= {"mooltiproxy.plugin"}, f"{module} imports {sorted(ours)}; plug-ins import mooltiproxy.plugin"
+
+
+def test_architecture_md_names_every_module_and_only_those():
+    named = set(re.findall(r"`((?:mooltiproxy/|mappers/|prompters/)[\w/]+\.py|main\.py)`", ARCHITECTURE))
+    files = {str(path.relative_to(ROOT)) for path in SOURCES if path.name != "__init__.py"}
+    assert not files - named, f"modules ARCHITECTURE.md does not name: {sorted(files - named)}"
+    assert not named - files - INIT_FILES, f"ARCHITECTURE.md names modules that do not exist: {sorted(named - files)}"
 
 
 def test_no_import_circle():

@@ -11,11 +11,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mooltiproxy.backends.tgi.tool_prompts import without_tool_turns
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.core.errors import ConfigError, ProxyError
-from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls
-from mooltiproxy.translation.tgi.tool_prompts import without_tool_turns
-from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
+from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 from conftest import KEY, ProxyProcess, auth, proxy_config
 from test_tool_calls import PARSERS, template_entry
@@ -257,8 +256,8 @@ WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "param
 @given(parser=st.sampled_from(list(PARSERS)), reply=replies, cuts=st.lists(st.integers(0, 200), max_size=8))
 @example(parser="llama3_json", reply='You would call it as {"name": "get_weather", "parameters": {}}', cuts=[20])
 def test_a_streamed_answer_reads_as_the_whole_answer_however_it_is_cut(parser, reply, cuts):
-    content, calls = parse_tool_calls(reply, parser, WEATHER_TOOLS)
-    stream = tool_call_filter(parser, WEATHER_TOOLS)
+    content, calls = TOOL_PARSERS[parser].parse(reply, WEATHER_TOOLS)
+    stream = TOOL_PARSERS[parser].stream(WEATHER_TOOLS)
     text, streamed_calls = "", []
     bounds = [0, *sorted({cut for cut in cuts if cut < len(reply)}), len(reply)]
     for start, end in zip(bounds, bounds[1:], strict=False):

@@ -683,7 +683,8 @@ def test_a_tool_choice_naming_no_tool_of_the_request_is_a_400(proxy, fake_tgi):
 
 
 def test_the_tool_grammar_is_one_tgi_takes_with_pydantic_references_resolved():
-    from mooltiproxy.translation.tgi.grammar import read_tool_answer, tool_grammar
+    from mooltiproxy.backends.tgi.grammar import tool_grammar
+    from mooltiproxy.parsers.tools.grammar import read_tool_answer
 
     from fake_tgi import _validate_grammar
 

@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from mooltiproxy.translation.tgi.tool_calls import parse_tool_calls
-from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
+from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 from conftest import DATA
 from fake_tgi import tokenize
@@ -26,7 +25,7 @@ def calls_of(calls: list[dict]) -> list[dict]:
 
 def streamed(output: str, parser: str, tools: list, pieces: list[str]) -> tuple[str, list[dict]]:
     assert "".join(pieces) == output
-    stream = tool_call_filter(parser, tools)
+    stream = TOOL_PARSERS[parser].stream(tools)
     text, calls = "", []
     for piece in [*pieces, None]:
         released, completed = stream.feed(piece) if piece is not None else stream.flush()
@@ -47,7 +46,7 @@ def cuts(output: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
 def test_whole_and_streamed(case):
     tools = CORPUS["toolsets"].get(case.get("tools", ""), [])
-    content, calls = parse_tool_calls(case["output"], case["parser"], tools)
+    content, calls = TOOL_PARSERS[case["parser"]].parse(case["output"], tools)
     assert (content, calls_of(calls)) == (case["content"], case["calls"]), case["source"]
     for way, pieces in cuts(case["output"]).items():
         text, streamed_calls = streamed(case["output"], case["parser"], tools, pieces)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint, Mapper, StreamTranslatorFactory
+from mooltiproxy.core.errors import ProxyError
 
 
 def chained_mapper(links: Sequence[Mapper]) -> Mapper:
@@ -27,33 +29,25 @@ def chained_translators(factories: Sequence[StreamTranslatorFactory]) -> StreamT
     return lambda endpoint, context: ChainedTranslator([factory(endpoint, context) for factory in factories])
 
 
-class ChainedTranslator:
+class ChainedTranslator(StreamTranslator):
     """The first link reads the target's events; each next one translates what the one before
-    made. The last decides how the stream is framed and ends."""
+    made. The last decides how the stream is framed and ends, and what it says of errors and
+    silence."""
 
-    def __init__(self, links: Sequence[Any]):
+    def __init__(self, links: Sequence[StreamTranslator]):
         self._links = links
-        last = links[-1]
-        for name in ("done", "error_frame", "ping"):  # what the client's API says of ends, errors, silence
-            if hasattr(last, name):
-                setattr(self, name, getattr(last, name))
+        self.done, self.ping = links[-1].done, links[-1].ping
 
-    @property
-    def finished(self) -> bool:
-        return bool(self._links[0].finished)
-
-    @property
-    def complete(self) -> bool:
-        return bool(self._links[0].complete)
-
-    @property
-    def usage(self) -> Any:
-        return getattr(self._links[0], "usage", None)
+    def error_frame(self, error: ProxyError) -> bytes:
+        return self._links[-1].error_frame(error)
 
     def event(self, data: str) -> list[Any]:
-        chunks: list[Any] = self._links[0].event(data)
+        first = self._links[0]
+        chunks: list[Any] = first.event(data)
         for link in self._links[1:]:
             chunks = [out for chunk in chunks for out in link.event(chunk)]
+        # What the target's side says of the stream.
+        self.finished, self.complete, self.usage = first.finished, first.complete, first.usage
         return chunks
 
     def end(self) -> list[Any]:

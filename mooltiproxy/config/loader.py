@@ -14,7 +14,8 @@ import voluptuous as vol
 import yaml
 
 from mooltiproxy.config.chains import chained_mapper, chained_translators
-from mooltiproxy.config.registry import RegistryError, discover, positional_arity
+from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
+from mooltiproxy.config.registry import RegistryError, discover, mapper_specs, positional_arity, prompter_specs
 from mooltiproxy.config.schema import build_schema
 from mooltiproxy.config.settings import (
     NO_LIMITS,
@@ -37,14 +38,19 @@ from mooltiproxy.config.templates import PromptTemplate
 from mooltiproxy.config.yaml_shape import check_yaml_shape
 from mooltiproxy.core.errors import ConfigError
 
+# Where mappers are found by name: the fronts' and backends' own (their functions marked with
+# `kinds`), then every public function of the plug-ins'.
+BUILT_IN_MAPPERS = ("mooltiproxy.fronts", "mooltiproxy.backends")
+PLUGIN_MAPPERS = "mappers"
+
 
 def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     source = Path(path)
     raw = read_yaml(source)
     try:
-        mappers = discover("mappers")
-        prompters = discover("prompters")
+        mappers = mapper_specs(discover(PLUGIN_MAPPERS, built_in=BUILT_IN_MAPPERS))
+        prompters = prompter_specs(discover("prompters"))
     except RegistryError as exc:
         raise ConfigError([str(exc)]) from None
     try:
@@ -129,8 +135,8 @@ class _Builder:
         self,
         source: Path,
         document: dict,
-        mappers: Mapping[str, Callable],
-        prompters: Mapping[str, Callable],
+        mappers: Mapping[str, MapperSpec],
+        prompters: Mapping[str, PrompterSpec],
         environ: Mapping[str, str],
     ):
         self.source = source
@@ -281,14 +287,14 @@ class _Builder:
             stream_path=stream_path,
             stream_translator=self._translators(outs),
             # The link facing the target has a say on its errors.
-            error_hook=getattr(self.mappers[outs[0]], "on_upstream_error", None) if outs else None,
-            front=getattr(self.mappers[ins[0]], "takes", None) if ins else None,
+            error_hook=self.mappers[outs[0]].error_hook if outs else None,
+            front=self.mappers[ins[0]].takes if ins else None,
             request_mapper_name=" > ".join(ins) or "identity",
             answer_mapper_name=" > ".join(outs) or "identity",
             request_mapper=self._mapper(ins),
             answer_mapper=self._mapper(outs),
             prompter_name=prompter_name,
-            prompter=_adapt(self.prompters[prompter_name], 3) if prompter_name else None,
+            prompter=_adapt(self.prompters[prompter_name].function, 3) if prompter_name else None,
             template=template,
             defaults=spec["defaults"],
             system_prompt=spec.get("system_prompt"),
@@ -311,11 +317,11 @@ class _Builder:
 
     def _mapper(self, names: list[str]) -> Mapper | None:
         """The chain as one mapper; None for identity (bytes relayed, never parsed)."""
-        return chained_mapper([_adapt(self.mappers[name], 3) for name in names]) if names else None
+        return chained_mapper([_adapt(self.mappers[name].function, 3) for name in names]) if names else None
 
     def _translators(self, names: list[str]) -> StreamTranslatorFactory | None:
         """The stream translator of an answer chain: one per link, each fed by the one before."""
-        factories = [getattr(self.mappers[name], "stream_translator", None) for name in names]
+        factories = [self.mappers[name].stream_translator for name in names]
         if not factories or None in factories:
             return None
         return chained_translators([factory for factory in factories if factory is not None])

@@ -1,7 +1,8 @@
-"""Finds mapper and prompter functions by name in the `mappers/` and `prompters/` packages.
+"""Finds mappers and prompters by name: the specs of the package's own fronts and backends, then
+the plug-in folders `mappers/` and `prompters/`.
 
-Every public function defined in a module of the package is registered under its own name,
-so a user adds one by dropping a module there and naming the function in the YAML.
+Every public function (or spec) defined in a module of a plug-in folder is registered under its own
+name, so a user adds one by dropping a module there and naming the function in the YAML.
 """
 
 from __future__ import annotations
@@ -10,20 +11,31 @@ import importlib
 import inspect
 import pkgutil
 from collections.abc import Callable
+from typing import Any
+
+from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
 
 
 class RegistryError(Exception):
     pass
 
 
-def discover(package_name: str) -> dict[str, Callable]:
-    """Imports every module of the package and returns its public functions by name."""
+def discover(package_name: str, built_in: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The specs of the `built_in` packages (and their subpackages), then the plug-in package's specs
+    and public functions, by name."""
+    found: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name in built_in:
+        package = importlib.import_module(name)
+        for module_info in pkgutil.walk_packages(package.__path__, f"{name}."):
+            module = importlib.import_module(module_info.name)
+            for attribute, value in vars(module).items():
+                if isinstance(value, SPECS) and value.function.__module__ == module.__name__:
+                    _add(found, origins, attribute, value, module.__name__)
     try:
         package = importlib.import_module(package_name)
     except Exception as exc:  # a user module that fails to import must not become a traceback
         raise RegistryError(f"cannot import package '{package_name}': {exc}") from exc
-    functions: dict[str, Callable] = {}
-    origins: dict[str, str] = {}
     for module_info in pkgutil.iter_modules(package.__path__):
         if module_info.name.startswith("_"):
             continue
@@ -32,15 +44,36 @@ def discover(package_name: str) -> dict[str, Callable]:
             module = importlib.import_module(module_name)
         except Exception as exc:
             raise RegistryError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from exc
-        for name, function in inspect.getmembers(module, inspect.isfunction):
-            # Helpers that take no payload cannot be mappers or prompters.
-            if name.startswith("_") or function.__module__ != module_name or positional_arity(function) < 1:
-                continue
-            if name in functions:
-                raise RegistryError(f"'{name}' is defined both in {origins[name]} and in {module_name}")
-            functions[name] = function
-            origins[name] = module_name
-    return functions
+        for attribute, value in vars(module).items():
+            if not attribute.startswith("_") and _is_plugin(value, module_name):
+                _add(found, origins, attribute, value, module_name)
+    return found
+
+
+SPECS = (MapperSpec, PrompterSpec)
+
+
+def _is_plugin(value: Any, module_name: str) -> bool:
+    if isinstance(value, SPECS):
+        return value.function.__module__ == module_name
+    # Helpers that take no payload cannot be mappers or prompters.
+    return inspect.isfunction(value) and value.__module__ == module_name and positional_arity(value) >= 1
+
+
+def _add(found: dict[str, Any], origins: dict[str, str], name: str, value: Any, module_name: str) -> None:
+    if name in found:
+        raise RegistryError(f"'{name}' is defined both in {origins[name]} and in {module_name}")
+    found[name] = value
+    origins[name] = module_name
+
+
+def mapper_specs(found: dict[str, Any]) -> dict[str, MapperSpec]:
+    """Each found mapper's spec; a plain function's declares nothing."""
+    return {name: value if isinstance(value, MapperSpec) else MapperSpec(value) for name, value in found.items()}
+
+
+def prompter_specs(found: dict[str, Any]) -> dict[str, PrompterSpec]:
+    return {name: value if isinstance(value, PrompterSpec) else PrompterSpec(value) for name, value in found.items()}
 
 
 def positional_arity(function: Callable) -> int:

@@ -13,7 +13,8 @@ from typing import Any
 
 import voluptuous as vol
 
-from mooltiproxy.config.settings import MASTER, NEVER_FORWARDED_METHODS, TOOL_PARSERS
+from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
+from mooltiproxy.config.settings import MASTER, NEVER_FORWARDED_METHODS, TOOL_PARSER_NAMES
 from mooltiproxy.config.template_entries import builtin_templates, kind_of, template_entry_validator
 
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -99,7 +100,7 @@ def _known_name(kind: str, known: Iterable[str]) -> Callable[[Any], str]:
     return validate
 
 
-def _chain(mappers: Mapping[str, Callable]) -> Callable[[Any], list[str]]:
+def _chain(mappers: Mapping[str, MapperSpec]) -> Callable[[Any], list[str]]:
     """A mapper's name, or a list of them applied in order."""
     known = _known_name("mapper", mappers)
 
@@ -113,7 +114,7 @@ def _chain(mappers: Mapping[str, Callable]) -> Callable[[Any], list[str]]:
     return validate
 
 
-def _chain_fits(spec: dict, side: str, mappers: Mapping[str, Callable]) -> list[vol.Invalid]:
+def _chain_fits(spec: dict, side: str, mappers: Mapping[str, MapperSpec]) -> list[vol.Invalid]:
     """Each link gives what the next one takes (mappers that declare no kinds fit anything)."""
     names = spec.get(side)
     if not isinstance(names, list) or not all(isinstance(name, str) and name in mappers for name in names):
@@ -121,7 +122,7 @@ def _chain_fits(spec: dict, side: str, mappers: Mapping[str, Callable]) -> list[
     links = [(index, name, mappers[name]) for index, name in enumerate(names) if name != "identity"]
     errors = []
     for (_, before, first), (index, after, second) in zip(links, links[1:], strict=False):
-        gives, takes = getattr(first, "gives", None), getattr(second, "takes", None)
+        gives, takes = first.gives, second.takes
         if gives and takes and gives != takes:
             errors.append(
                 vol.Invalid(f"'{after}' takes {takes}, but '{before}' before it gives {gives}", path=[side, index])
@@ -259,8 +260,8 @@ def _inflight_covers_a_body(system: dict[str, Any]) -> dict[str, Any]:
 
 def build_schema(
     raw: dict,
-    mappers: Mapping[str, Callable],
-    prompters: Mapping[str, Callable],
+    mappers: Mapping[str, MapperSpec],
+    prompters: Mapping[str, PrompterSpec],
     environ: Mapping[str, str],
     folder: Path,
 ) -> vol.Schema:
@@ -279,7 +280,9 @@ def build_schema(
             vol.Optional("strip_bos", default=True): bool,
             vol.Optional("defaults", default=None): _section(TGI_DEFAULTS),
             vol.Optional("methods"): vol.All([_method], vol.Length(min=1)),
-            vol.Optional("tool_parser"): vol.In(list(TOOL_PARSERS), msg=f"expected one of {', '.join(TOOL_PARSERS)}"),
+            vol.Optional("tool_parser"): vol.In(
+                list(TOOL_PARSER_NAMES), msg=f"expected one of {', '.join(TOOL_PARSER_NAMES)}"
+            ),
         }
     )
 
@@ -289,10 +292,12 @@ def build_schema(
         errors = [*_chain_fits(spec, "in", mappers), *_chain_fits(spec, "out", mappers)]
         chain = spec.get("in", [])
         for mapper_name in chain if isinstance(chain, list) else [chain]:
-            if getattr(mappers.get(mapper_name), "needs_prompter", False) and "prompter" not in spec:
+            declared = mappers.get(mapper_name)
+            if declared is not None and declared.needs_prompter and "prompter" not in spec:
                 errors.append(vol.Invalid(f"mapper '{mapper_name}' needs a prompter", path=["prompter"]))
         prompter_name = spec.get("prompter", "")
-        kinds = getattr(prompters.get(prompter_name), "template_kinds", None)
+        declared_prompter = prompters.get(prompter_name)
+        kinds = declared_prompter.template_kinds if declared_prompter is not None else ()
         template_name = spec.get("template")
         if kinds and template_name is None:
             errors.append(vol.Invalid(f"prompter '{prompter_name}' needs a template", path=["template"]))

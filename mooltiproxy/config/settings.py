@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mooltiproxy.config.templates import PromptTemplate
+from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -18,14 +19,17 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Mapper = Callable[[Any, "Endpoint", Any], Any]
 # Builds the translator of one streamed answer: factory(endpoint, context).
 StreamTranslatorFactory = Callable[["Endpoint", Any], Any]
+# An answer mapper's say on a target's error: hook(error, payload_sent, context) returns a payload
+# to send once more instead, or None; it may raise a ProxyError of its own.
+ErrorHook = Callable[[Any, Any, Any], Any]
 # Prompters are called as prompter(messages, endpoint, tools) -> (prompt, stop_sequences); tools is
 # the request's (None without), and a prompter written with two arguments never sees it.
 Prompter = Callable[[Any, "Endpoint", Any], tuple[str, list[str]]]
 
 
-# How tool calls are read back from generated text (translation/tgi/tool_calls.py); `auto` is
-# resolved at load time from the template's own markers.
-TOOL_PARSERS = ("hermes", "qwen3_coder", "llama3_json", "mistral", "grammar", "auto")
+# How tool calls are read back from generated text (parsers/tools/); `auto` is resolved at load
+# time from the template's own markers.
+TOOL_PARSER_NAMES = (*TOOL_PARSERS, "auto")
 
 # Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
 # every method but CONNECT and TRACE, which are never forwarded.
@@ -72,17 +76,16 @@ class Endpoint:
     system_prompt: str | None = None
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
     strip_bos: bool = True
-    # How tool calls are read back from generated text (TGI's /generate): one of TOOL_PARSERS but
-    # `auto`, or None (no tools).
+    # How tool calls are read back from generated text (TGI's /generate): a name of TOOL_PARSERS,
+    # or None (no tools).
     tool_parser: str | None = None
     # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
     stream_path: str | None = None
     stream_translator: StreamTranslatorFactory | None = None
     # The API the client speaks here (what the request chain takes), for errors in its shape.
     front: str | None = None
-    # The answer mapper's say on an upstream error: hook(error, payload_sent, context) returns a
-    # payload to send once more instead, or None; it may raise a ProxyError of its own.
-    error_hook: Callable[..., Any] | None = None
+    # The answer mapper's say on an upstream error.
+    error_hook: ErrorHook | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ from mooltiproxy.config.templates import (
     compile_template,
     reads_content_parts,
     stop_strings_of,
-    tool_call_format,
 )
+from mooltiproxy.parsers.tools import detect
 
 SOURCES = ("jinja", "chat_template", "tokenizer_config")
 _TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "additional_special_tokens")
@@ -93,7 +93,7 @@ def _jinja_entry(entry: Mapping, source: str, folder: Path, tokens: dict, stop: 
         "tool_use": compiled.get("tool_use"),
         "content_parts": parts,
         "renders_tools": "tools" in default or "tool_use" in compiled,
-        "tool_call_format": tool_call_format(named.get("tool_use", default)),
+        "tool_call_format": detect(named.get("tool_use", default)),
         "stop": stop_strings_of(tokens.get("eos_token", ""), default, stop),
         **_split_tokens(tokens),
     }

@@ -150,7 +150,7 @@ class PromptTemplate:
     other_tokens: Mapping[str, Any] = field(default_factory=dict)
     content_parts: bool = False
     renders_tools: bool = False  # the template reads `tools` (a model trained for tool calls)
-    tool_call_format: str | None = None  # the tool parser of the calls it shows the model (tool_call_format())
+    tool_call_format: str | None = None  # the tool parser of the calls it shows the model (parsers.tools.detect)
     stop: tuple[str, ...] = ()
 
     def render(
@@ -178,18 +178,6 @@ class PromptTemplate:
                 code="invalid_messages",
                 param="messages",
             ) from None
-
-
-def tool_call_format(source: str) -> str | None:
-    """The tool parser that reads the calls a template shows its model, from its markers: what
-    `tool_parser: auto` picks (None: a format no parser reads, or none at all)."""
-    if "[TOOL_CALLS]" in source:
-        return "mistral"
-    if "<tool_call>" in source:
-        return "qwen3_coder" if "<function=" in source else "hermes"
-    if "<|python_tag|>" in source or ("ipython" in source and '"parameters"' in source):
-        return "llama3_json"
-    return None
 
 
 def stop_strings_of(eos_token: str, source: str, extra: Sequence[str] = ()) -> tuple[str, ...]:

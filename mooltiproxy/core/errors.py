@@ -1,10 +1,9 @@
-"""Errors the proxy raises and the bodies it answers them with: OpenAI's shape, or the shape a front
-registers for its routes (ERROR_BODIES)."""
+"""Errors the proxy raises, and OpenAI's shape of their bodies (a front may write its own)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 # OpenAI's error `type` for each status the proxy produces itself.
@@ -72,12 +71,6 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     error_type = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return json.dumps(payload).encode()
-
-
-# A front's own error body, `write(error, request_id)`, registered by the module of its mappers
-# under the API its clients speak; the routes of any other front get OpenAI's.
-ErrorBody = Callable[[ProxyError, str | None], bytes]
-ERROR_BODIES: dict[str, ErrorBody] = {}
 
 
 def shown_url(url: str) -> str:

@@ -45,7 +45,7 @@ HOP_BY_HOP = _names(
 )
 _NOT_FORWARDED = (
     *HOP_BY_HOP,
-    *_names("host", "content-length", "content-encoding", "authorization", "x-api-key", "cookie", "target", "expect"),
+    *_names("host", "content-length", "content-encoding", "authorization", "cookie", "target", "expect"),
 )
 _FORWARDING_NAMES = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host")
 # What crosses to a target whose API is not the client's.
@@ -75,17 +75,29 @@ def _filtered(headers: Mapping[str, str], dropped: tuple[istr, ...]) -> CIMultiD
     return kept
 
 
+def never_forwarded(key_headers: tuple[str, ...]) -> tuple[istr, ...]:
+    """What a relayed request loses: hop-by-hop and proxy-only headers, and every header a client
+    may send its key in (each front names its own)."""
+    return (*_NOT_FORWARDED, *_names(*key_headers))
+
+
 def upstream_request_headers(
-    client_headers: MultiMapping[str], authorization: str | None, *, json_body: bool, reads_answer: bool
+    client_headers: MultiMapping[str],
+    authorization: str | None,
+    dropped: tuple[istr, ...],
+    *,
+    json_body: bool,
+    reads_answer: bool,
 ) -> CIMultiDict[str]:
-    """`json_body`: the proxy sends a JSON body of its own; `reads_answer`: it decodes the answer."""
+    """`dropped`: never_forwarded's; `json_body`: the proxy sends a JSON body of its own;
+    `reads_answer`: it decodes the answer."""
     if json_body:
         # A few lookups by name, rather than a look at each of the client's headers.
         kept = CIMultiDict((name, value) for name in _TRANSLATED_KEPT for value in client_headers.getall(name, ()))
         headers = _filtered(kept, ())
         headers["Content-Type"] = "application/json"
     else:
-        headers = _filtered(client_headers, _NOT_FORWARDED)
+        headers = _filtered(client_headers, dropped)
     if reads_answer:
         # The proxy reads the answer itself: compressing it would only cost CPU at both ends.
         headers["Accept-Encoding"] = "identity"

@@ -1,6 +1,5 @@
-"""What each target says of its model: TGI's `/info` (`model_id`, `max_total_tokens`,
-`max_stop_sequences`), else an OpenAI-compatible server's `/v1/models` (vLLM's and SGLang's
-`max_model_len`, llama.cpp's `meta.n_ctx_train`). A target's `context_length` in the config wins.
+"""What each target says of its model, asked at each backend's path in turn and read by it (the
+first that reads the answer wins). A target's `context_length` in the config wins.
 
 Asked at start (and after a reload) and kept until the next reload; a target that could not be asked
 is asked again a minute later, in the background: requests never wait for a target's answer.
@@ -11,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -28,9 +27,20 @@ PROBE_TIMEOUT_SECONDS = 3.0
 RETRY_SECONDS = 60.0
 
 
+# Where a kind of target says what it serves, and how its answer there is read.
+InfoReader = tuple[str, Callable[[Any], TargetInfo | None]]
+
+
 class TargetInfos:
-    def __init__(self, targets: Mapping[str, Target], pool: UpstreamPool, authorizations: Mapping[str, str | None]):
+    def __init__(
+        self,
+        targets: Mapping[str, Target],
+        pool: UpstreamPool,
+        authorizations: Mapping[str, str | None],
+        readers: Sequence[InfoReader],
+    ):
         self._targets = targets
+        self._readers = readers
         self._pool = pool
         self._authorizations = authorizations
         self._known: dict[str, asyncio.Task[TargetInfo]] = {}
@@ -73,7 +83,8 @@ class TargetInfos:
             if not info.reachable:
                 log.warning("target %s: unreachable at start", name)
             elif info.source == "nothing":
-                log.info("target %s: reachable; its model and limits unknown (no /info, no /v1/models)", name)
+                paths = ", ".join(path for path, _ in self._readers)
+                log.info("target %s: reachable; its model and limits unknown (nothing at %s)", name, paths)
             else:
                 context = f"{info.context_length} tokens" if info.context_length else "not said"
                 log.info("target %s: model %s, context %s (from %s)", name, info.model_id or "-", context, info.source)
@@ -86,9 +97,11 @@ class TargetInfos:
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
         answered: list[int] = []
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            info = await self._ask(session, target, "/info", _from_tgi_info, answered)
-            if info is None and answered:  # a target that answers nothing is not asked twice
-                info = await self._ask(session, target, "/v1/models", _from_models, answered)
+            info = None
+            for path, read in self._readers:
+                info = await self._ask(session, target, path, read, answered)
+                if info is not None or not answered:  # a target that answers nothing is not asked twice
+                    break
         info = replace(info or UNKNOWN, reachable=bool(answered))
         if target.context_length is not None:
             info = replace(info, context_length=target.context_length, source="the config")
@@ -115,28 +128,3 @@ class TargetInfos:
         except (*UPSTREAM_ERRORS, TimeoutError, ValueError, TypeError, AttributeError, KeyError, IndexError):
             return None
         return info
-
-
-def _from_tgi_info(body: Any) -> TargetInfo | None:
-    total = body.get("max_total_tokens")
-    if not isinstance(total, int):
-        return None
-    stops = body.get("max_stop_sequences")
-    model_id = body.get("model_id")
-    return TargetInfo(
-        model_id=model_id if isinstance(model_id, str) else None,
-        context_length=total,
-        max_stop_sequences=stops if isinstance(stops, int) else None,
-        source="/info",
-    )
-
-
-def _from_models(body: Any) -> TargetInfo | None:
-    model = body["data"][0]
-    length = model.get("max_model_len") or (model.get("meta") or {}).get("n_ctx_train")
-    model_id = model.get("id")
-    return TargetInfo(
-        model_id=model_id if isinstance(model_id, str) else None,
-        context_length=length if isinstance(length, int) else None,
-        source="/v1/models",
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,9 +47,18 @@ class Caller:
 
 
 class Guard:
-    def __init__(self, settings: GuardSettings, keys: KeyRing, store: StateStore, metrics: Metrics):
+    def __init__(
+        self,
+        settings: GuardSettings,
+        keys: KeyRing,
+        store: StateStore,
+        metrics: Metrics,
+        key_headers: tuple[str, ...] = (),
+    ):
         self._settings = settings
         self._keys = keys
+        # Where some clients send their key instead of Authorization (each front says its own).
+        self.key_headers = key_headers
         self.store = store
         self._metrics = metrics
         # Callers by TCP peer, for peers no trusted proxy speaks through: working one out (parsing,
@@ -89,13 +99,20 @@ class Guard:
         if ban is not None:
             raise _banned(caller, ban)
 
-    async def authenticate(self, caller: Caller, authorization: str | None, api_key: str | None = None) -> ClientKey:
+    def presents_credentials(self, headers: Mapping[str, str]) -> bool:
+        return "Authorization" in headers or any(name in headers for name in self.key_headers)
+
+    async def authenticate(self, caller: Caller, headers: Mapping[str, str]) -> ClientKey:
         """The client the key belongs to; else a 401, and a strike when a key was presented. The key
-        comes as `Authorization: Bearer`, or as `x-api-key` (Anthropic's clients); when both come,
-        they must hold the same key."""
-        if api_key is not None:
+        comes as `Authorization: Bearer`, or in one of `key_headers`; when both come, they must
+        hold the same key."""
+        authorization = headers.get("Authorization")
+        for name in self.key_headers:
+            api_key = headers.get(name)
+            if api_key is None:
+                continue
             if authorization is not None and bearer_token(authorization) != api_key.strip():
-                raise _unauthorized("Authorization and x-api-key hold different keys")
+                raise _unauthorized(f"Authorization and {name} hold different keys")
             authorization = f"Bearer {api_key.strip()}"
         client = self._keys.identify(authorization)
         if client is not None:

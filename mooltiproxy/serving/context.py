@@ -1,13 +1,14 @@
-"""The small object a request carries through the pipeline; mappers may take it as third argument."""
+"""The small object a request carries through the pipeline, and what mappers see of it (their third
+argument)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from multidict import CIMultiDictProxy
 
-from mooltiproxy.config.settings import UNKNOWN, Endpoint, Target
+from mooltiproxy.config.settings import UNKNOWN, Endpoint, Target, TargetInfo
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
 
@@ -27,17 +28,33 @@ class Streamed(dict):
     the answer's events with the answer mapper's `stream_translator`."""
 
 
-class RequestContext:
-    """What a mapper may need beyond its payload.
+class MapperContext(Protocol):
+    """What a mapper sees of its request (the RequestContext below, less the engine's bookkeeping).
 
     `request_id`: X-Request-ID (the client's, or one made up); `client_name`: the name of the
-    client's key; `body`: the client's original JSON body;
-    `target` / `endpoint`: where the request goes; `target_info`: what is known of the target's
-    model (its context length, the stop sequences it takes);
-    `upstream_status` / `upstream_headers`: the (first) upstream answer's; `answer_headers`:
-    the headers of every answer of a fan-out; `state`: a dict a request mapper can use to
-    leave notes for the answer mapper of the same request.
+    client's key; `body`: the client's original JSON body; `target` / `endpoint`: where the request
+    goes; `target_info`: what is known of the target's model (its context length, the stop
+    sequences it takes); `upstream_status` / `upstream_headers`: the (first) upstream answer's;
+    `answer_headers`: the headers of every answer of a fan-out; `state`: where a request mapper
+    leaves notes for the answer mapper of the same request.
     """
+
+    request_id: str
+    client_name: str
+    target: Target | None
+    endpoint: Endpoint | None
+    target_info: TargetInfo
+    upstream_status: int | None
+    upstream_headers: CIMultiDictProxy[str] | None
+    answer_headers: list[CIMultiDictProxy[str]]
+    state: dict[str, Any]
+
+    @property
+    def body(self) -> Any: ...
+
+
+class RequestContext:
+    """The request as the engine carries it; mappers see it as a MapperContext."""
 
     __slots__ = (
         "request_id",

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mooltiproxy.core.errors import ERROR_BODIES, ProxyError, error_body
+from mooltiproxy.core.errors import ProxyError
 
 # A head is well under this; what is added to it to decide whether a write can block.
 _HEAD_ALLOWANCE = 16 * 1024
@@ -23,13 +23,8 @@ def text_response(text: str, **kwargs: Any) -> web.Response:
     return web.Response(text=text, **kwargs)
 
 
-def error_response(error: ProxyError, front: str | None = None, request_id: str | None = None) -> web.Response:
-    """The error in the shape of the API the client speaks on this route."""
-    write = ERROR_BODIES.get(front) if front is not None else None
-    if write is not None:
-        body = write(error, request_id)
-    else:
-        body = error_body(error.status, error.message, error.code, error.param)
+def error_response(error: ProxyError, body: bytes) -> web.Response:
+    """The error, its body written in the shape of the API the client speaks on this route."""
     return web.Response(status=error.status, body=body, content_type="application/json", headers=error.headers)
 
 

@@ -15,7 +15,7 @@ from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError, upstream_error
 from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.forwarding.exchange import Exchange
-from mooltiproxy.forwarding.headers import forwarding, upstream_request_headers
+from mooltiproxy.forwarding.headers import forwarding, never_forwarded, upstream_request_headers
 from mooltiproxy.forwarding.relay import relay
 from mooltiproxy.forwarding.target_info import TargetInfos
 from mooltiproxy.forwarding.upstream import UpstreamPool
@@ -44,8 +44,10 @@ class Forwarder:
         metrics: Metrics,
         system: SystemSettings,
         chain_header: str,
+        key_headers: tuple[str, ...] = (),
     ):
         self._pool = pool
+        self._dropped = never_forwarded(key_headers)
         self._infos = infos
         self._chain_header = chain_header  # where trusted proxies name the client
         self._authorizations = authorizations
@@ -74,6 +76,7 @@ class Forwarder:
         headers = upstream_request_headers(
             request.headers,
             self._authorizations[target.name],
+            self._dropped,
             json_body=endpoint.request_mapper is not None,
             reads_answer=endpoint.answer_mapper is not None,
         )
@@ -87,7 +90,7 @@ class Forwarder:
         )
 
         # A translated route sends the target only what its mapper built: the front's query string
-        # (Claude Code's ?beta=true) means nothing there.
+        # (such as ?beta=true) means nothing there.
         query = query if endpoint.request_mapper is None else ""
 
         def exchange(path: str) -> Exchange:
@@ -168,7 +171,7 @@ class Forwarder:
             finally:
                 self._metrics.add("mooltiproxy_active_streams", -1, target=exchange.target.name)
                 context.upstream_seconds = exchange.seconds
-            usage = getattr(translator, "usage", None)
+            usage = translator.usage
             if usage:
                 context.prompt_tokens, context.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
             return response

@@ -1,44 +1,31 @@
-"""Decorators with which a mapper or a prompter tells the loader what it needs or offers.
-
-The loader reads the marks when it resolves the names of config.yaml, so a wrong combination is a
-config error at start, never a failed request.
-"""
+"""The decorators with which a mapper or a prompter declares what it takes, gives, needs or offers;
+each returns the function's frozen spec (config/plugin_specs.py), still callable as the function."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _marked(function: F, **marks: Any) -> F:
-    function.__dict__.update(marks)
-    return function
+from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
+from mooltiproxy.config.settings import ErrorHook, StreamTranslatorFactory
 
 
-def needs_prompter(mapper: F) -> F:
-    """A request mapper that builds a prompt: its endpoint must name a `prompter`."""
-    return _marked(mapper, needs_prompter=True)
+def mapper(
+    takes: str,
+    gives: str,
+    *,
+    needs_prompter: bool = False,
+    streams_with: StreamTranslatorFactory | None = None,
+    on_upstream_error: ErrorHook | None = None,
+) -> Callable[[Callable[..., Any]], MapperSpec]:
+    """`takes` and `gives`: the APIs of its payloads (`openai.chat`, `tgi.generate`, ...); in a chain,
+    each link must give what the next takes. `needs_prompter`: a request mapper that builds a prompt.
+    `streams_with(endpoint, context)`: an answer mapper's translator of one streamed answer.
+    `on_upstream_error(error, payload_sent, context)`: an answer mapper's say on the target's errors,
+    a payload to send once more, or None; it may raise a ProxyError of its own."""
+    return lambda function: MapperSpec(function, takes, gives, needs_prompter, streams_with, on_upstream_error)
 
 
-def streams_with(factory: Callable[..., Any]) -> Callable[[F], F]:
-    """An answer mapper whose streamed answers are translated by `factory(endpoint, context)`."""
-    return lambda mapper: _marked(mapper, stream_translator=factory)
-
-
-def on_upstream_error(hook: Callable[..., Any]) -> Callable[[F], F]:
-    """An answer mapper with a say on upstream errors: `hook(error, payload_sent, context)` returns a
-    payload to send once more, or None; it may raise a ProxyError of its own."""
-    return lambda mapper: _marked(mapper, on_upstream_error=hook)
-
-
-def kinds(takes: str, gives: str) -> Callable[[F], F]:
-    """What a mapper takes and gives (`openai.chat`, `tgi.generate`, `anthropic.messages`, ...): in a
-    chain, each link must give what the next takes, and the loader checks it."""
-    return lambda mapper: _marked(mapper, takes=takes, gives=gives)
-
-
-def uses_template(*kinds: str) -> Callable[[F], F]:
+def prompter(*template_kinds: str) -> Callable[[Callable[..., Any]], PrompterSpec]:
     """A prompter that needs an endpoint `template:` of one of these kinds ('markers', 'jinja')."""
-    return lambda prompter: _marked(prompter, template_kinds=kinds)
+    return lambda function: PrompterSpec(function, template_kinds)

@@ -8,8 +8,6 @@ from typing import Any
 from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError
 
-DONE = b"data: [DONE]\n\n"
-
 
 def frame(payload: Any) -> bytes:
     """An event with this JSON payload as its data; bytes are an event already framed (a named one)."""

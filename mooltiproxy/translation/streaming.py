@@ -11,34 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
+from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Target
-from mooltiproxy.core.errors import ProxyError, error_body, upstream_error
+from mooltiproxy.core.errors import ProxyError, upstream_error
 from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.upstream import UPSTREAM_ERRORS, upstream_failure
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.responses import ClientStream
 from mooltiproxy.serving.stamping import stamp
-from mooltiproxy.translation.sse import DONE, event_batches, frame
+from mooltiproxy.translation.sse import event_batches, frame
 
 log = logging.getLogger("mooltiproxy.streaming")
 
-# What a quiet stream is sent when its API has no event for it (Anthropic's has `ping`): an SSE
-# comment, which every client's parser skips.
-KEEP_ALIVE = b": keep-alive\n\n"
 STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class StreamTranslator(Protocol):
-    finished: bool  # nothing more to read from upstream
-    complete: bool  # the answer reached its end (rather than the upstream stopping early)
-
-    def event(self, data: str) -> list[Any]: ...
-
-    def end(self) -> list[Any]: ...
 
 
 async def stream_translated(
@@ -69,7 +58,7 @@ async def stream_translated(
         stamp(request, context, response)
         stream = ClientStream(request, response, client_timeout)
         await stream.start()
-        stream.keep_alive(getattr(translator, "ping", KEEP_ALIVE), keep_alive)
+        stream.keep_alive(translator.ping, keep_alive)
         try:
             more, failure = _translate(translator, batch[1:])
             chunks += more
@@ -92,7 +81,7 @@ async def stream_translated(
             return response
         finally:
             stream.stop_keep_alive()
-        await stream.end(b"".join(map(frame, translator.end())) + getattr(translator, "done", DONE))
+        await stream.end(b"".join(map(frame, translator.end())) + translator.done)
         return response
     finally:
         # A stream left unread (client gone, stop string reached) closes its connection at once,
@@ -106,11 +95,7 @@ async def _end_with_error(
     """An error once the stream has started: an error event (in the client's API's shape), then the
     end of the stream."""
     log.warning("stream from target %s failed: %s", target.name, error.message)
-    error_frame = getattr(translator, "error_frame", None)
-    if error_frame is not None:
-        await stream.end(error_frame(error))
-    else:
-        await stream.end(b"data: " + error_body(error.status, error.message, error.code) + b"\n\n")
+    await stream.end(translator.error_frame(error))
 
 
 async def _next_batch(batches: AsyncIterator[list[str]], target: Target) -> list[str] | None:

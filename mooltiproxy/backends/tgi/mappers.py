@@ -10,18 +10,18 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
+from mooltiproxy.backends.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
+from mooltiproxy.backends.tgi.grammar import tool_grammar
+from mooltiproxy.backends.tgi.request import MAX_CHOICES, invalid, tgi_request
+from mooltiproxy.backends.tgi.stream import TGIStreamTranslator
+from mooltiproxy.backends.tgi.tool_prompts import without_tool_turns
 from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_COMPLETIONS, TGI_GENERATE, TGI_TOKENIZE
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
+from mooltiproxy.parsers.tools import GRAMMAR, TOOL_PARSERS
+from mooltiproxy.serving.context import FanOut, MapperContext, Streamed
 from mooltiproxy.translation.context_window import with_room
-from mooltiproxy.translation.marks import kinds, needs_prompter, on_upstream_error, streams_with
-from mooltiproxy.translation.tgi.answer import choice_text, completion_tokens, envelope, header_count, usage
-from mooltiproxy.translation.tgi.grammar import tool_grammar
-from mooltiproxy.translation.tgi.request import MAX_CHOICES, invalid, tgi_request
-from mooltiproxy.translation.tgi.stream import TGIStreamTranslator
-from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS, parse_tool_calls
-from mooltiproxy.translation.tgi.tool_prompts import with_mistral_ids, without_tool_turns
+from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_COMPLETIONS, TGI_GENERATE, TGI_TOKENIZE
+from mooltiproxy.translation.marks import mapper
 
 _STOPS = "tgi.stops"
 _PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
@@ -32,8 +32,8 @@ _TOOLS = "tgi.tools"
 _ONE_CALL = "tgi.one_call"  # parallel_tool_calls: false
 
 
-@kinds(OPENAI_COMPLETIONS, TGI_GENERATE)
-def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
+@mapper(OPENAI_COMPLETIONS, TGI_GENERATE)
+def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext) -> Any:
     """An OpenAI completion request -> TGI /generate request(s), or a /generate_stream one."""
     prompts = _prompts(payload.get("prompt"))
     stream = _streamed(payload, context)
@@ -55,14 +55,14 @@ def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     return _one_or_many([call for _, call in calls])
 
 
-def _text_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTranslator:
+def _text_stream(endpoint: Endpoint, context: MapperContext) -> TGIStreamTranslator:
     echo = context.state.get(_ECHO)
     return TGIStreamTranslator(
         "text", _model(context), context.state[_STOPS], context.state[_INCLUDE_USAGE], echo[0] if echo else ""
     )
 
 
-def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTranslator:
+def _chat_stream(endpoint: Endpoint, context: MapperContext) -> TGIStreamTranslator:
     return TGIStreamTranslator(
         "chat",
         _model(context),
@@ -74,7 +74,7 @@ def _chat_stream(endpoint: Endpoint, context: RequestContext) -> TGIStreamTransl
     )
 
 
-def _context_window(error: ProxyError, sent: dict, context: RequestContext) -> dict | None:
+def _context_window(error: ProxyError, sent: dict, context: MapperContext) -> dict | None:
     """TGI's 422 for a prompt and max_tokens that do not fit: sent once more with max_new_tokens
     clamped to the room the prompt leaves."""
     return with_room(error, sent, _with_max_new_tokens)
@@ -84,10 +84,8 @@ def _with_max_new_tokens(sent: dict, room: int) -> dict:
     return type(sent)({**sent, "parameters": {**sent["parameters"], "max_new_tokens": room}})
 
 
-@kinds(TGI_GENERATE, OPENAI_COMPLETIONS)
-@streams_with(_text_stream)
-@on_upstream_error(_context_window)
-def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
+@mapper(TGI_GENERATE, OPENAI_COMPLETIONS, streams_with=_text_stream, on_upstream_error=_context_window)
+def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict:
     """TGI /generate answer(s) -> an OpenAI `text_completion`."""
     answers = _answers(payload)
     echo = context.state.get(_ECHO)
@@ -110,9 +108,8 @@ def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
     return envelope("text_completion", _model(context), choices, usage(prompt_tokens, generated))
 
 
-@kinds(OPENAI_CHAT, TGI_GENERATE)
-@needs_prompter
-def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
+@mapper(OPENAI_CHAT, TGI_GENERATE, needs_prompter=True)
+def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext) -> Any:
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
     tools, prompt, prompt_stops = _prompt(payload, endpoint)
     stream = _streamed(payload, context)
@@ -120,13 +117,13 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     request = tgi_request(_without_tools(payload), endpoint.defaults, prompt_stops, stream=stream, max_stops=max_stops)
     parser = endpoint.tool_parser if tools else None
     tool_choice = payload.get("tool_choice")
-    if tools and (parser == "grammar" or tool_choice == "required" or isinstance(tool_choice, dict)):
+    if tools and (parser == GRAMMAR or tool_choice == "required" or isinstance(tool_choice, dict)):
         # A call the client forces is forced by TGI's grammar, whatever the model's own format.
         if payload.get("response_format") is not None:
             raise invalid("'response_format' cannot be combined with tools on this endpoint", "response_format")
         for copy in request.copies:
             copy["grammar"] = tool_grammar(tools, tool_choice)
-        parser = "grammar"
+        parser = GRAMMAR
     context.state[_STOPS] = request.stops
     context.state[_TOOL_PARSER] = parser
     context.state[_TOOLS] = tools
@@ -138,20 +135,18 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContex
     return _one_or_many([{"inputs": prompt, "parameters": copy} for copy in request.copies])
 
 
-@kinds(TGI_GENERATE, OPENAI_CHAT)
-@streams_with(_chat_stream)
-@on_upstream_error(_context_window)
-def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict:
+@mapper(TGI_GENERATE, OPENAI_CHAT, streams_with=_chat_stream, on_upstream_error=_context_window)
+def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict:
     """TGI /generate answer(s) -> an OpenAI `chat.completion`."""
     choices = []
     generated = 0
     for index, answer in enumerate(_answers(payload)):
-        parser = context.state.get(_TOOL_PARSER)
-        kept_specials = SPECIAL_MARKERS.get(parser or "", frozenset())
+        parser = TOOL_PARSERS.get(context.state.get(_TOOL_PARSER) or "")
+        kept_specials = parser.special_tokens if parser is not None else frozenset()
         text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()), kept_specials)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parser is not None:
-            content, calls = parse_tool_calls(text, parser, context.state.get(_TOOLS) or ())
+            content, calls = parser.parse(text, context.state.get(_TOOLS) or ())
             if context.state.get(_ONE_CALL):
                 calls = calls[:1]  # as vLLM does: the model was asked for one call at most
             message = {"role": "assistant", "content": content}  # a grammar's no_tool answer, say
@@ -164,9 +159,8 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext
     return envelope("chat.completion", _model(context), choices, usage(prompt_tokens, generated))
 
 
-@kinds(OPENAI_CHAT, TGI_TOKENIZE)
-@needs_prompter
-def tokenizeReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(OPENAI_CHAT, TGI_TOKENIZE, needs_prompter=True)
+def tokenizeReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """An OpenAI chat request -> TGI /tokenize of the prompt /generate would get: its token count."""
     _, prompt, _ = _prompt(payload, endpoint)
     return {"inputs": prompt}
@@ -178,10 +172,10 @@ def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, l
         raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
     tools = _tools(payload, endpoint)
     messages = payload.get("messages")
-    if endpoint.tool_parser == "mistral":
-        messages = with_mistral_ids(messages)
+    if endpoint.tool_parser is not None:
+        messages = TOOL_PARSERS[endpoint.tool_parser].prepare_messages(messages)
     renders_tools = endpoint.template is not None and endpoint.template.renders_tools
-    if endpoint.tool_parser == "grammar" and not renders_tools:
+    if endpoint.tool_parser == GRAMMAR and not renders_tools:
         messages = without_tool_turns(messages, tools)
     prompt, stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None)
     return tools, prompt, list(stops)
@@ -197,7 +191,7 @@ def _tools(payload: dict, endpoint: Endpoint) -> list[Any] | None:
     if not isinstance(tools, list):
         raise invalid("'tools' must be a list of tools", "tools")
     renders_tools = endpoint.template is not None and endpoint.template.renders_tools
-    if not renders_tools and endpoint.tool_parser != "grammar":
+    if not renders_tools and endpoint.tool_parser != GRAMMAR:
         raise invalid("tool calling needs a chat template that renders tools (or tool_parser: grammar)", "tools")
     return tools
 
@@ -206,7 +200,7 @@ def _without_tools(payload: dict) -> dict:
     return {name: value for name, value in payload.items() if name not in ("tools", "tool_choice")}
 
 
-def _streamed(payload: dict, context: RequestContext) -> bool:
+def _streamed(payload: dict, context: MapperContext) -> bool:
     stream = payload.get("stream")
     if stream not in (None, True, False):
         raise invalid("'stream' must be a boolean", "stream")
@@ -234,11 +228,11 @@ def _answers(payload: Any) -> list:
     return list(payload) if isinstance(payload, FanOut) else [payload]
 
 
-def _headers(context: RequestContext, index: int) -> CIMultiDictProxy[str] | None:
+def _headers(context: MapperContext, index: int) -> CIMultiDictProxy[str] | None:
     return context.answer_headers[index] if index < len(context.answer_headers) else context.upstream_headers
 
 
-def _model(context: RequestContext) -> str:
+def _model(context: MapperContext) -> str:
     model = context.body.get("model")
     if isinstance(model, str) and model:
         return model

@@ -10,13 +10,12 @@ chosen by `properties.function.anyOf`. The `no_tool` choice carries the text ans
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from mooltiproxy.translation.tgi.request import invalid
+from mooltiproxy.backends.tgi.request import invalid
+from mooltiproxy.parsers.tools.grammar import NO_TOOL
 
-NO_TOOL = "no_tool"
 _NO_TOOL_SCHEMA = {
     "description": "Open ended response with no specific tool selected",
     "properties": {"_name": {"type": "string", "const": NO_TOOL}, "content": {"type": "string"}},
@@ -92,22 +91,3 @@ def _is_local_reference(key: str, value: Any) -> bool:
 def _pointer(name: str) -> str:
     """A name as one step of a JSON pointer (RFC 6901)."""
     return name.replace("~", "~0").replace("/", "~1")
-
-
-def read_tool_answer(text: str) -> tuple[str, dict[str, Any]] | str | None:
-    """What a generation under the tool grammar says: (tool name, arguments) for a call, the text of
-    a no_tool answer, or None when it is not the grammar's shape (a cut answer, say)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    function = value.get("function") if isinstance(value, dict) else None
-    name = function.get("_name") if isinstance(function, dict) else None
-    if not isinstance(name, str):
-        return None
-    assert isinstance(function, dict)
-    arguments = {key: item for key, item in function.items() if key != "_name"}
-    if name == NO_TOOL:
-        content = arguments.get("content")
-        return content if isinstance(content, str) else ""
-    return name, arguments

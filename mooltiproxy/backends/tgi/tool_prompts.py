@@ -1,17 +1,13 @@
-"""What a model is told of tools beyond its chat template: the tool prompt of grammar mode, a history
-written for a template that knows no tools, and Mistral's 9-character ids."""
+"""What a model is told of tools beyond its chat template: the tool prompt of grammar mode, and a
+history written for a template that knows no tools."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import string
 from typing import Any
 
+from mooltiproxy.backends.tgi.grammar import NO_TOOL
 from mooltiproxy.translation.prompting import message_content, parsed_arguments
-from mooltiproxy.translation.tgi.grammar import NO_TOOL
-
-_ALPHANUMERIC = string.ascii_letters + string.digits
 
 
 def without_tool_turns(messages: Any, tools: list[Any] | None) -> Any:
@@ -67,33 +63,3 @@ def tool_prompt(tools: list[Any]) -> str:
         'object {"function": {"_name": the tool to call, then its arguments}}, or {"function": {"_name": '
         f'"{NO_TOOL}", "content": your answer}}}} when no tool is needed.\n\nJSON Schema:\n' + json.dumps(tools)
     )
-
-
-def mistral_id(client_id: str) -> str:
-    """A 9-character id for a client's tool-call id, the only kind Mistral's templates take; the same
-    id gives the same one, so a call and its result still match."""
-    if len(client_id) == 9 and client_id.isascii() and client_id.isalnum():
-        return client_id
-    number = int.from_bytes(hashlib.sha256(client_id.encode()).digest()[:8])
-    return "".join(_ALPHANUMERIC[number // 62**place % 62] for place in range(9))
-
-
-def with_mistral_ids(messages: Any) -> Any:
-    """The messages with every tool-call id (of calls and of results) made one Mistral takes."""
-    if not isinstance(messages, list):
-        return messages
-    mapped = []
-    for message in messages:
-        if isinstance(message, dict):
-            message = dict(message)
-            if isinstance(message.get("tool_call_id"), str):
-                message["tool_call_id"] = mistral_id(message["tool_call_id"])
-            if isinstance(message.get("tool_calls"), list):
-                message["tool_calls"] = [
-                    {**call, "id": mistral_id(call["id"])}
-                    if isinstance(call, dict) and isinstance(call.get("id"), str)
-                    else call
-                    for call in message["tool_calls"]
-                ]
-        mapped.append(message)
-    return mapped

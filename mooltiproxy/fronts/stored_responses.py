@@ -14,15 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from mooltiproxy.core.accelerators import dumps, loads
-from mooltiproxy.core.apis import OPENAI_RESPONSES
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.serving.responses import json_response
 from mooltiproxy.state.store import StateStore
 
 log = logging.getLogger("mooltiproxy.responses")
 
-FRONT = OPENAI_RESPONSES
 FINAL = "responses.final"  # the Response the answer mapper made, left in the request's state
 ROUTE = re.compile(r"^(?:/v1)?/responses/(resp_[A-Za-z0-9_-]{1,64})$")
 
@@ -33,17 +31,17 @@ class StoredResponses:
         self._ttl = ttl
         self._max_bytes = max_bytes
 
-    async def expand(self, context: RequestContext, client: str) -> None:
+    async def expand(self, context: MapperContext) -> None:
         """The request's input with the turns of its previous response put before it."""
         body = context.body
         previous = body.get("previous_response_id")
         if previous:
-            kept = await self._load(client, str(previous))
+            kept = await self._load(context.client_name, str(previous))
             if kept is None:
                 raise _not_found(str(previous), "previous_response_id")
             body["input"] = [*kept["input"], *kept["response"]["output"], *_items(body.get("input"))]
 
-    async def keep(self, context: RequestContext, client: str) -> None:
+    async def keep(self, context: MapperContext) -> None:
         response = context.state.get(FINAL)
         if response is None or context.body.get("store") is False:
             return
@@ -51,10 +49,11 @@ class StoredResponses:
         if len(data) > self._max_bytes:
             log.info("response %s not kept: %d bytes, more than responses_max_bytes", response["id"], len(data))
             return
-        await self._store.put(_key(client, response["id"]), data, self._ttl)
+        await self._store.put(_key(context.client_name, response["id"]), data, self._ttl)
 
-    async def answer(self, method: str, response_id: str, client: str) -> web.Response:
+    async def answer(self, method: str, found: re.Match[str], client: str) -> web.Response:
         """GET returns a kept response, DELETE forgets it."""
+        response_id = found.group(1)
         if method == "DELETE":
             if not await self._store.delete(_key(client, response_id)):
                 raise _not_found(response_id)

@@ -10,13 +10,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mooltiproxy.backends.tgi.answer import FINISH_REASONS, usage
+from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.core.errors import ProxyError, refusal_status
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.parsers.tools import TOOL_PARSERS
 from mooltiproxy.translation.sse import json_event
 from mooltiproxy.translation.stops import StopFilter
-from mooltiproxy.translation.tgi.answer import FINISH_REASONS, usage
-from mooltiproxy.translation.tgi.tool_calls import SPECIAL_MARKERS
-from mooltiproxy.translation.tgi.tool_stream import tool_call_filter
 
 # TGI's error_type -> the HTTP status TGI would have answered outside a stream.
 ERROR_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
@@ -31,7 +31,7 @@ def event_error(event: dict) -> ProxyError | None:
     return ProxyError(refusal_status(ERROR_STATUSES.get(error_type, 500)), event["error"], code=error_type)
 
 
-class TGIStreamTranslator:
+class TGIStreamTranslator(StreamTranslator):
     """One stream's state. `kind` is 'chat' (chat.completion.chunk) or 'text' (text_completion)."""
 
     def __init__(
@@ -55,28 +55,13 @@ class TGIStreamTranslator:
         self._prefix = prefix
         self._started = False
         self._finish_reason: str | None = None
-        self._usage: dict[str, int] | None = None
-        self._ended_upstream = False
         # Tool calls read from the text as it streams (chat only, when the request has tools).
-        self._tools = tool_call_filter(tool_parser, tools) if tool_parser and self._chat else None
+        parser = TOOL_PARSERS[tool_parser] if tool_parser and self._chat else None
+        self._tools = parser.stream(tools) if parser is not None else None
         # Special tokens are left out of the answer, but for the tool parser's markers.
-        self._kept_specials = SPECIAL_MARKERS.get(tool_parser or "", frozenset()) if self._tools else frozenset()
+        self._kept_specials = parser.special_tokens if parser is not None else frozenset()
         self._calls = 0
         self._one_call = one_call  # parallel_tool_calls: false, so calls after the first are dropped
-
-    @property
-    def finished(self) -> bool:
-        """Nothing more to read: TGI's last event came, or a stop string ended the text."""
-        return self._ended_upstream or (self._filter.stopped and not self._include_usage)
-
-    @property
-    def usage(self) -> dict[str, int] | None:
-        """TGI's token counts, once its last event has come."""
-        return self._usage
-
-    @property
-    def complete(self) -> bool:
-        return self._ended_upstream or self._filter.stopped
 
     def event(self, data: str) -> list[dict[str, Any]]:
         """The chunks for one upstream event; an error event raises its ProxyError."""
@@ -99,9 +84,12 @@ class TGIStreamTranslator:
         details = event.get("details")
         if isinstance(details, dict):
             self._finish_reason = FINISH_REASONS.get(str(details.get("finish_reason")), "stop")
-            self._usage = usage(int(details.get("input_length") or 0), int(details.get("generated_tokens") or 0))
-        if event.get("generated_text") is not None:
-            self._ended_upstream = True
+            self.usage = usage(int(details.get("input_length") or 0), int(details.get("generated_tokens") or 0))
+        ended = event.get("generated_text") is not None
+        # Nothing more to read once TGI's last event came, or a stop string ended the text (but
+        # for the usage, which only the last event says).
+        self.complete = ended or self._filter.stopped
+        self.finished = ended or (self._filter.stopped and not self._include_usage)
         return chunks
 
     def _release(self, text: str) -> list[dict[str, Any]]:
@@ -134,7 +122,7 @@ class TGIStreamTranslator:
             finish_reason = "tool_calls"
         chunks.append(self._chunk({} if self._chat else "", finish_reason))
         if self._include_usage:
-            chunks.append({**self._envelope([]), "usage": self._usage or usage(0, 0)})
+            chunks.append({**self._envelope([]), "usage": self.usage or usage(0, 0)})
         return chunks
 
     def _chunk(self, delta: Any, finish_reason: str | None = None) -> dict[str, Any]:

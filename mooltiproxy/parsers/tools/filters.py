@@ -3,37 +3,41 @@ start of a call, and each call once it is whole; the result is what the whole an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from mooltiproxy.translation.tgi.tool_calls import CLOSINGS, MARKERS, marked_calls, parse_tool_calls
+Calls = list[dict[str, Any]]  # OpenAI tool calls: {"id", "type": "function", "function": {"name", "arguments"}}
 
 
-def tool_call_filter(parser: str, tools: Sequence[Any] = ()) -> ToolCallFilter | WholeAnswerFilter:
-    if parser in MARKERS:
-        return ToolCallFilter(parser, tools)
-    return WholeAnswerFilter(parser, hold_all=parser == "grammar")
+class StreamFilter(Protocol):
+    """Streamed text in, (text to release, completed calls) out; `flush` at the answer's end."""
+
+    def feed(self, text: str) -> tuple[str, Calls]: ...
+
+    def flush(self) -> tuple[str, Calls]: ...
 
 
 class WholeAnswerFilter:
-    """For parsers whose calls are the whole answer: an answer that may be calls (one that begins
-    with `{`, or any answer under a grammar) is held to its end; any other is released as it comes,
-    whatever braces come later."""
+    """For calls that are the whole answer: an answer that may be calls (one that begins with `{`
+    after `prefix`, or any answer with `hold_all`) is held to its end and read by `parse`; any other
+    is released as it comes, whatever braces come later."""
 
-    def __init__(self, parser: str, hold_all: bool = False):
-        self._parser = parser
+    def __init__(self, parse: Callable[[str], tuple[str | None, Calls]], prefix: str, hold_all: bool):
+        self._parse = parse
+        self._prefix = prefix
         self._held: str | None = "" if hold_all else None  # the answer so far, while it may be calls
         self._deciding: str | None = ""  # its blank start, until a character decides; None once text
 
-    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+    def feed(self, text: str) -> tuple[str, Calls]:
         if self._held is not None:
             self._held += text
             return "", []
         if self._deciding is None:
             return text, []
         self._deciding += text
-        start = self._deciding.lstrip().removeprefix("<|python_tag|>").lstrip()
-        if not start or "<|python_tag|>".startswith(self._deciding.lstrip()):
+        start = self._deciding.lstrip().removeprefix(self._prefix).lstrip()
+        if not start or self._prefix.startswith(self._deciding.lstrip()):
             return "", []
         released, self._deciding = self._deciding, None
         if start.startswith("{"):
@@ -41,31 +45,35 @@ class WholeAnswerFilter:
             return "", []
         return released, []
 
-    def flush(self) -> tuple[str, list[dict[str, Any]]]:
+    def flush(self) -> tuple[str, Calls]:
         """What is left, and the calls it turned out to be."""
         held, self._held, self._deciding = (self._held or "") + (self._deciding or ""), None, None
-        content, calls = parse_tool_calls(held, self._parser)
+        content, calls = self._parse(held)
         return content or "", calls
 
 
-class ToolCallFilter:
-    """Streamed text in, (text, completed calls) out: text is released as it comes, except what may
-    be the start of a call marker; a call is released once its closing marker has come (for a
-    parser without one, once the next call's opening marker, or the end of the answer, has)."""
+class MarkedCallFilter:
+    """Text is released as it comes, except what may be the start of the `opening` marker; a call is
+    released once its `closing` marker has come (without one, once the next call's opening marker,
+    or the end of the answer, has), read by `calls_in`."""
 
-    def __init__(self, parser: str, tools: Sequence[Any]):
-        self._parser = parser
-        self._tools = tools
-        self._open = MARKERS[parser][0]
-        self._closing = CLOSINGS.get(parser)
+    def __init__(
+        self,
+        opening: str,
+        closing: re.Pattern[str] | None,
+        calls_in: Callable[[str], Calls | None],
+    ):
+        self._open = opening
+        self._closing = closing
+        self._calls_in = calls_in
         self._buffer = ""
         self._inside = False
         self._after_call = False  # whitespace after a call is held: it is text only if more follows
 
-    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+    def feed(self, text: str) -> tuple[str, Calls]:
         self._buffer += text
         released = ""
-        calls: list[dict[str, Any]] = []
+        calls: Calls = []
         while True:
             if not self._inside:
                 start = self._buffer.find(self._open)
@@ -99,15 +107,15 @@ class ToolCallFilter:
         close = self._closing.search(self._buffer)
         return None if close is None else (close.start("end"), close.end())
 
-    def _read(self, source: str, closing: str) -> tuple[str, list[dict[str, Any]]]:
+    def _read(self, source: str, closing: str) -> tuple[str, Calls]:
         """The call(s) between the markers, or, when malformed, the text it stays."""
-        found = marked_calls(source, self._parser, self._tools)
+        found = self._calls_in(source)
         if found is None:
             return self._open + source + (closing if self._closing is not None else ""), []
         self._after_call = True
         return "", found
 
-    def flush(self) -> tuple[str, list[dict[str, Any]]]:
+    def flush(self) -> tuple[str, Calls]:
         """The end of the answer: a call it cut before its closing marker is still read."""
         rest, inside, self._buffer, self._inside = self._buffer, self._inside, "", False
         if inside:

@@ -12,15 +12,18 @@ Chained with a target's own mappers, for instance onto TGI's /generate:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.core.apis import ANTHROPIC_COUNT, ANTHROPIC_MESSAGES, OPENAI_CHAT, TGI_TOKENIZE
-from mooltiproxy.core.errors import ERROR_BODIES, ContextLengthExceeded, ProxyError
+from mooltiproxy.core.errors import ContextLengthExceeded, ProxyError
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.fronts.base import Front
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.translation.chat_completions import first_choice
-from mooltiproxy.translation.marks import kinds, streams_with
+from mooltiproxy.translation.kinds import ANTHROPIC_COUNT, ANTHROPIC_MESSAGES, OPENAI_CHAT, TGI_TOKENIZE
+from mooltiproxy.translation.marks import mapper
 from mooltiproxy.translation.sse import named_event
 
 # Claude Code's first system line, different on every request: dropped so a target's prefix cache works.
@@ -51,20 +54,36 @@ def _error(error: ProxyError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def _error_body(error: ProxyError, request_id: str | None) -> bytes:
-    return json.dumps({**_error(error), "request_id": request_id}).encode()
+class MessagesFront(Front):
+    """Anthropic's Messages API. Its clients send the key as `x-api-key`, say `anthropic-version`
+    on every request, and (Claude Code) HEAD / and /api/hello without a key before anything else."""
 
+    kind = ANTHROPIC_MESSAGES
+    key_headers = ("x-api-key",)
+    probes = frozenset({"/", "/api/hello"})
 
-# Every error on this front's routes, the guard's 401 and 403 and the limits' 429 included.
-ERROR_BODIES[ANTHROPIC_MESSAGES] = _error_body
+    def error_body(self, error: ProxyError, request_id: str | None) -> bytes:
+        # Every error on this front's routes, the guard's 401 and 403 and the limits' 429 included.
+        return json.dumps({**_error(error), "request_id": request_id}).encode()
+
+    def claims_listing(self, headers: Mapping[str, str]) -> bool:
+        return "anthropic-version" in headers
+
+    def model_list(self, models: Mapping[str, str]) -> dict[str, Any]:
+        data = [
+            {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
+            for model in models
+        ]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return {"data": data, "has_more": False, "first_id": first, "last_id": last}
 
 
 def _invalid(message: str) -> ProxyError:
     return ProxyError(400, message, code="invalid_request_error")
 
 
-@kinds(ANTHROPIC_MESSAGES, OPENAI_CHAT)
-def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(ANTHROPIC_MESSAGES, OPENAI_CHAT)
+def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """An Anthropic Messages request -> an OpenAI chat request. Fields with no meaning for an
     OpenAI-style target (`thinking`, `cache_control`, `context_management`, ...) are ignored."""
     max_tokens = payload.get("max_tokens")
@@ -73,14 +92,14 @@ def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: Req
     return {**_chat_request(payload), "max_tokens": max_tokens}
 
 
-@kinds(ANTHROPIC_MESSAGES, OPENAI_CHAT)
-def countReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(ANTHROPIC_MESSAGES, OPENAI_CHAT)
+def countReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """A /v1/messages/count_tokens request (a Messages request without max_tokens) -> OpenAI chat."""
     return _chat_request(payload)
 
 
-@kinds(TGI_TOKENIZE, ANTHROPIC_COUNT)
-def countAnsTGItoAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(TGI_TOKENIZE, ANTHROPIC_COUNT)
+def countAnsTGItoAnthropic(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """TGI's /tokenize answer (the prompt's tokens, special ones included) -> Anthropic's count."""
     if not isinstance(payload, list):
         raise ProxyError(502, "The target's /tokenize answer is not a list of tokens", code="upstream_error")
@@ -200,14 +219,13 @@ def _function_tool(tool: Any, index: int) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _anthropic_stream(endpoint: Endpoint, context: RequestContext) -> AnthropicStream:
+def _anthropic_stream(endpoint: Endpoint, context: MapperContext) -> AnthropicStream:
     model = context.body.get("model") if isinstance(context.body, dict) else None
     return AnthropicStream(model if isinstance(model, str) else "unknown")
 
 
-@kinds(OPENAI_CHAT, ANTHROPIC_MESSAGES)
-@streams_with(_anthropic_stream)
-def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(OPENAI_CHAT, ANTHROPIC_MESSAGES, streams_with=_anthropic_stream)
+def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """An OpenAI chat completion -> an Anthropic message."""
     choice, message = first_choice(payload)
     content: list[dict[str, Any]] = []
@@ -245,7 +263,7 @@ def _input(function: dict[str, Any]) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-class AnthropicStream:
+class AnthropicStream(StreamTranslator):
     """OpenAI chat chunks -> Anthropic's named events: message_start, a content block per text run
     or tool call (with text_delta / input_json_delta), message_delta with the stop reason and the
     usage, message_stop, and `ping` while the stream is quiet. No [DONE]: message_stop ends it."""

@@ -1,7 +1,8 @@
 """The APIs requests and answers are written in: the kinds mappers take and give (a chain's links
 must fit), the front whose errors a route speaks, the API whose answers the proxy keeps."""
 
-OPENAI_CHAT = "openai.chat"  # the pivot every front and every target kind maps to and from
+OPENAI_CHAT = "openai.chat"
+PIVOT = OPENAI_CHAT  # what every front and every target kind maps to and from
 OPENAI_COMPLETIONS = "openai.completions"
 OPENAI_RESPONSES = "openai.responses"
 OPENAI_COMPATIBLE = "openai.compatible"  # a chat server's own dialect (TGI's /v1, vLLM, ...)

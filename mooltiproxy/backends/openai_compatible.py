@@ -21,29 +21,52 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.core.apis import ANTHROPIC_COUNT, COMPATIBLE_TOKENIZE, OPENAI_CHAT, OPENAI_COMPATIBLE
+from mooltiproxy.backends.base import Backend
+from mooltiproxy.backends.tgi.backend import TGIBackend
+from mooltiproxy.config.plugin_specs import StreamTranslator
+from mooltiproxy.config.settings import Endpoint, TargetInfo
 from mooltiproxy.core.errors import ProxyError, refusal_status
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.serving.context import RequestContext, Streamed
+from mooltiproxy.serving.context import MapperContext, Streamed
 from mooltiproxy.translation.context_window import with_room
-from mooltiproxy.translation.marks import kinds, on_upstream_error, streams_with
+from mooltiproxy.translation.kinds import ANTHROPIC_COUNT, COMPATIBLE_TOKENIZE, OPENAI_CHAT, OPENAI_COMPATIBLE
+from mooltiproxy.translation.marks import mapper
 from mooltiproxy.translation.sse import json_event
 from mooltiproxy.translation.stops import StopFilter, cut_at_stop
 
 log = logging.getLogger("mooltiproxy.translation")
 
+
+class CompatibleBackend(Backend):
+    """An OpenAI-compatible server: its /v1/models says the model, and vLLM's and SGLang's
+    `max_model_len` or llama.cpp's `meta.n_ctx_train` its context."""
+
+    name = "openai_compatible"
+    info_path = "/v1/models"
+
+    @staticmethod
+    def read_info(body: Any) -> TargetInfo | None:
+        model = body["data"][0]
+        length = model.get("max_model_len") or (model.get("meta") or {}).get("n_ctx_train")
+        model_id = model.get("id")
+        return TargetInfo(
+            model_id=model_id if isinstance(model_id, str) else None,
+            context_length=length if isinstance(length, int) else None,
+            source=CompatibleBackend.info_path,
+        )
+
+
 _WANTS_USAGE = "compatible.wants_usage"
 _OWN_STOPS = "compatible.own_stops"  # the stop strings beyond the server's limit, enforced here
 
 
-@kinds(OPENAI_CHAT, OPENAI_COMPATIBLE)
-def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: RequestContext) -> Any:
+@mapper(OPENAI_CHAT, OPENAI_COMPATIBLE)
+def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: MapperContext) -> Any:
     """The request as it is, tools and all; a stream always asks for its usage (token limits and
     the Anthropic front need it), which is passed on only to a client that asked. Stop strings
     beyond what the server takes (TGI's max_stop_sequences, from its /info) are enforced here."""
     request = dict(payload)
-    if context.target_info.source == "/info":
+    if context.target_info.source == TGIBackend.info_path:
         _within_tgis_ranges(request)
     stop, limit = payload.get("stop"), context.target_info.max_stop_sequences
     if isinstance(stop, list) and limit is not None and len(stop) > limit:
@@ -69,11 +92,11 @@ def _within_tgis_ranges(request: dict[str, Any]) -> None:
             request["temperature"] = 0
 
 
-def _stream(endpoint: Endpoint, context: RequestContext) -> CompatibleStream:
+def _stream(endpoint: Endpoint, context: MapperContext) -> CompatibleStream:
     return CompatibleStream(bool(context.state.get(_WANTS_USAGE)), context.state.get(_OWN_STOPS, ()))
 
 
-def _context_window(error: ProxyError, sent: dict, context: RequestContext) -> dict | None:
+def _context_window(error: ProxyError, sent: dict, context: MapperContext) -> dict | None:
     """The server's refusal of a max_tokens the prompt leaves no room for (TGI's and vLLM's words):
     sent once more with the room there is."""
     return with_room(error, sent, _with_max_tokens)
@@ -85,10 +108,8 @@ def _with_max_tokens(sent: dict, room: int) -> dict:
     return clamped
 
 
-@kinds(OPENAI_COMPATIBLE, OPENAI_CHAT)
-@streams_with(_stream)
-@on_upstream_error(_context_window)
-def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: RequestContext) -> Any:
+@mapper(OPENAI_COMPATIBLE, OPENAI_CHAT, streams_with=_stream, on_upstream_error=_context_window)
+def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext) -> Any:
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
         raise ProxyError(502, "The target's answer is not a chat completion", code="upstream_error")
     payload["id"] = payload.get("id") or new_id("chatcmpl-")
@@ -107,7 +128,7 @@ def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: Request
     return payload
 
 
-class CompatibleStream:
+class CompatibleStream(StreamTranslator):
     """The server's chunks, normalised: a unique id for each tool call (sent once, as OpenAI does),
     a final chunk with a finish_reason when the server sent none, then the usage for a client that
     asked for it. Text stops at the first of `own_stops` (those the server does not take)."""
@@ -194,16 +215,16 @@ def _event_error(error: Any) -> ProxyError:
     )
 
 
-@kinds(OPENAI_CHAT, COMPATIBLE_TOKENIZE)
-def tokenizeReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(OPENAI_CHAT, COMPATIBLE_TOKENIZE)
+def tokenizeReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """An OpenAI chat request -> the server's chat tokenizer (vLLM's /tokenize, TGI's /chat_tokenize),
     which renders it as /v1/chat/completions would, tools included."""
     request = {name: payload[name] for name in ("model", "messages", "tools", "tool_choice") if name in payload}
     return {**request, "add_generation_prompt": True}
 
 
-@kinds(COMPATIBLE_TOKENIZE, ANTHROPIC_COUNT)
-def countAnsCompatibleToAnthropic(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(COMPATIBLE_TOKENIZE, ANTHROPIC_COUNT)
+def countAnsCompatibleToAnthropic(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """vLLM's `{"count", "tokens", "max_model_len"}` or TGI's `{"tokenize_response": [...]}` -> Anthropic's
     count."""
     count = payload.get("count") if isinstance(payload, dict) else None

@@ -7,7 +7,7 @@
 
 A request carries its whole history (`store: false`, as Codex sends it), or names the response it
 follows (`previous_response_id`): the proxy keeps responses in its state store
-(mooltiproxy/translation/stored_responses.py) and puts the earlier turns back before mapping.
+(stored_responses.py, beside this module) and puts the earlier turns back before mapping.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import logging
 import time
 from typing import Any
 
+from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint
-from mooltiproxy.core.apis import OPENAI_CHAT, OPENAI_RESPONSES
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.fronts.base import ExtraRoute, Front, FrontServices
+from mooltiproxy.fronts.stored_responses import FINAL, ROUTE, StoredResponses
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.translation.chat_completions import first_choice
-from mooltiproxy.translation.marks import kinds, streams_with
+from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_RESPONSES
+from mooltiproxy.translation.marks import mapper
 from mooltiproxy.translation.sse import named_event
-from mooltiproxy.translation.stored_responses import FINAL
 
 log = logging.getLogger("mooltiproxy.responses")
 
@@ -33,12 +35,33 @@ _REQUEST = "responses.request"  # the client's request, for the answer's echo of
 _INPUT_TEXT = ("input_text", "output_text", "text")
 
 
+class ResponsesFront(Front):
+    """OpenAI's Responses API, with the responses it keeps: GET and DELETE /v1/responses/{id}, and
+    `previous_response_id` expanded before the request is mapped."""
+
+    kind = OPENAI_RESPONSES
+
+    def __init__(self, services: FrontServices):
+        super().__init__(services)
+        system = services.system
+        self._kept = StoredResponses(services.store, system.responses_ttl, system.responses_max_bytes)
+
+    def extra_routes(self) -> tuple[ExtraRoute, ...]:
+        return (ExtraRoute(frozenset({"GET", "DELETE"}), ROUTE, self._kept.answer),)
+
+    async def before(self, context: MapperContext) -> None:
+        await self._kept.expand(context)
+
+    async def after(self, context: MapperContext) -> None:
+        await self._kept.keep(context)
+
+
 def _invalid(message: str, param: str | None = None) -> ProxyError:
     return ProxyError(400, message, code="invalid_request_error", param=param)
 
 
-@kinds(OPENAI_RESPONSES, OPENAI_CHAT)
-def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(OPENAI_RESPONSES, OPENAI_CHAT)
+def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """A Responses request -> an OpenAI chat request. `reasoning`, `store`, `metadata`, `include`
     and the like are accepted and have no effect."""
     messages: list[dict[str, Any]] = []
@@ -141,13 +164,12 @@ def _function_tool(tool: Any) -> dict[str, Any] | None:
     return None
 
 
-def _stream(endpoint: Endpoint, context: RequestContext) -> ResponsesStream:
+def _stream(endpoint: Endpoint, context: MapperContext) -> ResponsesStream:
     return ResponsesStream(Envelope(context), context.state)
 
 
-@kinds(OPENAI_CHAT, OPENAI_RESPONSES)
-@streams_with(_stream)
-def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: RequestContext) -> dict[str, Any]:
+@mapper(OPENAI_CHAT, OPENAI_RESPONSES, streams_with=_stream)
+def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """An OpenAI chat completion -> a Response."""
     choice, message = first_choice(payload)
     output: list[dict[str, Any]] = []
@@ -180,7 +202,7 @@ def _call_item(item_id: str, call_id: str, function: dict[str, Any], status: str
 class Envelope:
     """The fields of a Response that echo its request."""
 
-    def __init__(self, context: RequestContext):
+    def __init__(self, context: MapperContext):
         self.id = new_id("resp_")
         self.created_at = int(time.time())
         self._request: dict[str, Any] = context.state.get(_REQUEST) or {}
@@ -223,7 +245,7 @@ class Envelope:
         }
 
 
-class ResponsesStream:
+class ResponsesStream(StreamTranslator):
     """OpenAI chat chunks -> the Responses API's typed events, numbered by `sequence_number`:
     response.created and .in_progress, then per output item .output_item.added, its text deltas
     (or function call argument deltas), their .done, .output_item.done, and response.completed

@@ -1,0 +1,1 @@
+"""OpenAI <-> Hugging Face TGI translation, used by the mappers in mooltiproxy/backends/tgi/mappers.py."""
