@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mooltiproxy.backends import BACKENDS
+from mooltiproxy.config.declared import restart_only
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.config.masterkey import resolve_master_key
 from mooltiproxy.config.settings import MASTER, ClientKey, Config, SystemSettings
@@ -40,24 +41,6 @@ from mooltiproxy.translation.prompt_family import mismatched_routes
 log = logging.getLogger("mooltiproxy")
 
 READY_PROBE_SECONDS = 5.0  # how old a target's answer /_proxy/ready may give
-
-# What a reload cannot change: the listening socket, the processes, the ban file.
-RESTART_ONLY = (
-    "host",
-    "port",
-    "ssl",
-    "certfile",
-    "keyfile",
-    "client_ca",
-    "workers",
-    "client_timeout",
-    "state",
-    "state_envkey",
-    "state_timeout",
-    "state_connections",
-    "admin_socket",
-    "limits_fail_closed",
-)
 
 
 class Runtime:
@@ -178,23 +161,13 @@ class Runtime:
         task.add_done_callback(self._background.discard)
 
     def _keep_restart_only(self, config: Config) -> Config:
-        """The reloaded config, with what only a restart changes kept as it runs (and said)."""
+        """The reloaded config, with what only a restart changes (the listening socket, the
+        processes, the state store) kept as it runs, and said."""
         running = self.config
-        kept = {}
-        for name in RESTART_ONLY:
-            new, old = getattr(config.system, name), getattr(running.system, name)
-            # Port 0 and a missing ban_file with workers were settled at start: not a change.
-            if new != old and not (name == "port" and new == 0):
-                log.warning("reload: system.%s changes only with a restart", name)
-            kept[name] = old
-        if config.guard.ban_file != running.guard.ban_file and (
-            config.guard.ban_file is not None or running.system.workers == 1
-        ):
-            log.warning("reload: cerbere.ban_file changes only with a restart")
         return dataclasses.replace(
             config,
-            system=dataclasses.replace(config.system, **kept),
-            guard=dataclasses.replace(config.guard, ban_file=running.guard.ban_file),
+            system=_kept_as_running(config.system, running.system, "system", running),
+            guard=_kept_as_running(config.guard, running.guard, "cerbere", running),
         )
 
 
@@ -299,3 +272,17 @@ async def _serve_until_stopped(
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     await stop.wait()
     log.info("shutting down")
+
+
+def _kept_as_running(new: Any, old: Any, section: str, running: Config) -> Any:
+    kept = {}
+    for name in restart_only(type(new)):
+        wanted, current = getattr(new, name), getattr(old, name)
+        # Port 0, and a ban file made for the run's workers, were settled at start: not a change.
+        settled = (name == "port" and wanted == 0) or (
+            name == "ban_file" and wanted is None and running.system.workers > 1
+        )
+        if wanted != current and not settled:
+            log.warning("reload: %s.%s changes only with a restart", section, name)
+        kept[name] = current
+    return dataclasses.replace(new, **kept)

@@ -5,7 +5,6 @@ All problems are collected and raised together as one ConfigError, each naming t
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,24 +13,23 @@ import voluptuous as vol
 import yaml
 
 from mooltiproxy.config.chains import chained_mapper, chained_translators
+from mooltiproxy.config.declared import section_values
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
 from mooltiproxy.config.registry import RegistryError, discover, mapper_specs, positional_arity, prompter_specs
 from mooltiproxy.config.schema import build_schema
 from mooltiproxy.config.settings import (
-    NO_LIMITS,
     PASS_THROUGH_METHODS,
     TRANSLATED_METHODS,
-    AddressList,
     ClientKey,
     Config,
     Endpoint,
     GuardSettings,
-    Limits,
     Mapper,
     StreamTranslatorFactory,
     SystemSettings,
     Target,
     key_digest,
+    limits_of,
 )
 from mooltiproxy.config.template_entries import builtin_templates
 from mooltiproxy.config.templates import PromptTemplate
@@ -114,10 +112,6 @@ def _describe(error: vol.Invalid) -> str:
     return f"{where}: {message}"
 
 
-def _limits(section: dict[str, int] | None) -> Limits:
-    return Limits(**section) if section else NO_LIMITS
-
-
 def _adapt(function: Callable, arguments: int) -> Callable:
     """Wraps a user function written with fewer arguments into the proxy's calling convention."""
     accepted = positional_arity(function)
@@ -166,56 +160,10 @@ class _Builder:
         )
 
     def _system(self, section: dict) -> SystemSettings:
-        folder = self.source.parent
-        return SystemSettings(
-            host=section["host"],
-            port=section["port"],
-            ssl=section["ssl"],
-            certfile=folder / section["certfile"],
-            keyfile=folder / section["keyfile"],
-            debug=section["debug"],
-            timeout=section["timeout"],
-            connect_timeout=section["connect_timeout"],
-            queue_timeout=section["queue_timeout"],
-            max_body_size=section["max_body_size"],
-            max_inflight_bytes=section["max_inflight_bytes"],
-            client_timeout=section["client_timeout"],
-            stream_keep_alive=section["stream_keep_alive"],
-            client_ca=folder / section["client_ca"] if section["client_ca"] else None,
-            admin_prefix=section["admin_prefix"],
-            workers=section["workers"],
-            shutdown_grace=section["shutdown_grace"],
-            log_format=section["log_format"],
-            metrics_public=section["metrics_public"],
-            masterkey=section["masterkey"],
-            admin_socket=folder / section["admin_socket"] if section["admin_socket"] else None,
-            state=self._state(section["state"]),
-            state_envkey=section["state_envkey"],
-            state_timeout=section["state_timeout"],
-            state_connections=section["state_connections"],
-            limits_fail_closed=section["limits_when_store_down"] == "closed",
-            responses_ttl=section["responses_ttl"],
-            responses_max_bytes=section["responses_max_bytes"],
-        )
-
-    def _state(self, state: str | None) -> str | None:
-        """A SQLite path relative to the config file; memory as None; a Redis URL as it is."""
-        if state is None or state == "memory" or "://" in state:
-            return None if state == "memory" else state
-        return str(self.source.parent / state)
+        return SystemSettings(**section_values(SystemSettings, section, self.source.parent))
 
     def _guard(self, section: dict) -> GuardSettings:
-        return GuardSettings(
-            max_tries=section["max_tries"],
-            whitelist=_address_list(section["whitelist"]),
-            blacklist=_address_list(section["blacklist"]),
-            trusted_proxies=_address_list(section["trusted_proxies"]),
-            client_address_header=section["client_address_header"],
-            ban_seconds=section["ban_seconds"],
-            ban_file=self.source.parent / section["ban_file"] if section["ban_file"] else None,
-            default_limits=_limits(section["limits"]),
-            master_limits=_limits(section["master_limits"]),
-        )
+        return GuardSettings(**section_values(GuardSettings, section, self.source.parent))
 
     def _clients(self, section: dict) -> tuple[ClientKey, ...]:
         clients = []
@@ -229,7 +177,7 @@ class _Builder:
                 raise ConfigError([f"clients.{name}: the same key as clients.{owners[digest]}"])
             owners[digest] = name
             targets = frozenset(entry["targets"]) if entry["targets"] is not None else None
-            limits = _limits(entry["limits"]) if entry["limits"] is not None else None
+            limits = limits_of(entry["limits"]) if entry["limits"] is not None else None
             clients.append(ClientKey(name, digest, targets, limits))
         return tuple(clients)
 
@@ -244,22 +192,17 @@ class _Builder:
             name=name,
             urls=tuple(url.rstrip("/") for url in urls),
             key=key,
-            preserve_method=entry["preserveMethod"],
-            max_connections=entry["max_connections"],
             verify=entry["verify"] if isinstance(entry["verify"], bool) else self.source.parent / entry["verify"],
             endpoints={
                 incoming: self._endpoint(f"targets.{name}.mapping.{incoming}", incoming, spec)
                 for incoming, spec in entry["mapping"].items()
             },
-            retries=entry["retries"],
             fallback=tuple(entry["fallback"]),
             models=tuple(entry["models"]),
             model_aliases={name: alias for name, alias in entry["models"].items() if alias}
             if isinstance(entry["models"], dict)
             else {},
-            keepalive=entry["keepalive"],
-            limits=_limits(entry["limits"]),
-            context_length=entry["context_length"],
+            **section_values(Target, entry, self.source.parent),
         )
 
     def _endpoint(self, where: str, incoming: str, spec: dict) -> Endpoint:
@@ -325,22 +268,3 @@ class _Builder:
         if not factories or None in factories:
             return None
         return chained_translators([factory for factory in factories if factory is not None])
-
-
-_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-def _address_list(entries: list[str]) -> AddressList:
-    addresses = set()
-    networks = []
-    for entry in entries:
-        network = ipaddress.ip_network(entry, strict=False)
-        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
-            # Client addresses are compared unwrapped (see guard.parse_address).
-            mapped = network.network_address.ipv4_mapped
-            network = ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
-        if network.num_addresses == 1:
-            addresses.add(network.network_address)
-        else:
-            networks.append(network)
-    return AddressList(frozenset(addresses), tuple(networks))

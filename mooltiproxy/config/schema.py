@@ -5,86 +5,31 @@ so that every problem is reported in one run.
 
 from __future__ import annotations
 
-import ipaddress
-import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import voluptuous as vol
 
+from mooltiproxy.config import checks
+from mooltiproxy.config.checks import CheckContext
+from mooltiproxy.config.declared import default_of, section_schema
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
-from mooltiproxy.config.settings import MASTER, NEVER_FORWARDED_METHODS, TOOL_PARSER_NAMES
+from mooltiproxy.config.settings import (
+    MASTER,
+    NEVER_FORWARDED_METHODS,
+    TOOL_PARSER_NAMES,
+    GuardSettings,
+    SystemSettings,
+    Target,
+)
 from mooltiproxy.config.template_entries import builtin_templates, kind_of, template_entry_validator
-
-DEFAULT_MAX_CONNECTIONS = 1024
-
-
-def _number(low: float, high: float = math.inf, *, exclusive: bool = True) -> Callable[[Any], float]:
-    """A number within bounds, excluded or included."""
-
-    def validate(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise vol.Invalid("expected a number")
-        inside = low < value < high if exclusive else low <= value <= high
-        if not inside:
-            above, below = (">", "<") if exclusive else (">=", "<=")
-            bounds = f"{above} {low}" + (f" and {below} {high}" if high != math.inf else "")
-            raise vol.Invalid(f"expected a number {bounds}, got {value}")
-        return float(value)
-
-    return validate
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
-    def validate(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise vol.Invalid("expected an integer")
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" and <= {maximum}" if maximum is not None else ""
-            raise vol.Invalid(f"expected an integer >= {minimum}{upper}, got {value}")
-        return value
-
-    return validate
-
-
-def _address_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise vol.Invalid("expected a list of IP addresses or CIDR networks")
-    errors = []
-    for index, item in enumerate(value):
-        try:
-            ipaddress.ip_network(str(item), strict=False)
-        except ValueError:
-            errors.append(vol.Invalid(f"'{item}' is not an IP address or CIDR network", path=[index]))
-    if errors:
-        raise vol.MultipleInvalid(errors)
-    return [str(item) for item in value]
-
-
-def _existing_file(folder: Path) -> Callable[[Any], str]:
-    def validate(value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise vol.Invalid("expected a file path")
-        if not (folder / value).is_file():
-            raise vol.Invalid(f"no such file: '{folder / value}'")
-        return value
-
-    return validate
 
 
 def _sha256_hex(value: Any) -> str:
     if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
         raise vol.Invalid("expected the SHA-256 of the key, as 64 hexadecimal digits")
     return value.lower()
-
-
-def _admin_prefix(value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith("/") or len(value.strip("/")) == 0:
-        raise vol.Invalid("expected a path prefix such as /_proxy/")
-    return "/" + value.strip("/") + "/"
 
 
 def _known_name(kind: str, known: Iterable[str]) -> Callable[[Any], str]:
@@ -186,7 +131,7 @@ def _checked(schema: vol.Schema, *checks: Check) -> Callable[[Any], Any]:
 def _raw_admin_prefix(raw: dict) -> str:
     system = raw.get("system")
     try:
-        return _admin_prefix(system.get("admin_prefix", "/_proxy/")) if isinstance(system, dict) else "/_proxy/"
+        return checks.admin_prefix(system.get("admin_prefix", "/_proxy/")) if isinstance(system, dict) else "/_proxy/"
     except vol.Invalid:
         return "/_proxy/"
 
@@ -199,59 +144,24 @@ def _names(section: Any) -> list[str]:
 # each limited to what TGI accepts.
 TGI_DEFAULTS = vol.Schema(
     {
-        vol.Optional("temperature"): _number(0),
-        vol.Optional("top_p"): _number(0, 1),
-        vol.Optional("typical_p"): _number(0, 1),
-        vol.Optional("top_k"): _integer(1),
-        vol.Optional("repetition_penalty"): _number(0),
-        vol.Optional("frequency_penalty"): _number(-2, 2, exclusive=False),
-        vol.Optional("max_new_tokens"): _integer(1),
-        vol.Optional("seed"): _integer(0),
-        vol.Optional("truncate"): _integer(1),
+        vol.Optional("temperature"): checks.number(0),
+        vol.Optional("top_p"): checks.number(0, 1),
+        vol.Optional("typical_p"): checks.number(0, 1),
+        vol.Optional("top_k"): checks.integer(1),
+        vol.Optional("repetition_penalty"): checks.number(0),
+        vol.Optional("frequency_penalty"): checks.number(-2, 2, exclusive=False),
+        vol.Optional("max_new_tokens"): checks.integer(1),
+        vol.Optional("seed"): checks.integer(0),
+        vol.Optional("truncate"): checks.integer(1),
         vol.Optional("do_sample"): bool,
         vol.Optional("watermark"): bool,
     }
 )
 
 
-CLIENT_ADDRESS_HEADERS = ("X-Forwarded-For", "Forwarded")
-
-
-def _client_address_header(value: Any) -> str:
-    for name in CLIENT_ADDRESS_HEADERS:
-        if isinstance(value, str) and value.lower() == name.lower():
-            return name
-    raise vol.Invalid(f"expected one of {', '.join(CLIENT_ADDRESS_HEADERS)}")
-
-
-LIMITS = vol.Schema(
-    {
-        vol.Optional("requests_per_minute"): _integer(1),
-        vol.Optional("tokens_per_minute"): _integer(1),
-        vol.Optional("max_concurrent"): _integer(1),
-    }
-)
-
-
-def _state(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise vol.Invalid("expected memory, the path of a SQLite file, or a redis:// or rediss:// URL")
-    if "://" in value and not value.startswith(("redis://", "rediss://")):
-        raise vol.Invalid("expected memory, the path of a SQLite file, or a redis:// or rediss:// URL")
-    return value
-
-
-def _env_var(environ: Mapping[str, str]) -> Callable[[Any], str]:
-    def validate(name: Any) -> str:
-        if not isinstance(name, str) or not environ.get(name):
-            raise vol.Invalid(f"environment variable '{name}' is not set (or empty)")
-        return name
-
-    return validate
-
-
 def _inflight_covers_a_body(system: dict[str, Any]) -> dict[str, Any]:
-    if system["max_inflight_bytes"] < system["max_body_size"]:
+    inflight = system.get("max_inflight_bytes", default_of(SystemSettings, "max_inflight_bytes"))
+    if inflight < system.get("max_body_size", default_of(SystemSettings, "max_body_size")):
         raise vol.Invalid(
             "must be at least max_body_size, or no request that large could ever be served", path=["max_inflight_bytes"]
         )
@@ -266,6 +176,7 @@ def build_schema(
     folder: Path,
 ) -> vol.Schema:
     """The schema for this raw document (template names and env vars are looked up in it)."""
+    context = CheckContext(environ, folder)
     raw_templates: dict[str, Any] = raw["templates"] if isinstance(raw.get("templates"), dict) else {}
     builtins = builtin_templates()
     endpoint_schema = vol.Schema(
@@ -402,20 +313,15 @@ def build_schema(
     target = _checked(
         vol.Schema(
             {
+                **section_schema(Target, context),
                 vol.Optional("url"): _http_url,
                 vol.Optional("urls"): vol.All([_http_url], vol.Length(min=1)),
-                vol.Optional("retries", default=0): _integer(0, 10),
                 vol.Optional("fallback", default=[]): [_known_name("target", target_names)],
                 # Names routed here; as a mapping, each to the name the target knows it by.
                 vol.Optional("models", default=[]): vol.Any([str], {str: vol.Any(None, str)}),
-                vol.Optional("limits", default=None): vol.Any(None, LIMITS),
                 vol.Optional("key"): vol.Any(None, str),
                 vol.Optional("envkey"): str,
-                vol.Optional("preserveMethod", default=False): bool,
-                vol.Optional("max_connections", default=DEFAULT_MAX_CONNECTIONS): _integer(1),
-                vol.Optional("verify", default=True): vol.Any(bool, _existing_file(folder)),
-                vol.Optional("keepalive", default=True): bool,
-                vol.Optional("context_length", default=None): vol.Any(None, _integer(2)),
+                vol.Optional("verify", default=True): vol.Any(bool, checks.existing_file(folder)),
                 vol.Required("mapping"): _checked(
                     vol.Schema({str: mapping_entry}), incoming_paths, outside_admin_prefix
                 ),
@@ -430,7 +336,7 @@ def build_schema(
                 vol.Optional("envkey"): str,
                 vol.Optional("sha256"): _sha256_hex,
                 vol.Optional("targets", default=None): vol.Any(None, [_known_name("target", target_names)]),
-                vol.Optional("limits", default=None): vol.Any(None, LIMITS),
+                vol.Optional("limits", default=None): vol.Any(None, checks.LIMITS),
             }
         ),
         client_key_source,
@@ -439,59 +345,9 @@ def build_schema(
     return vol.Schema(
         {
             vol.Optional("system", default=None): _section(
-                vol.All(
-                    {
-                        vol.Optional("host", default=None): vol.Any(None, str),
-                        vol.Optional("port", default=8000): _integer(0, 65535),
-                        vol.Optional("ssl", default=False): bool,
-                        vol.Optional("certfile", default="certificates/cert.pem"): str,
-                        vol.Optional("keyfile", default="certificates/key.pem"): str,
-                        vol.Optional("debug", default=False): bool,
-                        vol.Optional("timeout", default=300.0): _number(0),
-                        vol.Optional("connect_timeout", default=3.05): _number(0),
-                        vol.Optional("queue_timeout", default=30.0): _number(0),
-                        vol.Optional("max_body_size", default=10 * 1024 * 1024): _integer(1),
-                        vol.Optional("max_inflight_bytes", default=256 * 1024 * 1024): _integer(1),
-                        vol.Optional("client_timeout", default=60.0): _number(0),
-                        vol.Optional("stream_keep_alive", default=10.0): _number(0),
-                        vol.Optional("client_ca", default=None): vol.Any(None, _existing_file(folder)),
-                        vol.Optional("admin_prefix", default="/_proxy/"): _admin_prefix,
-                        vol.Optional("workers", default=1): _integer(1, 256),
-                        vol.Optional("shutdown_grace", default=30.0): _number(0, exclusive=False),
-                        vol.Optional("log_format", default="text"): vol.In(
-                            ["text", "json"], msg="expected text or json"
-                        ),
-                        vol.Optional("metrics_public", default=False): bool,
-                        vol.Optional("masterkey", default=None): vol.Any(None, str),
-                        vol.Optional("admin_socket", default="run/mooltiproxy.sock"): vol.Any(None, str),
-                        vol.Optional("state", default=None): vol.Any(None, _state),
-                        vol.Optional("state_envkey", default=None): vol.Any(None, _env_var(environ)),
-                        vol.Optional("state_timeout", default=0.25): _number(0),
-                        vol.Optional("state_connections", default=256): _integer(1, 10_000),
-                        vol.Optional("responses_ttl", default=24 * 3600): _number(0),
-                        vol.Optional("responses_max_bytes", default=1024 * 1024): _integer(1),
-                        vol.Optional("limits_when_store_down", default="open"): vol.In(
-                            ["open", "closed"], msg="expected open or closed"
-                        ),
-                    },
-                    _inflight_covers_a_body,
-                )
+                vol.All(section_schema(SystemSettings, context), _inflight_covers_a_body)
             ),
-            vol.Optional("cerbere", default=None): _section(
-                vol.Schema(
-                    {
-                        vol.Optional("max_tries", default=3): _integer(1),
-                        vol.Optional("whitelist", default=[]): _address_list,
-                        vol.Optional("blacklist", default=[]): _address_list,
-                        vol.Optional("trusted_proxies", default=[]): _address_list,
-                        vol.Optional("client_address_header", default="X-Forwarded-For"): _client_address_header,
-                        vol.Optional("ban_seconds", default=600): _number(0, exclusive=False),
-                        vol.Optional("ban_file", default=None): vol.Any(None, str),
-                        vol.Optional("limits", default=None): vol.Any(None, LIMITS),
-                        vol.Optional("master_limits", default=None): vol.Any(None, LIMITS),
-                    }
-                )
-            ),
+            vol.Optional("cerbere", default=None): _section(vol.Schema(section_schema(GuardSettings, context))),
             vol.Optional("clients", default=None): _section(_checked(vol.Schema({str: client}), master_is_reserved)),
             vol.Required("targets"): _checked(
                 vol.Schema({vol.Required("default"): str, str: target}),

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mooltiproxy.config import checks
+from mooltiproxy.config.declared import setting
 from mooltiproxy.config.templates import PromptTemplate
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 
@@ -89,40 +91,6 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    name: str
-    urls: tuple[str, ...]  # balanced round-robin; failing ones are left aside for a while
-    key: str | None
-    preserve_method: bool
-    max_connections: int
-    endpoints: Mapping[str, Endpoint]
-    # Upstream TLS: verify certificates (True), don't (False), or against this CA bundle.
-    verify: bool | Path = True
-    # Attempts after the first on connection errors, timeouts, 429, 502, 503, 504.
-    retries: int = 0
-    # Targets tried in order when this one fails.
-    fallback: tuple[str, ...] = ()
-    # Model names routed to this target when a request has no `target` header.
-    models: tuple[str, ...] = ()
-    # Of those, the ones the target knows by another name (claude-sonnet-4-5 -> Qwen3-Coder): the
-    # body's `model` is rewritten on translated routes.
-    model_aliases: Mapping[str, str] = field(default_factory=dict)
-    # False: a new connection per request, for a target not trusted to frame its answers.
-    keepalive: bool = True
-    # For all the target's callers together.
-    limits: Limits = NO_LIMITS
-    # Tokens of prompt and answer together; None: as the target says (TGI's /info, /v1/models).
-    context_length: int | None = None
-
-    def find_endpoint(self, path: str) -> Endpoint | None:
-        """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
-        endpoint = self.endpoints.get(path)
-        if endpoint is None and path.startswith("/v1/"):
-            endpoint = self.endpoints.get(path[3:])
-        return endpoint
-
-
-@dataclass(frozen=True, slots=True)
 class TargetInfo:
     """What is known of a target's model: what it says of itself (TGI's /info, an OpenAI-compatible
     server's /v1/models), with the config's `context_length` first. None: not known."""
@@ -148,21 +116,91 @@ class AddressList:
         return address in self.addresses or (bool(self.networks) and any(address in net for net in self.networks))
 
 
+def _state_of(value: str | None, folder: Path) -> str | None:
+    """A SQLite path relative to the config file; memory as None; a Redis URL as it is."""
+    if value is None or value == "memory" or "://" in value:
+        return None if value == "memory" else value
+    return str(folder / value)
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _addresses(entries: list[str], folder: Path) -> AddressList:
+    addresses = set()
+    networks = []
+    for entry in entries:
+        network = ipaddress.ip_network(entry, strict=False)
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+            # Client addresses are compared unwrapped (see guard.parse_address).
+            mapped = network.network_address.ipv4_mapped
+            network = ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+        if network.num_addresses == 1:
+            addresses.add(network.network_address)
+        else:
+            networks.append(network)
+    return AddressList(frozenset(addresses), tuple(networks))
+
+
+def limits_of(section: Mapping[str, int] | None, folder: Path | None = None) -> Limits:
+    return Limits(**section) if section else NO_LIMITS
+
+
+_LIMITS = checks.optional(checks.LIMITS)
+
+
 @dataclass(frozen=True, slots=True)
 class GuardSettings:
-    max_tries: int = 3
-    whitelist: AddressList = field(default_factory=AddressList)
-    blacklist: AddressList = field(default_factory=AddressList)
+    """`cerbere:`"""
+
+    max_tries: int = setting(3, checks.integer(1))
+    whitelist: AddressList = setting(factory=AddressList, check=checks.address_list, read=_addresses)
+    blacklist: AddressList = setting(factory=AddressList, check=checks.address_list, read=_addresses)
     # Peers whose client_address_header says who the client is.
-    trusted_proxies: AddressList = field(default_factory=AddressList)
+    trusted_proxies: AddressList = setting(factory=AddressList, check=checks.address_list, read=_addresses)
     # The one header trusted proxies name the client in: X-Forwarded-For or Forwarded.
-    client_address_header: str = "X-Forwarded-For"
+    client_address_header: str = setting("X-Forwarded-For", checks.client_address_header)
     # 0: a ban lasts until lifted through the admin API (or, without a ban_file, a restart).
-    ban_seconds: float = 600
-    ban_file: Path | None = None
+    ban_seconds: float = setting(600.0, checks.number(0, exclusive=False))
+    ban_file: Path | None = setting(None, checks.optional(str), path=True, restart=True)
     # For every client key that sets none of its own, and for the proxy key.
-    default_limits: Limits = NO_LIMITS
-    master_limits: Limits = NO_LIMITS
+    default_limits: Limits = setting(NO_LIMITS, _LIMITS, key="limits", read=limits_of)
+    master_limits: Limits = setting(NO_LIMITS, _LIMITS, read=limits_of)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    urls: tuple[str, ...]  # balanced round-robin; failing ones are left aside for a while
+    key: str | None
+    endpoints: Mapping[str, Endpoint]
+    # Upstream TLS: verify certificates (True), don't (False), or against this CA bundle.
+    verify: bool | Path = True
+    # Targets tried in order when this one fails.
+    fallback: tuple[str, ...] = ()
+    # Model names routed to this target when a request has no `target` header.
+    models: tuple[str, ...] = ()
+    # Of those, the ones the target knows by another name (claude-sonnet-4-5 -> Qwen3-Coder): the
+    # body's `model` is rewritten on translated routes.
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+    # A 301 or 302 from the target is followed with the same method and body (else as browsers do).
+    preserve_method: bool = setting(False, bool, key="preserveMethod")
+    max_connections: int = setting(1024, checks.integer(1))
+    # Attempts after the first on connection errors, timeouts, 429, 502, 503, 504.
+    retries: int = setting(0, checks.integer(0, 10))
+    # False: a new connection per request, for a target not trusted to frame its answers.
+    keepalive: bool = setting(True, bool)
+    # For all the target's callers together.
+    limits: Limits = setting(NO_LIMITS, _LIMITS, read=limits_of)
+    # Tokens of prompt and answer together; None: as the target says (TGI's /info, /v1/models).
+    context_length: int | None = setting(None, checks.optional(checks.integer(2)))
+
+    def find_endpoint(self, path: str) -> Endpoint | None:
+        """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
+        endpoint = self.endpoints.get(path)
+        if endpoint is None and path.startswith("/v1/"):
+            endpoint = self.endpoints.get(path[3:])
+        return endpoint
 
 
 MASTER = "master"  # the client name of the proxy key's holder
@@ -186,46 +224,55 @@ class ClientKey:
 
 @dataclass(frozen=True, slots=True)
 class SystemSettings:
-    host: str | None = None
-    port: int = 8000
-    ssl: bool = False
-    certfile: Path = Path("certificates/cert.pem")
-    keyfile: Path = Path("certificates/key.pem")
-    debug: bool = False
-    timeout: float = 300.0
-    connect_timeout: float = 3.05
+    """`system:`; a path is relative to the config file."""
+
+    host: str | None = setting(None, checks.optional(str), restart=True)
+    port: int = setting(8000, checks.integer(0, 65535), restart=True)
+    ssl: bool = setting(False, bool, restart=True)
+    certfile: Path = setting(Path("certificates/cert.pem"), str, path=True, restart=True)
+    keyfile: Path = setting(Path("certificates/key.pem"), str, path=True, restart=True)
+    debug: bool = setting(False, bool)
+    timeout: float = setting(300.0, checks.number(0))
+    connect_timeout: float = setting(3.05, checks.number(0))
     # How long a request may wait for one of its target's max_connections before a 503.
-    queue_timeout: float = 30.0
-    max_body_size: int = 10 * 1024 * 1024
+    queue_timeout: float = setting(30.0, checks.number(0))
+    max_body_size: int = setting(10 * 1024 * 1024, checks.integer(1))
     # Request body bytes the process holds at once, all requests together (503 beyond).
-    max_inflight_bytes: int = 256 * 1024 * 1024
+    max_inflight_bytes: int = setting(256 * 1024 * 1024, checks.integer(1))
     # A client must send a whole request within this many seconds (slow clients are cut).
-    client_timeout: float = 60.0
+    client_timeout: float = setting(60.0, checks.number(0), restart=True)
     # A translated stream the client has heard nothing on for this many seconds gets a keep-alive.
-    stream_keep_alive: float = 10.0
+    stream_keep_alive: float = setting(10.0, checks.number(0))
     # CA bundle checking client certificates (mutual TLS); None: no client certificate asked.
-    client_ca: Path | None = None
-    admin_prefix: str = "/_proxy/"
+    client_ca: Path | None = setting(None, checks.optional(checks.EXISTING_FILE), path=True, restart=True)
+    admin_prefix: str = setting("/_proxy/", checks.admin_prefix)
     # Processes serving the port (SO_REUSEPORT).
-    workers: int = 1
+    workers: int = setting(1, checks.integer(1, 256), restart=True)
     # Seconds in-flight requests and streams get to finish when the proxy stops.
-    shutdown_grace: float = 30.0
-    log_format: str = "text"  # or "json": one JSON object per line
+    shutdown_grace: float = setting(30.0, checks.number(0, exclusive=False))
+    log_format: str = setting("text", checks.one_of("text", "json"))  # json: one JSON object per line
     # GET {admin_prefix}metrics without the proxy key.
-    metrics_public: bool = False
+    metrics_public: bool = setting(False, bool)
     # Where strikes, bans and limits live: None (memory, or cerbere.ban_file's SQLite file),
     # a SQLite file's path, or a redis:// / rediss:// URL whose password is in $state_envkey.
-    state: str | None = None
-    state_envkey: str | None = None
-    state_timeout: float = 0.25  # seconds a store call may take before local state answers
-    state_connections: int = 256  # Redis connections per process; more calls at once wait their turn
-    limits_fail_closed: bool = False  # the store down: refuse limited keys (else count locally)
+    state: str | None = setting(None, checks.optional(checks.state_location), read=_state_of, restart=True)
+    state_envkey: str | None = setting(None, checks.optional(checks.ENV_VAR), restart=True)
+    # Seconds a store call may take before local state answers.
+    state_timeout: float = setting(0.25, checks.number(0), restart=True)
+    # Redis connections per process; more calls at once wait their turn.
+    state_connections: int = setting(256, checks.integer(1, 10_000), restart=True)
+    # The store down: refuse limited keys (closed), or count locally (open).
+    limits_when_store_down: str = setting("open", checks.one_of("open", "closed"), restart=True)
     # Responses API answers kept for previous_response_id: how long, and how large at most.
-    responses_ttl: float = 24 * 3600
-    responses_max_bytes: int = 1024 * 1024
-    masterkey: str | None = None
-    # The operator's Unix socket for listing and lifting bans (None: none); relative to the config.
-    admin_socket: Path | None = Path("run/mooltiproxy.sock")
+    responses_ttl: float = setting(24 * 3600.0, checks.number(0))
+    responses_max_bytes: int = setting(1024 * 1024, checks.integer(1))
+    masterkey: str | None = setting(None, checks.optional(str))
+    # The operator's Unix socket for listing and lifting bans (None: none).
+    admin_socket: Path | None = setting(Path("run/mooltiproxy.sock"), checks.optional(str), path=True, restart=True)
+
+    @property
+    def limits_fail_closed(self) -> bool:
+        return self.limits_when_store_down == "closed"
 
 
 @dataclass(frozen=True, slots=True)
