@@ -1,10 +1,10 @@
 """Everything a plug-in (a module of `mappers/` or `prompters/`) may use of the proxy: it imports
-from here and nowhere else of ours, which tests/test_architecture.py checks. See docs/extending.md."""
+from here and nowhere else of ours, which tests/unit/test_architecture.py checks. See docs/extending.md."""
 
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec, StreamTranslator
 from mooltiproxy.config.settings import Endpoint, TargetInfo
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.serving.context import FanOut, MapperContext, Streamed
+from mooltiproxy.serving.context import FanOut, MapperContext, Note, Streamed
 from mooltiproxy.translation.kinds import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,
@@ -35,6 +35,7 @@ __all__ = [
     "FanOut",
     "MapperContext",
     "MapperSpec",
+    "Note",
     "PrompterSpec",
     "ProxyError",
     "StreamTranslator",

@@ -10,7 +10,7 @@ from functools import partial
 
 from aiohttp import web
 
-from mooltiproxy.config.settings import ClientKey, Config, Endpoint, Limits, SystemSettings, Target
+from mooltiproxy.config.settings import ClientKey, Config, Endpoint, Limits, SystemSettings, Target, find_route
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import unique_id
 from mooltiproxy.core.metrics import Metrics
@@ -58,11 +58,7 @@ class RoutingState:
 
     def front_of(self, raw_target: str) -> Front:
         """Known from the path alone, so that even the guard's refusals speak the client's API."""
-        path = raw_target.partition("?")[0]
-        front = self.front_paths.get(path)
-        if front is None and path.startswith("/v1/"):
-            front = self.front_paths.get(path[3:])
-        return front or self.fronts[PIVOT]
+        return find_route(self.front_paths, raw_target.partition("?")[0]) or self.fronts[PIVOT]
 
 
 def routing_state(

@@ -19,10 +19,10 @@ from typing import Any
 import openai
 import pytest
 import yaml
-from fake_vllm import FakeVLLM
 
-from echo_upstream import EchoUpstream
-from fake_tgi import FakeTGI
+from support.echo_upstream import EchoUpstream
+from support.fake_tgi import FakeTGI
+from support.fake_vllm import FakeVLLM
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

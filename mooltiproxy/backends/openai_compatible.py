@@ -27,7 +27,7 @@ from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint, TargetInfo
 from mooltiproxy.core.errors import ProxyError, refusal_status
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.serving.context import MapperContext, Streamed
+from mooltiproxy.serving.context import MapperContext, Note, Streamed
 from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.kinds import ANTHROPIC_COUNT, COMPATIBLE_TOKENIZE, OPENAI_CHAT, OPENAI_COMPATIBLE
 from mooltiproxy.translation.marks import mapper
@@ -56,8 +56,8 @@ class CompatibleBackend(Backend):
         )
 
 
-_WANTS_USAGE = "compatible.wants_usage"
-_OWN_STOPS = "compatible.own_stops"  # the stop strings beyond the server's limit, enforced here
+_WANTS_USAGE = Note[bool]("compatible.wants_usage")
+_OWN_STOPS = Note[Sequence[str]]("compatible.own_stops")  # the stop strings beyond the server's limit, enforced here
 
 
 @mapper(OPENAI_CHAT, OPENAI_COMPATIBLE)
@@ -70,13 +70,13 @@ def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: Mapper
         _within_tgis_ranges(request)
     stop, limit = payload.get("stop"), context.target_info.max_stop_sequences
     if isinstance(stop, list) and limit is not None and len(stop) > limit:
-        request["stop"], context.state[_OWN_STOPS] = stop[:limit], stop[limit:]
+        request["stop"], context.notes[_OWN_STOPS] = stop[:limit], stop[limit:]
         name = context.target.name if context.target is not None else "-"
         log.info("target %s takes %d stop sequences: the proxy enforces the other %d", name, limit, len(stop) - limit)
     if payload.get("stream") is not True:
         return request
     options = payload.get("stream_options")
-    context.state[_WANTS_USAGE] = isinstance(options, dict) and options.get("include_usage") is True
+    context.notes[_WANTS_USAGE] = isinstance(options, dict) and options.get("include_usage") is True
     request["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return Streamed(request)
 
@@ -93,7 +93,7 @@ def _within_tgis_ranges(request: dict[str, Any]) -> None:
 
 
 def _stream(endpoint: Endpoint, context: MapperContext) -> CompatibleStream:
-    return CompatibleStream(bool(context.state.get(_WANTS_USAGE)), context.state.get(_OWN_STOPS, ()))
+    return CompatibleStream(bool(context.notes.get(_WANTS_USAGE)), context.notes.get(_OWN_STOPS, ()))
 
 
 def _context_window(error: ProxyError, sent: dict, context: MapperContext) -> dict | None:
@@ -113,7 +113,7 @@ def chatAnsCompatibleToOpenAI(payload: Any, endpoint: Endpoint, context: MapperC
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
         raise ProxyError(502, "The target's answer is not a chat completion", code="upstream_error")
     payload["id"] = payload.get("id") or new_id("chatcmpl-")
-    own_stops = context.state.get(_OWN_STOPS, ())
+    own_stops = context.notes.get(_OWN_STOPS, ())
     for choice in payload["choices"]:
         message = choice.get("message") if isinstance(choice, dict) else None
         if own_stops and isinstance(message, dict) and isinstance(message.get("content"), str):

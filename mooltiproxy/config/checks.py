@@ -62,10 +62,15 @@ def one_of(*choices: str) -> Validator:
 
 
 def optional(check: Validator | InContext) -> Validator | InContext:
-    """None (YAML's null), or what `check` accepts."""
+    """None (YAML's null), or what `check` accepts, with its message when it does not."""
     if isinstance(check, InContext):
-        return InContext(lambda context: vol.Any(None, check.make(context)))
-    return vol.Any(None, check)
+        return InContext(lambda context: _none_or(check.make(context)))
+    return _none_or(check)
+
+
+def _none_or(check: Validator) -> Validator:
+    compiled = vol.Schema(check)  # a type (str, bool) is an isinstance check, never a conversion
+    return lambda value: None if value is None else compiled(value)
 
 
 def address_list(value: Any) -> list[str]:

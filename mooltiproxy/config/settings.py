@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mooltiproxy.config import checks
 from mooltiproxy.config.declared import setting
@@ -15,6 +15,7 @@ from mooltiproxy.config.templates import PromptTemplate
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 # Mappers are called as mapper(payload, endpoint, context), whatever signature they were written with;
 # the context is the request's (serving.context.RequestContext), a layer above the configuration.
@@ -55,6 +56,15 @@ class Limits:
 
 
 NO_LIMITS = Limits()
+
+
+def find_route(routes: Mapping[str, T], path: str) -> T | None:
+    """The route of an incoming path: an exact match; an unmapped `/v1/...` path falls back on the
+    same path without `/v1` (what OpenAI clients add to a base URL)."""
+    found = routes.get(path)
+    if found is None and path.startswith("/v1/"):
+        found = routes.get(path[3:])
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +206,7 @@ class Target:
     context_length: int | None = setting(None, checks.optional(checks.integer(2)))
 
     def find_endpoint(self, path: str) -> Endpoint | None:
-        """Exact match; an unmapped `/v1/...` path falls back to the same path without `/v1`."""
-        endpoint = self.endpoints.get(path)
-        if endpoint is None and path.startswith("/v1/"):
-            endpoint = self.endpoints.get(path[3:])
-        return endpoint
+        return find_route(self.endpoints, path)
 
 
 MASTER = "master"  # the client name of the proxy key's holder

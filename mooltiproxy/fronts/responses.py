@@ -23,7 +23,7 @@ from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.fronts.base import ExtraRoute, Front, FrontServices
 from mooltiproxy.fronts.stored_responses import FINAL, ROUTE, StoredResponses
-from mooltiproxy.serving.context import MapperContext
+from mooltiproxy.serving.context import MapperContext, Note, Notes
 from mooltiproxy.translation.chat_completions import first_choice
 from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_RESPONSES
 from mooltiproxy.translation.marks import mapper
@@ -31,7 +31,7 @@ from mooltiproxy.translation.sse import named_event
 
 log = logging.getLogger("mooltiproxy.responses")
 
-_REQUEST = "responses.request"  # the client's request, for the answer's echo of it
+_REQUEST = Note[dict[str, Any]]("responses.request")  # the client's request, for the answer's echo of it
 _INPUT_TEXT = ("input_text", "output_text", "text")
 
 
@@ -95,7 +95,7 @@ def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: MapperConte
             request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     if payload.get("stream") is True:
         request.update(stream=True, stream_options={"include_usage": True})
-    context.state[_REQUEST] = payload
+    context.notes[_REQUEST] = payload
     return request
 
 
@@ -165,7 +165,7 @@ def _function_tool(tool: Any) -> dict[str, Any] | None:
 
 
 def _stream(endpoint: Endpoint, context: MapperContext) -> ResponsesStream:
-    return ResponsesStream(Envelope(context), context.state)
+    return ResponsesStream(Envelope(context), context.notes)
 
 
 @mapper(OPENAI_CHAT, OPENAI_RESPONSES, streams_with=_stream)
@@ -179,7 +179,7 @@ def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: Map
         function = call.get("function") or {}
         output.append(_call_item(new_id("fc_"), call.get("id") or new_id("call_"), function))
     response = Envelope(context).response(output, choice.get("finish_reason"), payload.get("usage") or {})
-    context.state[FINAL] = response  # kept when the request asks it to be
+    context.notes[FINAL] = response  # kept when the request asks it to be
     return response
 
 
@@ -205,7 +205,7 @@ class Envelope:
     def __init__(self, context: MapperContext):
         self.id = new_id("resp_")
         self.created_at = int(time.time())
-        self._request: dict[str, Any] = context.state.get(_REQUEST) or {}
+        self._request: dict[str, Any] = context.notes.get(_REQUEST) or {}
 
     def response(
         self, output: list[dict[str, Any]], finish_reason: Any, usage: dict[str, Any], status: str | None = None
@@ -253,9 +253,9 @@ class ResponsesStream(StreamTranslator):
 
     done = b""
 
-    def __init__(self, envelope: Envelope, state: dict[str, Any]):
+    def __init__(self, envelope: Envelope, notes: Notes):
         self._envelope = envelope
-        self._state = state
+        self._notes = notes  # where the finished Response is left, for the store
         self._sequence = 0
         self._started = False
         self._output: list[dict[str, Any]] = []
@@ -318,7 +318,7 @@ class ResponsesStream(StreamTranslator):
         out = self._start() + self._close_item()
         usage = self._usage
         response = self._envelope.response(self._output, self._finish, usage)
-        self._state[FINAL] = response
+        self._notes[FINAL] = response
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         out.append(self._emit(kind, response=response))
         return out

@@ -15,13 +15,13 @@ from aiohttp import web
 
 from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.serving.context import MapperContext
+from mooltiproxy.serving.context import MapperContext, Note
 from mooltiproxy.serving.responses import json_response
 from mooltiproxy.state.store import StateStore
 
 log = logging.getLogger("mooltiproxy.responses")
 
-FINAL = "responses.final"  # the Response the answer mapper made, left in the request's state
+FINAL = Note[dict[str, Any]]("responses.final")  # the Response the answer mapper made, left in the request's state
 ROUTE = re.compile(r"^(?:/v1)?/responses/(resp_[A-Za-z0-9_-]{1,64})$")
 
 
@@ -42,7 +42,7 @@ class StoredResponses:
             body["input"] = [*kept["input"], *kept["response"]["output"], *_items(body.get("input"))]
 
     async def keep(self, context: MapperContext) -> None:
-        response = context.state.get(FINAL)
+        response = context.notes.get(FINAL)
         if response is None or context.body.get("store") is False:
             return
         data = dumps({"input": _items(context.body.get("input")), "response": response})

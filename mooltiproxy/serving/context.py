@@ -4,7 +4,7 @@ argument)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from multidict import CIMultiDictProxy
 
@@ -28,6 +28,55 @@ class Streamed(dict):
     the answer's events with the answer mapper's `stream_translator`."""
 
 
+T = TypeVar("T")
+D = TypeVar("D")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Note(Generic[T_co]):
+    """A typed key of a request's notes, as aiohttp's RequestKey: `STOPS = Note[list[str]]("stops")`.
+    Each key is its own object, so two modules' notes never collide, whatever their names."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Note({self.name!r})"
+
+
+class Notes:
+    """What a request mapper leaves for the answer mapper of the same request, by typed key."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[Note[Any], Any] = {}
+
+    def __setitem__(self, key: Note[T], value: T) -> None:
+        self._values[key] = value
+
+    def __getitem__(self, key: Note[T]) -> T:
+        value: T = self._values[key]
+        return value
+
+    def __contains__(self, key: Note[Any]) -> bool:
+        return key in self._values
+
+    @overload
+    def get(self, key: Note[T]) -> T | None: ...
+
+    @overload
+    def get(self, key: Note[T], default: D) -> T | D: ...
+
+    def get(self, key: Note[Any], default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
 class MapperContext(Protocol):
     """What a mapper sees of its request (the RequestContext below, less the engine's bookkeeping).
 
@@ -35,7 +84,7 @@ class MapperContext(Protocol):
     client's key; `body`: the client's original JSON body; `target` / `endpoint`: where the request
     goes; `target_info`: what is known of the target's model (its context length, the stop
     sequences it takes); `upstream_status` / `upstream_headers`: the (first) upstream answer's;
-    `answer_headers`: the headers of every answer of a fan-out; `state`: where a request mapper
+    `answer_headers`: the headers of every answer of a fan-out; `notes`: where a request mapper
     leaves notes for the answer mapper of the same request.
     """
 
@@ -47,7 +96,7 @@ class MapperContext(Protocol):
     upstream_status: int | None
     upstream_headers: CIMultiDictProxy[str] | None
     answer_headers: list[CIMultiDictProxy[str]]
-    state: dict[str, Any]
+    notes: Notes
 
     @property
     def body(self) -> Any: ...
@@ -75,7 +124,7 @@ class RequestContext:
         "upstream_status",
         "upstream_headers",
         "answer_headers",
-        "state",
+        "notes",
         "_body",
     )
 
@@ -101,7 +150,7 @@ class RequestContext:
         self.upstream_status: int | None = None
         self.upstream_headers: CIMultiDictProxy[str] | None = None
         self.answer_headers: list[CIMultiDictProxy[str]] = []
-        self.state: dict[str, Any] = {}
+        self.notes = Notes()
         self._body: Any = _UNPARSED
 
     @property

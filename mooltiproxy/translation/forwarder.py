@@ -69,7 +69,7 @@ class Forwarder:
         via_trusted_proxy: bool,
     ) -> web.StreamResponse:
         context.target, context.endpoint, context.answered_by = target, endpoint, target.name
-        context.state.clear()  # a fallback target maps the request afresh
+        context.notes.clear()  # a fallback target maps the request afresh
         if endpoint.request_mapper is not None:
             context.target_info = self._infos.last_known(target.name)
         call = self._map_request(context, endpoint)

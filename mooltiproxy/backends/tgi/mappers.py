@@ -6,6 +6,7 @@ parallel, each with its own seed when a seed is given; the answers are merged in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from multidict import CIMultiDictProxy
@@ -18,18 +19,18 @@ from mooltiproxy.backends.tgi.tool_prompts import without_tool_turns
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.parsers.tools import GRAMMAR, TOOL_PARSERS
-from mooltiproxy.serving.context import FanOut, MapperContext, Streamed
+from mooltiproxy.serving.context import FanOut, MapperContext, Note, Streamed
 from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_COMPLETIONS, TGI_GENERATE, TGI_TOKENIZE
 from mooltiproxy.translation.marks import mapper
 
-_STOPS = "tgi.stops"
-_PROMPT_OF_CHOICE = "tgi.prompt_of_choice"
-_ECHO = "tgi.echo"
-_INCLUDE_USAGE = "tgi.include_usage"
-_TOOL_PARSER = "tgi.tool_parser"
-_TOOLS = "tgi.tools"
-_ONE_CALL = "tgi.one_call"  # parallel_tool_calls: false
+_STOPS = Note[Sequence[str]]("tgi.stops")
+_PROMPT_OF_CHOICE = Note[list[int]]("tgi.prompt_of_choice")
+_ECHO = Note[list[str] | None]("tgi.echo")
+_INCLUDE_USAGE = Note[bool]("tgi.include_usage")
+_TOOL_PARSER = Note[str]("tgi.tool_parser")
+_TOOLS = Note[list[Any]]("tgi.tools")
+_ONE_CALL = Note[bool]("tgi.one_call")  # parallel_tool_calls: false
 
 
 @mapper(OPENAI_COMPLETIONS, TGI_GENERATE)
@@ -40,8 +41,8 @@ def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext
     request = tgi_request(payload, endpoint.defaults, stream=stream, max_stops=context.target_info.max_stop_sequences)
     if len(prompts) * len(request.copies) > MAX_CHOICES:
         raise invalid(f"at most {MAX_CHOICES} choices (prompts x n) per request", "n")
-    context.state[_STOPS] = request.stops
-    context.state[_ECHO] = prompts if payload.get("echo") else None
+    context.notes[_STOPS] = request.stops
+    context.notes[_ECHO] = prompts if payload.get("echo") else None
     if stream:
         if len(prompts) * len(request.copies) > 1:
             raise invalid("streaming is supported for one prompt and n = 1", "stream")
@@ -51,14 +52,14 @@ def textReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext
         for index, prompt in enumerate(prompts)
         for copy in request.copies
     ]
-    context.state[_PROMPT_OF_CHOICE] = [index for index, _ in calls]
+    context.notes[_PROMPT_OF_CHOICE] = [index for index, _ in calls]
     return _one_or_many([call for _, call in calls])
 
 
 def _text_stream(endpoint: Endpoint, context: MapperContext) -> TGIStreamTranslator:
-    echo = context.state.get(_ECHO)
+    echo = context.notes.get(_ECHO)
     return TGIStreamTranslator(
-        "text", _model(context), context.state[_STOPS], context.state[_INCLUDE_USAGE], echo[0] if echo else ""
+        "text", _model(context), context.notes[_STOPS], context.notes[_INCLUDE_USAGE], echo[0] if echo else ""
     )
 
 
@@ -66,11 +67,11 @@ def _chat_stream(endpoint: Endpoint, context: MapperContext) -> TGIStreamTransla
     return TGIStreamTranslator(
         "chat",
         _model(context),
-        context.state[_STOPS],
-        context.state[_INCLUDE_USAGE],
-        tool_parser=context.state.get(_TOOL_PARSER),
-        tools=context.state.get(_TOOLS) or (),
-        one_call=context.state.get(_ONE_CALL, False),
+        context.notes[_STOPS],
+        context.notes[_INCLUDE_USAGE],
+        tool_parser=context.notes.get(_TOOL_PARSER),
+        tools=context.notes.get(_TOOLS) or (),
+        one_call=context.notes.get(_ONE_CALL, False),
     )
 
 
@@ -88,12 +89,12 @@ def _with_max_new_tokens(sent: dict, room: int) -> dict:
 def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict:
     """TGI /generate answer(s) -> an OpenAI `text_completion`."""
     answers = _answers(payload)
-    echo = context.state.get(_ECHO)
-    prompt_of_choice = context.state.get(_PROMPT_OF_CHOICE, [0] * len(answers))
+    echo = context.notes.get(_ECHO)
+    prompt_of_choice = context.notes.get(_PROMPT_OF_CHOICE, [0] * len(answers))
     choices = []
     generated = 0
     for index, answer in enumerate(answers):
-        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()))
+        text, finish_reason, tokens = choice_text(answer, context.notes.get(_STOPS, ()))
         if echo:
             text = echo[prompt_of_choice[index]] + text
         choices.append({"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason})
@@ -124,10 +125,11 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext
         for copy in request.copies:
             copy["grammar"] = tool_grammar(tools, tool_choice)
         parser = GRAMMAR
-    context.state[_STOPS] = request.stops
-    context.state[_TOOL_PARSER] = parser
-    context.state[_TOOLS] = tools
-    context.state[_ONE_CALL] = payload.get("parallel_tool_calls") is False
+    context.notes[_STOPS] = request.stops
+    if parser is not None:
+        context.notes[_TOOL_PARSER] = parser
+        context.notes[_TOOLS] = tools or []
+    context.notes[_ONE_CALL] = payload.get("parallel_tool_calls") is False
     if stream:
         if len(request.copies) > 1:
             raise invalid("streaming is supported for n = 1", "n")
@@ -141,13 +143,13 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext)
     choices = []
     generated = 0
     for index, answer in enumerate(_answers(payload)):
-        parser = TOOL_PARSERS.get(context.state.get(_TOOL_PARSER) or "")
+        parser = TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or "")
         kept_specials = parser.special_tokens if parser is not None else frozenset()
-        text, finish_reason, tokens = choice_text(answer, context.state.get(_STOPS, ()), kept_specials)
+        text, finish_reason, tokens = choice_text(answer, context.notes.get(_STOPS, ()), kept_specials)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parser is not None:
-            content, calls = parser.parse(text, context.state.get(_TOOLS) or ())
-            if context.state.get(_ONE_CALL):
+            content, calls = parser.parse(text, context.notes.get(_TOOLS) or ())
+            if context.notes.get(_ONE_CALL):
                 calls = calls[:1]  # as vLLM does: the model was asked for one call at most
             message = {"role": "assistant", "content": content}  # a grammar's no_tool answer, say
             if calls:
@@ -208,7 +210,7 @@ def _streamed(payload: dict, context: MapperContext) -> bool:
     include_usage = options.get("include_usage") if isinstance(options, dict) else None
     if include_usage not in (None, True, False):
         raise invalid("'stream_options.include_usage' must be a boolean", "stream_options")
-    context.state[_INCLUDE_USAGE] = include_usage is True
+    context.notes[_INCLUDE_USAGE] = include_usage is True
     return stream is True
 
 

@@ -17,8 +17,8 @@ from mooltiproxy.core.errors import ConfigError, ProxyError
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 from conftest import KEY, ProxyProcess, auth, proxy_config
-from test_tool_calls import PARSERS, template_entry
-from test_translation import TRANSLATED
+from support.models import PARSERS, template_entry
+from support.routes import TRANSLATED
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -8,7 +8,7 @@ import json
 
 from aiohttp import web
 
-from threaded_server import ThreadedServer
+from support.threaded_server import ThreadedServer
 
 
 class EchoUpstream(ThreadedServer):

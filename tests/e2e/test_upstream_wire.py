@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from scripted_upstream import Script, ScriptedUpstream
 
 from conftest import KEY, auth, proxy_config
+from support.scripted_upstream import Script, ScriptedUpstream
 
 
 def connect_raw(proxy) -> socket.socket:

@@ -13,7 +13,7 @@ import httpx
 import yaml
 
 from conftest import KEY, auth, proxy_config, run_cli, wait_for_log
-from test_translation import TRANSLATED
+from support.routes import TRANSLATED
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 

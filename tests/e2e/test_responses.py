@@ -10,7 +10,7 @@ import pytest
 from openai import OpenAI
 
 from conftest import proxy_config
-from test_translation import client
+from support.routes import client
 
 ON_TGI = {
     "path": "/generate",

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import KEY, auth, proxy_config, run_cli
-from fake_tgi import tokenize
+from support.fake_tgi import tokenize
 
 MESSAGES_ROUTE = {
     "path": "/generate",

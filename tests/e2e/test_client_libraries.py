@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import KEY, client_venv, proxy_config
-from fake_tgi import tokenize
-from test_translation import LLAMA2_PROMPT, TRANSLATED
+from support.fake_tgi import tokenize
+from support.routes import LLAMA2_PROMPT, TRANSLATED
 
-CLIENTS = Path(__file__).resolve().parent / "clients"
+CLIENTS = Path(__file__).resolve().parent.parent / "clients"
 
 
 def old_openai_python() -> Path:

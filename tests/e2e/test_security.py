@@ -13,14 +13,14 @@ import time
 import httpx
 import pytest
 import yaml
-from tls import make_ca, make_client_certificate
 
 from mooltiproxy.state.memory import MemoryStore
 from mooltiproxy.state.sqlite import SQLiteStore
 from mooltiproxy.state.store import StateStore
 
 from conftest import KEY, auth, proxy_config, run_cli, wait_for_log
-from echo_upstream import EchoUpstream
+from support.echo_upstream import EchoUpstream
+from support.tls import make_ca, make_client_certificate
 
 ALICE_KEY = "alice-key-0123456789abcdefghij"
 BOB_KEY = "bob-key-0123456789abcdefghijklm"

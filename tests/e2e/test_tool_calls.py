@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from openai import OpenAI
 
 from conftest import (
     ASK,
-    DATA,
     GRAMMAR_CALL,
     KEY,
     WEATHER,
@@ -31,8 +29,19 @@ from conftest import (
     proxy_config,
     run_cli,
 )
+from support.models import (
+    CALL,
+    LLAMA31,
+    NEMO,
+    PARSERS,
+    QWEN,
+    QWEN3_CODER,
+    SMALL_32,
+    XML_CALL,
+    model_folder,
+    template_entry,
+)
 
-QWEN = DATA / "tool-templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
 COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen", "tool_parser": "hermes"}
 ROUTES = {
     "/chat/completions": {**COMMON, "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"},
@@ -58,16 +67,6 @@ ANTHROPIC_WEATHER = {
     "description": "The weather",
     "input_schema": WEATHER["function"]["parameters"],
 }
-CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-
-
-def model_folder(tmp_path: Path, template: Path, **tokens: str) -> str:
-    """A model folder as its repository has it: chat_template.jinja and tokenizer_config.json."""
-    folder = tmp_path / template.stem
-    folder.mkdir()
-    shutil.copy(template, folder / "chat_template.jinja")
-    (folder / "tokenizer_config.json").write_text(json.dumps(tokens))
-    return str(folder)
 
 
 @pytest.fixture
@@ -212,9 +211,6 @@ def test_streamed_tool_calls_through_every_front(proxy, fake_tgi):
     assert json.loads(done[2].arguments) == {"city": "Lyon"}
 
 
-LLAMA31 = DATA / "tool-templates" / "meta-llama-Llama-3.1-8B-Instruct.jinja"
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_llama3_json_calls_with_llama_3_1s_own_template(start_proxy, fake_tgi, tmp_path, stream):
     model = model_folder(tmp_path, LLAMA31, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
@@ -302,8 +298,6 @@ def test_the_fake_leaves_special_tokens_out_of_generated_text_as_tgi_does(fake_t
     assert (first["token"]["text"], first["token"]["special"]) == ("[TOOL_CALLS]", True)
 
 
-NEMO = DATA / "tool-templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja"
-SMALL_32 = DATA / "tool-templates" / "Mistral-Small-3.2-24B-Instruct-2506.jinja"
 MISTRAL_ID = re.compile(r"[A-Za-z0-9]{9}")
 
 
@@ -441,39 +435,6 @@ def test_auto_picks_each_templates_parser_and_check_says_which(start_proxy, fake
 
 
 SUNNY = "Sunny in Paris."
-QWEN3_CODER = DATA / "tool-templates" / "Qwen-Qwen3-Coder-30B-A3B-Instruct.jinja"
-XML_CALL = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
-# Each parser with a model's own template, what that model writes to call get_weather(city=Paris),
-# and how the template writes that call back in the history; grammar with Mistral 7B v0.1's
-# template from the reference set, which knows no tools and refuses turns that do not alternate.
-PARSERS: dict[str, tuple[Path | str, dict[str, str], str, str]] = {
-    "hermes": (QWEN, {"eos_token": "<|im_end|>"}, CALL, CALL),
-    "qwen3_coder": (QWEN3_CODER, {"eos_token": "<|im_end|>"}, XML_CALL, XML_CALL),
-    "llama3_json": (
-        LLAMA31,
-        {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
-        '{"name": "get_weather", "parameters": {"city": "Paris"}}',
-        '{"name": "get_weather", "parameters": {"city": "Paris"}}',
-    ),
-    "mistral": (
-        SMALL_32,
-        {"bos_token": "<s>", "eos_token": "</s>"},
-        '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}',
-        '[ARGS]{"city": "Paris"}',
-    ),
-    "grammar": ("mistralai/Mistral-7B-Instruct-v0.1", {}, GRAMMAR_CALL, GRAMMAR_CALL),
-}
-
-
-REFERENCE_TEMPLATES = {case["name"]: case for case in json.loads((DATA / "chat-templates.json").read_text())}
-
-
-def template_entry(tmp_path: Path, template: Path | str, tokens: dict[str, str]) -> dict[str, str]:
-    """A `templates:` entry: a model folder for a template file, or a reference template inline."""
-    if isinstance(template, Path):
-        return {"tokenizer_config": model_folder(tmp_path, template, **tokens)}
-    case = REFERENCE_TEMPLATES[template]
-    return {"chat_template": case["chat_template"], "bos_token": case["bos_token"], "eos_token": case["eos_token"]}
 
 
 def chat_round_trip(proxy, fake_tgi, stream: bool, answer: str = SUNNY) -> str | None:
@@ -686,7 +647,7 @@ def test_the_tool_grammar_is_one_tgi_takes_with_pydantic_references_resolved():
     from mooltiproxy.backends.tgi.grammar import tool_grammar
     from mooltiproxy.parsers.tools.grammar import read_tool_answer
 
-    from fake_tgi import _validate_grammar
+    from support.fake_tgi import _validate_grammar
 
     nested = {
         "type": "function",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from mooltiproxy.config.loader import load_config
@@ -18,7 +17,7 @@ from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT
 from prompters.chat_template import chat_template
 from prompters.original import fromTemplate, llama2_chat
 
-from conftest import DATA, KEY, auth, proxy_config
+from conftest import DATA
 
 HISTORY = [
     {"role": "system", "content": "You are Bob."},
@@ -290,28 +289,3 @@ def test_named_templates_serve_requests_with_tools(tmp_path):
     template = entry_template(tmp_path, tokenizer_config=".")  # no tokenizer_config.json: the folder's files
     assert template.render([{"role": "user", "content": "hi"}]) == "plain"
     assert template.render([{"role": "user", "content": "hi"}], tools=[{"type": "function"}]) == "tools: 1"
-
-
-def test_a_model_folder_through_the_proxy(start_proxy, fake_tgi, tmp_path):
-    gemma3 = next(case for case in PARTS_CASES if case["name"] == "google-gemma-3-27b-it")
-    model = tmp_path / "gemma-3"
-    model.mkdir()
-    (model / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
-    (model / "chat_template.jinja").write_text(gemma3["chat_template"])
-    route = {"path": "/generate", "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"}
-    config = proxy_config(
-        {
-            "tgi": {
-                "url": fake_tgi.url,
-                "mapping": {"/chat/completions": {**route, "prompter": "chat_template", "template": "Gemma3"}},
-            }
-        },
-        templates={"Gemma3": {"tokenizer_config": str(model)}},
-    )
-    proxy = start_proxy(config)
-    answer = httpx.post(
-        f"{proxy.url}/v1/chat/completions", headers=auth(KEY), json={"model": "gemma-3", "messages": gemma3["messages"]}
-    )
-    assert answer.status_code == 200, answer.text
-    # TGI adds the bos token itself: the proxy sends the rest of transformers' prompt.
-    assert fake_tgi.last.json()["inputs"] == gemma3["expected"].removeprefix("<bos>")

@@ -11,7 +11,7 @@ import pytest
 from openai import OpenAI
 
 from conftest import KEY, TGI_FAILURES, auth, proxy_config, wait_for_log
-from test_translation import TRANSLATED
+from support.routes import TRANSLATED
 
 MESSAGES = [{"role": "system", "content": "You are Bob."}, {"role": "user", "content": "Tell me a joke"}]
 

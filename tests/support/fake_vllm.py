@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_tgi import MAX_TOTAL_TOKENS, MODEL_ID, FakeTGI, Rejection, _chat_prompt, _tokens
+from support.fake_tgi import MAX_TOTAL_TOKENS, MODEL_ID, FakeTGI, Rejection, _chat_prompt, _tokens
 
 MAX_MODEL_LEN = MAX_TOTAL_TOKENS
 

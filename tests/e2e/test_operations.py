@@ -16,8 +16,8 @@ import yaml
 from openai import OpenAI
 
 from conftest import KEY, auth, proxy_config, run_cli, wait_for_log
-from fake_tgi import MODEL_ID
-from test_translation import TRANSLATED
+from support.fake_tgi import MODEL_ID
+from support.routes import TRANSLATED
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
@@ -388,7 +388,7 @@ def test_the_route_table_online_and_offline(start_proxy, fake_tgi, tmp_path):
 
 
 def test_ready_follows_the_default_target_without_waiting_for_it(start_proxy):
-    from scripted_upstream import ScriptedUpstream
+    from support.scripted_upstream import ScriptedUpstream
 
     target = ScriptedUpstream().start()  # answers 404 to everything: reachable
     proxy = start_proxy(proxy_config({"t": {"url": target.url, "mapping": {"/x": None}}}))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Lowest first: a module may import its own layer and the ones before it, never a later one.
 LAYERS = (
@@ -120,6 +120,24 @@ def test_architecture_md_names_every_module_and_only_those():
     files = {str(path.relative_to(ROOT)) for path in SOURCES if path.name != "__init__.py"}
     assert not files - named, f"modules ARCHITECTURE.md does not name: {sorted(files - named)}"
     assert not named - files - INIT_FILES, f"ARCHITECTURE.md names modules that do not exist: {sorted(named - files)}"
+
+
+def test_no_test_module_imports_another():
+    """Tests share what they share through tests/support/ and conftest, never through each other."""
+    tests = sorted(ROOT.glob("tests/**/test_*.py"))
+    for path in tests:
+        imported = imported_modules_any(path.read_text())
+        assert not {name for name in imported if name.split(".")[-1].startswith("test_")}, path
+
+
+def imported_modules_any(source: str) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
 
 
 def test_no_import_circle():

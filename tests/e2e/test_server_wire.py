@@ -9,9 +9,9 @@ import socket
 import time
 
 import pytest
-from scripted_upstream import Script, ScriptedUpstream
 
 from conftest import KEY, proxy_config, wait_for_log
+from support.scripted_upstream import Script, ScriptedUpstream
 
 PATHS = ("/a", "/b", "/c", "/echo")
 

@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 
 from conftest import auth, proxy_config, wait_for_log
-from test_translation import TRANSLATED
+from support.routes import TRANSLATED
 
 ALICE = "alice-key-0123456789abcdefghij"
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}

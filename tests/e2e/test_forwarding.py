@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from conftest import KEY, auth, proxy_config, wait_for_log
-from test_translation import TRANSLATED
+from support.routes import TRANSLATED
 
 UPSTREAM_KEY = "upstream-secret-key-abcdef0123456789"
 

@@ -11,7 +11,7 @@ import pytest
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 from conftest import DATA
-from fake_tgi import tokenize
+from support.fake_tgi import tokenize
 
 CORPUS = json.loads((DATA / "tool-parser-cases.json").read_text())
 CASES = CORPUS["cases"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import openai
 import pytest
 import yaml
-from openai import OpenAI
 
-from conftest import GRAMMAR_CALL, KEY, REPO, TGI_FAILURES, WEATHER, proxy_config
-from fake_tgi import tokenize
+from conftest import GRAMMAR_CALL, REPO, TGI_FAILURES, WEATHER, proxy_config
+from support.fake_tgi import tokenize
+from support.routes import LLAMA2_PROMPT, TRANSLATED, client
 
 SYSTEM_AND_HISTORY = [
     {"role": "system", "content": "You are Bob."},
@@ -16,19 +16,6 @@ SYSTEM_AND_HISTORY = [
     {"role": "assistant", "content": "Hi! How can I help?"},
     {"role": "user", "content": "Tell me a joke"},
 ]
-LLAMA2_PROMPT = (
-    "[INST] <<SYS>>\nYou are Bob.\n<</SYS>>\n\nHello [/INST] Hi! How can I help? </s><s>[INST] Tell me a joke [/INST]"
-)
-TRANSLATED = {
-    "/completions": {"path": "/generate", "in": "textReqOpenAItoTGI", "out": "textAnsTGItoOpenAI"},
-    "/chat/completions": {
-        "path": "/generate",
-        "in": "chatReqOpenAItoTGI",
-        "out": "chatAnsTGItoOpenAI",
-        "prompter": "llama2_chat",
-    },
-}
-
 # An endpoint's `defaults`, each named as TGI's parameter.
 TUNED_DEFAULTS = {
     "temperature": 0.5,
@@ -77,16 +64,6 @@ def proxy(start_proxy, fake_tgi):
         }
     )
     return start_proxy(config)
-
-
-def client(proxy, target: str = "tgi") -> OpenAI:
-    return OpenAI(
-        base_url=f"{proxy.url}/v1",
-        api_key=KEY,
-        default_headers={"target": target},
-        max_retries=0,
-        _strict_response_validation=True,
-    )
 
 
 def sent_parameters(fake_tgi) -> dict:

@@ -30,7 +30,7 @@ from typing import Any
 import jsonschema
 from aiohttp import web
 
-from threaded_server import ThreadedServer
+from support.threaded_server import ThreadedServer
 
 MAX_INPUT_TOKENS = 4095
 MAX_TOTAL_TOKENS = 4096
@@ -677,7 +677,7 @@ def _deserialization_problem(body: Any) -> str | None:
 
 
 if __name__ == "__main__":
-    # A stand-in TGI for trying the proxy by hand: python tests/fake_tgi.py [PORT]
+    # A stand-in TGI for trying the proxy by hand: PYTHONPATH=tests python -m support.fake_tgi [PORT]
     import sys
     import time
 

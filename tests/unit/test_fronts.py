@@ -1,0 +1,98 @@
+"""The fronts, dict in and bytes out: their error bodies, model lists, probes and key headers, and
+the registry the engine reads them from."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from mooltiproxy.config.settings import SystemSettings
+from mooltiproxy.core.errors import ContextLengthExceeded, ProxyError
+from mooltiproxy.fronts import FRONTS
+from mooltiproxy.fronts.anthropic import MessagesFront
+from mooltiproxy.fronts.base import Front, FrontServices
+from mooltiproxy.fronts.openai import ChatCompletionsFront
+from mooltiproxy.fronts.responses import ResponsesFront
+from mooltiproxy.state.memory import MemoryStore
+from mooltiproxy.translation.kinds import PIVOT
+
+SERVICES = FrontServices(MemoryStore(), SystemSettings())
+MODELS = {"qwen": "tgi", "llama": "vllm"}
+
+
+def test_every_front_has_its_own_kind_and_the_pivot_has_one():
+    kinds = [front.kind for front in FRONTS]
+    assert len(kinds) == len(set(kinds)) and PIVOT in kinds
+
+
+def test_the_pivots_front_writes_openais_error_and_model_list():
+    front = ChatCompletionsFront(SERVICES)
+    error = ProxyError(429, "Slow down", code="rate_limit_exceeded")
+    assert json.loads(front.error_body(error, "req-1")) == {
+        "error": {"message": "Slow down", "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}
+    }
+    assert front.model_list(MODELS) == {
+        "object": "list",
+        "data": [
+            {"id": "qwen", "object": "model", "created": 0, "owned_by": "tgi"},
+            {"id": "llama", "object": "model", "created": 0, "owned_by": "vllm"},
+        ],
+    }
+    assert not front.claims_listing({"anthropic-version": "2023-06-01"})
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "message"),
+    [
+        (ProxyError(401, "Invalid API key"), "authentication_error", "Invalid API key"),
+        (ProxyError(503, "Busy"), "overloaded_error", "Busy"),
+        (ProxyError(502, "Target down"), "api_error", "Target down"),
+        # Anthropic's own words, on which Claude Code compacts its conversation.
+        (
+            ContextLengthExceeded(8192, 9000, 100),
+            "invalid_request_error",
+            "prompt is too long: 9000 tokens > 8192 maximum",
+        ),
+    ],
+)
+def test_anthropics_front_writes_anthropics_errors(error, kind, message):
+    body = json.loads(MessagesFront(SERVICES).error_body(error, "req-1"))
+    assert body == {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req-1"}
+
+
+def test_anthropics_front_lists_models_for_its_clients_and_takes_their_key_header():
+    front = MessagesFront(SERVICES)
+    assert front.claims_listing({"anthropic-version": "2023-06-01"})
+    assert front.model_list(MODELS) == {
+        "data": [
+            {"type": "model", "id": "qwen", "display_name": "qwen", "created_at": "1970-01-01T00:00:00Z"},
+            {"type": "model", "id": "llama", "display_name": "llama", "created_at": "1970-01-01T00:00:00Z"},
+        ],
+        "has_more": False,
+        "first_id": "qwen",
+        "last_id": "llama",
+    }
+    assert front.key_headers == ("x-api-key",)
+    assert front.probes == {"/", "/api/hello"}
+
+
+def test_the_responses_front_answers_its_stored_responses_route():
+    (route,) = ResponsesFront(SERVICES).extra_routes()
+    assert route.methods == {"GET", "DELETE"}
+    assert route.pattern.match("/v1/responses/resp_abc123").group(1) == "resp_abc123"
+    assert route.pattern.match("/responses/resp_abc123")
+    assert not route.pattern.match("/v1/responses/resp_abc123/input_items")
+    assert not route.pattern.match("/v1/responses")
+    with pytest.raises(ProxyError) as missing:
+        asyncio.run(route.handle("GET", route.pattern.match("/v1/responses/resp_none"), "alice"))
+    assert missing.value.status == 404
+
+
+def test_a_front_without_overrides_is_the_pivots():
+    class Quiet(Front):
+        kind = "quiet"
+
+    front = Quiet(SERVICES)
+    assert front.extra_routes() == () and front.key_headers == () and not front.probes
