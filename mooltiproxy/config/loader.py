@@ -15,7 +15,7 @@ import yaml
 from mooltiproxy.config.chains import chained_mapper, chained_translators
 from mooltiproxy.config.declared import section_values
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
-from mooltiproxy.config.registry import RegistryError, discover, mapper_specs, positional_arity, prompter_specs
+from mooltiproxy.config.registry import RegistryError, find_mappers, find_prompters, positional_arity
 from mooltiproxy.config.schema import build_schema
 from mooltiproxy.config.settings import (
     PASS_THROUGH_METHODS,
@@ -36,19 +36,15 @@ from mooltiproxy.config.templates import PromptTemplate
 from mooltiproxy.config.yaml_shape import check_yaml_shape
 from mooltiproxy.core.errors import ConfigError
 
-# Where mappers are found by name: the fronts' and backends' own (their functions marked with
-# `kinds`), then every public function of the plug-ins'.
-BUILT_IN_MAPPERS = ("mooltiproxy.fronts", "mooltiproxy.backends")
-PLUGIN_MAPPERS = "mappers"
-
 
 def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     source = Path(path)
     raw = read_yaml(source)
     try:
-        mappers = mapper_specs(discover(PLUGIN_MAPPERS, built_in=BUILT_IN_MAPPERS))
-        prompters = prompter_specs(discover("prompters"))
+        plugins = _plugin_folder(raw, source)
+        mappers = find_mappers(plugins)
+        prompters = find_prompters(plugins)
     except RegistryError as exc:
         raise ConfigError([str(exc)]) from None
     try:
@@ -56,6 +52,16 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
     except vol.MultipleInvalid as exc:
         raise ConfigError(sorted({_describe(error) for error in exc.errors})) from None
     return _Builder(source, document, mappers, prompters, environ).build()
+
+
+def _plugin_folder(raw: dict, source: Path) -> Path:
+    """`system.plugins`, read before the rest: the mappers and prompters it holds are names the
+    schema checks."""
+    system = raw.get("system")
+    folder = system.get("plugins", ".") if isinstance(system, dict) else "."
+    if not isinstance(folder, str):
+        raise ConfigError(["system.plugins: expected the path of a folder"])
+    return source.parent / folder
 
 
 def read_yaml(source: Path) -> dict:

@@ -1,79 +1,98 @@
-"""Finds mappers and prompters by name: the specs of the package's own fronts and backends, then
-the plug-in folders `mappers/` and `prompters/`.
+"""Finds mappers and prompters by name: the specs the package's fronts and backends declare, then
+the plug-in folders' (`<system.plugins>/mappers/` and `<system.plugins>/prompters/`).
 
-Every public function (or spec) defined in a module of a plug-in folder is registered under its own
-name, so a user adds one by dropping a module there and naming the function in the YAML.
+Every public function (or spec) defined in a `.py` module of a plug-in folder is registered under its
+own name, so an operator adds one by dropping a module there and naming the function in the YAML;
+nothing is ever written into the installed package.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
+import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
 
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
+
+# Where the package declares its own: read by name, since they sit in layers above the configuration.
+BUILT_IN = ("mooltiproxy.fronts", "mooltiproxy.backends")
+
+Spec = TypeVar("Spec", MapperSpec, PrompterSpec)
 
 
 class RegistryError(Exception):
     pass
 
 
-def discover(package_name: str, built_in: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The specs of the `built_in` packages (and their subpackages), then the plug-in package's specs
-    and public functions, by name."""
-    found: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    for name in built_in:
+def _identity(payload: Any, endpoint: Any = None) -> Any:
+    """The pass-through mapper: a route with it on both sides relays bytes, never parsed."""
+    return payload
+
+
+def find_mappers(plugins: Path) -> dict[str, MapperSpec]:
+    return _find(MapperSpec, plugins / "mappers", {"identity": MapperSpec(_identity)})
+
+
+def find_prompters(plugins: Path) -> dict[str, PrompterSpec]:
+    return _find(PrompterSpec, plugins / "prompters", {})
+
+
+def _find(kind: type[Spec], folder: Path, found: dict[str, Spec]) -> dict[str, Spec]:
+    origins = dict.fromkeys(found, "the proxy")
+    for name in BUILT_IN:
         package = importlib.import_module(name)
         for module_info in pkgutil.walk_packages(package.__path__, f"{name}."):
             module = importlib.import_module(module_info.name)
             for attribute, value in vars(module).items():
-                if isinstance(value, SPECS) and value.function.__module__ == module.__name__:
+                if isinstance(value, kind) and value.function.__module__ == module.__name__:
                     _add(found, origins, attribute, value, module.__name__)
-    try:
-        package = importlib.import_module(package_name)
-    except Exception as exc:  # a user module that fails to import must not become a traceback
-        raise RegistryError(f"cannot import package '{package_name}': {exc}") from exc
-    for module_info in pkgutil.iter_modules(package.__path__):
-        if module_info.name.startswith("_"):
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else ():
+        if path.name.startswith("_"):
             continue
-        module_name = f"{package_name}.{module_info.name}"
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:
-            raise RegistryError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from exc
+        module = _load(path, f"{folder.name}.{path.stem}")
         for attribute, value in vars(module).items():
-            if not attribute.startswith("_") and _is_plugin(value, module_name):
-                _add(found, origins, attribute, value, module_name)
+            spec = None if attribute.startswith("_") else _plugin_spec(kind, value, module.__name__)
+            if spec is not None:
+                _add(found, origins, attribute, spec, f"{folder.name}/{path.name}")
     return found
 
 
-SPECS = (MapperSpec, PrompterSpec)
+def _load(path: Path, name: str) -> ModuleType:
+    """A plug-in module, imported from its file; one that fails to import is a RegistryError."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RegistryError(f"cannot import {name}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a user module that fails to import must not become a traceback
+        del sys.modules[name]
+        raise RegistryError(f"cannot import {name}: {type(exc).__name__}: {exc}") from exc
+    return module
 
 
-def _is_plugin(value: Any, module_name: str) -> bool:
-    if isinstance(value, SPECS):
-        return value.function.__module__ == module_name
-    # Helpers that take no payload cannot be mappers or prompters.
-    return inspect.isfunction(value) and value.__module__ == module_name and positional_arity(value) >= 1
+def _plugin_spec(kind: type[Spec], value: Any, module_name: str) -> Spec | None:
+    """The spec of what a plug-in module defines: a decorated function's own, a plain public
+    function's that declares nothing; None for anything else (imports, helpers that take no payload)."""
+    if isinstance(value, kind):
+        return value if value.function.__module__ == module_name else None
+    if inspect.isfunction(value) and value.__module__ == module_name and positional_arity(value) >= 1:
+        return kind(value)
+    return None
 
 
-def _add(found: dict[str, Any], origins: dict[str, str], name: str, value: Any, module_name: str) -> None:
+def _add(found: dict[str, Spec], origins: dict[str, str], name: str, value: Spec, origin: str) -> None:
     if name in found:
-        raise RegistryError(f"'{name}' is defined both in {origins[name]} and in {module_name}")
+        raise RegistryError(f"'{name}' is defined both in {origins[name]} and in {origin}")
     found[name] = value
-    origins[name] = module_name
-
-
-def mapper_specs(found: dict[str, Any]) -> dict[str, MapperSpec]:
-    """Each found mapper's spec; a plain function's declares nothing."""
-    return {name: value if isinstance(value, MapperSpec) else MapperSpec(value) for name, value in found.items()}
-
-
-def prompter_specs(found: dict[str, Any]) -> dict[str, PrompterSpec]:
-    return {name: value if isinstance(value, PrompterSpec) else PrompterSpec(value) for name, value in found.items()}
+    origins[name] = origin
 
 
 def positional_arity(function: Callable) -> int:

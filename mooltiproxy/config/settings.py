@@ -273,6 +273,8 @@ class SystemSettings:
     responses_ttl: float = setting(24 * 3600.0, checks.number(0))
     responses_max_bytes: int = setting(1024 * 1024, checks.integer(1))
     masterkey: str | None = setting(None, checks.optional(str))
+    # The folder whose mappers/ and prompters/ hold the operator's own plug-ins.
+    plugins: Path = setting(Path("."), str, path=True)
     # The operator's Unix socket for listing and lifting bans (None: none).
     admin_socket: Path | None = setting(Path("run/mooltiproxy.sock"), checks.optional(str), path=True, restart=True)
 

@@ -11,15 +11,15 @@ from mooltiproxy.config.settings import ErrorHook, StreamTranslatorFactory
 
 
 def mapper(
-    takes: str,
-    gives: str,
+    takes: str | None = None,
+    gives: str | None = None,
     *,
     needs_prompter: bool = False,
     streams_with: StreamTranslatorFactory | None = None,
     on_upstream_error: ErrorHook | None = None,
 ) -> Callable[[Callable[..., Any]], MapperSpec]:
-    """`takes` and `gives`: the APIs of its payloads (`openai.chat`, `tgi.generate`, ...); in a chain,
-    each link must give what the next takes. `needs_prompter`: a request mapper that builds a prompt.
+    """`takes` and `gives`: the APIs of its payloads (`openai.chat`, `tgi.generate`, ...; None: any);
+    in a chain, each link must give what the next takes. `needs_prompter`: a request mapper that builds a prompt.
     `streams_with(endpoint, context)`: an answer mapper's translator of one streamed answer.
     `on_upstream_error(error, payload_sent, context)`: an answer mapper's say on the target's errors,
     a payload to send once more, or None; it may raise a ProxyError of its own."""

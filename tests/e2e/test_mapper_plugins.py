@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
+from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, auth, proxy_config, run_cli, wait_for_log
+from conftest import auth, proxy_config, run_cli, wait_for_log
 
 PLUGIN = textwrap.dedent(
     """
     import json
 
+    from mooltiproxy.plugin import Note
 
-    def tagRequest(payload, endpoint):
+    ASKED = Note[str]("mine.asked")
+
+
+    def tagRequest(payload, endpoint, context):
+        context.notes[ASKED] = payload["prompt"]
         return {**payload, "tagged_by": "tagRequest", "endpoint": endpoint.incoming_path}
 
 
@@ -25,6 +30,7 @@ PLUGIN = textwrap.dedent(
             "client_sent": context.body,
             "target": context.target.name,
             "upstream_header": context.upstream_headers["X-Upstream"],
+            "noted": context.notes.get(ASKED),
         }
 
 
@@ -39,14 +45,15 @@ PLUGIN = textwrap.dedent(
 
 
 @pytest.fixture
-def plugin_module():
-    path = REPO / "mappers" / f"zz_plugin_{os.getpid()}.py"
-    path.write_text(PLUGIN)
-    yield path.stem
-    path.unlink()
+def plugins(tmp_path: Path) -> Path:
+    """A plug-in folder, as `system.plugins` names it, with a module of mappers."""
+    folder = tmp_path / "plugins"
+    (folder / "mappers").mkdir(parents=True)
+    (folder / "mappers" / "mine.py").write_text(PLUGIN)
+    return folder
 
 
-def test_user_mappers_are_found_by_name(plugin_module, start_proxy, echo):
+def test_user_mappers_are_found_by_name(plugins, start_proxy, echo):
     config = proxy_config(
         {
             "echo": {
@@ -56,7 +63,8 @@ def test_user_mappers_are_found_by_name(plugin_module, start_proxy, echo):
                     "/broken": {"path": "/echo", "out": "brokenAnswer"},
                 },
             }
-        }
+        },
+        system={"plugins": str(plugins)},
     )
     proxy = start_proxy(config)
     answer = httpx.post(f"{proxy.url}/tagged", json={"prompt": "hi"}, headers=auth())
@@ -68,6 +76,7 @@ def test_user_mappers_are_found_by_name(plugin_module, start_proxy, echo):
         "client_sent": {"prompt": "hi"},
         "target": "echo",
         "upstream_header": "echo",
+        "noted": "hi",
     }
 
     for bad_body in (b"{not json", b"[1, 2]", b""):
@@ -82,9 +91,10 @@ def test_user_mappers_are_found_by_name(plugin_module, start_proxy, echo):
     wait_for_log(proxy, "mapper brokenAnswer failed on /broken: RuntimeError: a bug in a user mapper")
 
 
-def test_private_helpers_are_not_mappers(plugin_module, tmp_path):
+def test_private_helpers_are_not_mappers(plugins, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(
+        "system:\n  plugins: plugins\n"
         "targets:\n  default: a\n  a:\n    url: http://127.0.0.1:1\n    mapping:\n      /x:\n        in: _helper\n"
     )
     result = run_cli("--config", str(config), "--check")
@@ -94,14 +104,11 @@ def test_private_helpers_are_not_mappers(plugin_module, tmp_path):
 
 
 def test_a_mapper_module_that_fails_to_import_is_reported(tmp_path):
-    path = REPO / "mappers" / f"zz_broken_{os.getpid()}.py"
-    path.write_text("import a_module_that_does_not_exist\n")
-    try:
-        config = tmp_path / "config.yaml"
-        config.write_text("targets:\n  default: a\n  a:\n    url: http://127.0.0.1:1\n    mapping:\n      /x:\n")
-        result = run_cli("--config", str(config), "--check")
-    finally:
-        path.unlink()
+    (tmp_path / "mappers").mkdir()
+    (tmp_path / "mappers" / "broken.py").write_text("import a_module_that_does_not_exist\n")
+    config = tmp_path / "config.yaml"  # its folder is where plug-ins are looked for by default
+    config.write_text("targets:\n  default: a\n  a:\n    url: http://127.0.0.1:1\n    mapping:\n      /x:\n")
+    result = run_cli("--config", str(config), "--check")
     assert result.returncode == 1
-    assert f"cannot import mappers.{path.stem}" in result.stderr
+    assert "cannot import mappers.broken: ModuleNotFoundError" in result.stderr
     assert "Traceback" not in result.stderr

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from mooltiproxy.backends.tgi.prompters import chat_template, fromTemplate, llama2_chat
 from mooltiproxy.config.loader import load_config
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.config.template_entries import builtin_templates, template_entry_validator
 from mooltiproxy.config.templates import PromptTemplate, compile_template, stop_strings_of
 from mooltiproxy.core.errors import ConfigError, ProxyError
 from mooltiproxy.translation.prompting import DEFAULT_SYSTEM_PROMPT
-from prompters.chat_template import chat_template
-from prompters.original import fromTemplate, llama2_chat
 
 from conftest import DATA
 

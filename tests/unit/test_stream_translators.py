@@ -9,7 +9,7 @@ from mooltiproxy.backends.tgi.mappers import chatAnsTGItoOpenAI, chatReqOpenAIto
 from mooltiproxy.backends.tgi.stream import TGIStreamTranslator
 from mooltiproxy.config.chains import chained_translators
 from mooltiproxy.config.plugin_specs import MapperSpec, StreamTranslator
-from mooltiproxy.config.registry import mapper_specs
+from mooltiproxy.config.registry import find_mappers
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.fronts.anthropic import AnthropicStream, messagesAnsOpenAIToAnthropic
 from mooltiproxy.translation.kinds import OPENAI_CHAT, TGI_GENERATE
@@ -69,9 +69,15 @@ def test_decorated_mappers_are_frozen_specs_and_a_plain_function_declares_nothin
     assert chatAnsTGItoOpenAI.stream_translator is not None and chatAnsTGItoOpenAI.error_hook is not None
     assert messagesAnsOpenAIToAnthropic.error_hook is None
 
-    def plain(payload, endpoint):
-        return payload
 
-    spec = mapper_specs({"plain": plain})["plain"]
+def test_a_plugin_folders_plain_function_is_a_mapper_that_declares_nothing(tmp_path):
+    (tmp_path / "mappers").mkdir()
+    (tmp_path / "mappers" / "mine.py").write_text(
+        "def plain(payload, endpoint):\n    return payload\n\n\ndef _helper(payload):\n    return payload\n"
+    )
+    found = find_mappers(tmp_path)
+    spec = found["plain"]
     assert (spec.takes, spec.gives, spec.needs_prompter, spec.stream_translator) == (None, None, False, None)
     assert spec({"a": 1}, None) == {"a": 1}
+    assert "_helper" not in found
+    assert {"identity", "chatReqOpenAItoTGI", "messagesReqAnthropicToOpenAI"} <= set(found)

@@ -1,15 +1,17 @@
-"""The original project's prompters: `fromTemplate` (role markers) and `llama2_chat`."""
+"""The built-in prompters, which build the prompt of TGI's /generate: `chat_template` (a model's own
+Hugging Face chat template, rendered as transformers renders it), and the original project's
+`fromTemplate` (role markers) and `llama2_chat`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from mooltiproxy.plugin import (
+from mooltiproxy.config.settings import Endpoint
+from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.translation.marks import prompter
+from mooltiproxy.translation.prompting import (
     DEFAULT_SYSTEM_PROMPT,
-    Endpoint,
-    ProxyError,
     plain_messages,
-    prompter,
     render_chat,
     template_of,
     without_bos,
@@ -58,6 +60,7 @@ def fromTemplate(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[
     return without_bos(prompt, template.bos_token, endpoint.strip_bos), stops
 
 
+@prompter()
 def llama2_chat(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
     """`[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]`."""
     plain = plain_messages(messages)
@@ -80,3 +83,9 @@ def llama2_chat(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
         content = turns[index]["content"].strip()
         parts.append(f"<s>[INST] {content} [/INST]" if index % 2 == 0 else f" {content} </s>")
     return "".join(parts), list(_LLAMA2_STOPS)
+
+
+@prompter("jinja")
+def chat_template(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
+    """The endpoint's template (a `templates:` entry or a built-in one such as `llama3`)."""
+    return render_chat(messages, endpoint, tools)
