@@ -18,7 +18,7 @@ from mooltiproxy.forwarding.exchange import TargetFailed
 from mooltiproxy.forwarding.models import LISTING_PATHS, ModelCatalog
 from mooltiproxy.forwarding.target_info import InfoReader, TargetInfos
 from mooltiproxy.forwarding.upstream import UpstreamPool
-from mooltiproxy.fronts.base import ExtraRoute, Front
+from mooltiproxy.fronts.base import Front
 from mooltiproxy.guard.gate import Caller, Guard
 from mooltiproxy.guard.limits import Grant, Limiter, openai_headers
 from mooltiproxy.operations.admin import Admin
@@ -26,6 +26,7 @@ from mooltiproxy.operations.logs import log_access
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.cors import is_preflight, preflight_response
 from mooltiproxy.serving.incoming import BodyBudget, read_body
+from mooltiproxy.serving.own_routes import OwnRoute, answer_own_route
 from mooltiproxy.serving.request_target import split_request_target
 from mooltiproxy.serving.responses import error_response, json_response
 from mooltiproxy.serving.stamping import stamp
@@ -53,7 +54,7 @@ class RoutingState:
     model_routes: dict[str, str]
     fronts: dict[str, Front]  # by the kind their request mappers take
     front_paths: dict[str, Front]  # incoming path -> the front its clients speak, when not the pivot's
-    extra_routes: tuple[ExtraRoute, ...]  # of the fronts some route speaks
+    own_routes: tuple[OwnRoute, ...]  # the admin API's, then those of the fronts some route speaks
     probes: frozenset[str]  # paths clients HEAD without a key, to see the proxy is up
 
     def front_of(self, raw_target: str) -> Front:
@@ -103,7 +104,7 @@ def routing_state(
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
         fronts=by_kind,
         front_paths=front_paths,
-        extra_routes=tuple(route for front in spoken for route in front.extra_routes()),
+        own_routes=(*admin.routes(), *(route for front in spoken for route in front.own_routes())),
         probes=frozenset(path for front in fronts for path in front.probes),
     )
 
@@ -165,7 +166,7 @@ class Proxy:
         self, state: RoutingState, request: web.BaseRequest, context: RequestContext, raw_target: str
     ) -> web.StreamResponse:
         """The stages, in order; each either answers or lets the request go on."""
-        if state.admin.answers_without_key(request):
+        if state.admin.answers_without_key(request, state.guard.presents_credentials):
             return await state.admin.open_route(request)
         caller = _admitted_caller(state.guard, request, context)
         if is_preflight(request):
@@ -179,7 +180,7 @@ class Proxy:
         client = await state.guard.authenticate(caller, request.headers)
         context.client_name = client.name
         path, query = split_request_target(raw_target)
-        own = await _own_route(state, request, path, client)
+        own = await answer_own_route(state.own_routes, request, path, client)
         if own is not None:
             return own
         await self._read_body(state.config.system, request, context)
@@ -249,19 +250,6 @@ def _admitted_caller(guard: Guard, request: web.BaseRequest, context: RequestCon
         context.client_ip = caller.key
     guard.check_address(caller)
     return caller
-
-
-async def _own_route(
-    state: RoutingState, request: web.BaseRequest, path: str, client: ClientKey
-) -> web.StreamResponse | None:
-    """The admin API, and the routes a front answers itself."""
-    if path.startswith(state.admin.prefix):
-        return await state.admin.handle(request, path, client)
-    for route in state.extra_routes:
-        found = route.pattern.match(path) if request.method in route.methods else None
-        if found is not None:
-            return await route.handle(request.method, found, client.name)
-    return None
 
 
 async def _model_list(state: RoutingState, request: web.BaseRequest, client: ClientKey) -> web.Response:

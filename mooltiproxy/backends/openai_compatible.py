@@ -25,12 +25,13 @@ from mooltiproxy.backends.base import Backend
 from mooltiproxy.backends.tgi.backend import TGIBackend
 from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint, TargetInfo
-from mooltiproxy.core.errors import ProxyError, refusal_status
+from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import MapperContext, Note, Streamed
 from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.kinds import ANTHROPIC_COUNT, COMPATIBLE_TOKENIZE, OPENAI_CHAT, OPENAI_COMPATIBLE
 from mooltiproxy.translation.marks import mapper
+from mooltiproxy.translation.refusals import refusal_status
 from mooltiproxy.translation.sse import json_event
 from mooltiproxy.translation.stops import StopFilter, cut_at_stop
 

@@ -145,3 +145,31 @@ LIMITS = vol.Schema(
         vol.Optional("max_concurrent"): integer(1),
     }
 )
+
+
+def section(schema: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A top-level section left empty in YAML (`system:` alone) means all defaults."""
+
+    def validate(value: Any) -> Any:
+        return schema({} if value is None else value)
+
+    return validate
+
+
+# TGI parameters an endpoint may default (used when the client leaves the matching field unset),
+# each limited to what TGI accepts.
+TGI_DEFAULTS = vol.Schema(
+    {
+        vol.Optional("temperature"): number(0),
+        vol.Optional("top_p"): number(0, 1),
+        vol.Optional("typical_p"): number(0, 1),
+        vol.Optional("top_k"): integer(1),
+        vol.Optional("repetition_penalty"): number(0),
+        vol.Optional("frequency_penalty"): number(-2, 2, exclusive=False),
+        vol.Optional("max_new_tokens"): integer(1),
+        vol.Optional("seed"): integer(0),
+        vol.Optional("truncate"): integer(1),
+        vol.Optional("do_sample"): bool,
+        vol.Optional("watermark"): bool,
+    }
+)

@@ -245,9 +245,7 @@ class _Builder:
             prompter_name=prompter_name,
             prompter=_adapt(self.prompters[prompter_name].function, 3) if prompter_name else None,
             template=template,
-            defaults=spec["defaults"],
-            system_prompt=spec.get("system_prompt"),
-            strip_bos=spec["strip_bos"],
+            **section_values(Endpoint, spec, self.source.parent),
             tool_parser=self._tool_parser(where, spec.get("tool_parser"), template),
         )
 

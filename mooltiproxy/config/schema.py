@@ -19,6 +19,7 @@ from mooltiproxy.config.settings import (
     MASTER,
     NEVER_FORWARDED_METHODS,
     TOOL_PARSER_NAMES,
+    Endpoint,
     GuardSettings,
     SystemSettings,
     Target,
@@ -96,15 +97,6 @@ def _http_url(value: Any) -> str:
     return value
 
 
-def _section(schema: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A top-level section left empty in YAML (`system:` alone) means all defaults."""
-
-    def validate(value: Any) -> Any:
-        return schema({} if value is None else value)
-
-    return validate
-
-
 Check = Callable[[dict], list[vol.Invalid]]
 
 
@@ -140,25 +132,6 @@ def _names(section: Any) -> list[str]:
     return [name for name in section if isinstance(name, str)] if isinstance(section, dict) else []
 
 
-# TGI parameters an endpoint may default (used when the client leaves the matching field unset),
-# each limited to what TGI accepts.
-TGI_DEFAULTS = vol.Schema(
-    {
-        vol.Optional("temperature"): checks.number(0),
-        vol.Optional("top_p"): checks.number(0, 1),
-        vol.Optional("typical_p"): checks.number(0, 1),
-        vol.Optional("top_k"): checks.integer(1),
-        vol.Optional("repetition_penalty"): checks.number(0),
-        vol.Optional("frequency_penalty"): checks.number(-2, 2, exclusive=False),
-        vol.Optional("max_new_tokens"): checks.integer(1),
-        vol.Optional("seed"): checks.integer(0),
-        vol.Optional("truncate"): checks.integer(1),
-        vol.Optional("do_sample"): bool,
-        vol.Optional("watermark"): bool,
-    }
-)
-
-
 def _inflight_covers_a_body(system: dict[str, Any]) -> dict[str, Any]:
     inflight = system.get("max_inflight_bytes", default_of(SystemSettings, "max_inflight_bytes"))
     if inflight < system.get("max_body_size", default_of(SystemSettings, "max_body_size")):
@@ -187,9 +160,7 @@ def build_schema(
             vol.Optional("out", default=["identity"]): _chain(mappers),
             vol.Optional("prompter"): _known_name("prompter", prompters),
             vol.Optional("template"): _known_name("template", [*_names(raw_templates), *builtins]),
-            vol.Optional("system_prompt"): str,
-            vol.Optional("strip_bos", default=True): bool,
-            vol.Optional("defaults", default=None): _section(TGI_DEFAULTS),
+            **section_schema(Endpoint, context),
             vol.Optional("methods"): vol.All([_method], vol.Length(min=1)),
             vol.Optional("tool_parser"): vol.In(
                 list(TOOL_PARSER_NAMES), msg=f"expected one of {', '.join(TOOL_PARSER_NAMES)}"
@@ -344,11 +315,13 @@ def build_schema(
 
     return vol.Schema(
         {
-            vol.Optional("system", default=None): _section(
+            vol.Optional("system", default=None): checks.section(
                 vol.All(section_schema(SystemSettings, context), _inflight_covers_a_body)
             ),
-            vol.Optional("cerbere", default=None): _section(vol.Schema(section_schema(GuardSettings, context))),
-            vol.Optional("clients", default=None): _section(_checked(vol.Schema({str: client}), master_is_reserved)),
+            vol.Optional("cerbere", default=None): checks.section(vol.Schema(section_schema(GuardSettings, context))),
+            vol.Optional("clients", default=None): checks.section(
+                _checked(vol.Schema({str: client}), master_is_reserved)
+            ),
             vol.Required("targets"): _checked(
                 vol.Schema({vol.Required("default"): str, str: target}),
                 default_is_a_target,
@@ -356,6 +329,8 @@ def build_schema(
                 no_fallback_on_itself,
             ),
             # Role markers for `fromTemplate`, or a whole Jinja template (see template_entries).
-            vol.Optional("templates", default=None): _section(vol.Schema({str: template_entry_validator(folder)})),
+            vol.Optional("templates", default=None): checks.section(
+                vol.Schema({str: template_entry_validator(folder)})
+            ),
         }
     )

@@ -83,11 +83,11 @@ class Endpoint:
     prompter: Prompter | None = None
     template: PromptTemplate | None = None
     # TGI parameters used when the client leaves the matching field unset.
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = setting(factory=dict, check=checks.section(checks.TGI_DEFAULTS))
     # The system prompt prompters use when a conversation has none (None: the built-in one).
-    system_prompt: str | None = None
+    system_prompt: str | None = setting(None, checks.optional(str))
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
-    strip_bos: bool = True
+    strip_bos: bool = setting(True, bool)
     # How tool calls are read back from generated text (TGI's /generate): a name of TOOL_PARSERS,
     # or None (no tools).
     tool_parser: str | None = None

@@ -3,16 +3,14 @@ this class, and the defaults here are OpenAI's, the pivot's, shapes."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-
-from aiohttp import web
 
 from mooltiproxy.config.settings import SystemSettings
 from mooltiproxy.core.errors import ProxyError, error_body
 from mooltiproxy.serving.context import MapperContext
+from mooltiproxy.serving.own_routes import OwnRoute
 from mooltiproxy.state.store import StateStore
 from mooltiproxy.translation.kinds import OPENAI_CHAT
 
@@ -23,19 +21,6 @@ class FrontServices:
 
     store: StateStore
     system: SystemSettings
-
-
-# An extra route's handler: (method, the path's match, the client's name) -> the answer.
-RouteHandler = Callable[[str, "re.Match[str]", str], Awaitable[web.Response]]
-
-
-@dataclass(frozen=True, slots=True)
-class ExtraRoute:
-    """A route a front answers itself, with no target behind it (a stored response, say)."""
-
-    methods: frozenset[str]
-    pattern: re.Pattern[str]
-    handle: RouteHandler
 
 
 class Front:
@@ -61,7 +46,8 @@ class Front:
         data = [{"id": model, "object": "model", "created": 0, "owned_by": owner} for model, owner in models.items()]
         return {"object": "list", "data": data}
 
-    def extra_routes(self) -> tuple[ExtraRoute, ...]:
+    def own_routes(self) -> tuple[OwnRoute, ...]:
+        """Routes it answers itself, with no target behind them."""
         return ()
 
     async def before(self, context: MapperContext) -> None:

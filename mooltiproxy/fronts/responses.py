@@ -21,9 +21,10 @@ from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.fronts.base import ExtraRoute, Front, FrontServices
+from mooltiproxy.fronts.base import Front, FrontServices
 from mooltiproxy.fronts.stored_responses import FINAL, ROUTE, StoredResponses
 from mooltiproxy.serving.context import MapperContext, Note, Notes
+from mooltiproxy.serving.own_routes import OwnRoute
 from mooltiproxy.translation.chat_completions import first_choice
 from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_RESPONSES
 from mooltiproxy.translation.marks import mapper
@@ -46,8 +47,8 @@ class ResponsesFront(Front):
         system = services.system
         self._kept = StoredResponses(services.store, system.responses_ttl, system.responses_max_bytes)
 
-    def extra_routes(self) -> tuple[ExtraRoute, ...]:
-        return (ExtraRoute(frozenset({"GET", "DELETE"}), ROUTE, self._kept.answer),)
+    def own_routes(self) -> tuple[OwnRoute, ...]:
+        return (OwnRoute(ROUTE, self._kept.answer, frozenset({"GET", "DELETE"})),)
 
     async def before(self, context: MapperContext) -> None:
         await self._kept.expand(context)

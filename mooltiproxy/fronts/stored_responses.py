@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mooltiproxy.config.settings import ClientKey
 from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.serving.context import MapperContext, Note
@@ -51,14 +52,14 @@ class StoredResponses:
             return
         await self._store.put(_key(context.client_name, response["id"]), data, self._ttl)
 
-    async def answer(self, method: str, found: re.Match[str], client: str) -> web.Response:
+    async def answer(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
         """GET returns a kept response, DELETE forgets it."""
         response_id = found.group(1)
-        if method == "DELETE":
-            if not await self._store.delete(_key(client, response_id)):
+        if request.method == "DELETE":
+            if not await self._store.delete(_key(client.name, response_id)):
                 raise _not_found(response_id)
             return json_response({"id": response_id, "object": "response", "deleted": True})
-        kept = await self._load(client, response_id)
+        kept = await self._load(client.name, response_id)
         if kept is None:
             raise _not_found(response_id)
         return json_response(kept["response"])

@@ -9,15 +9,17 @@ proxy key itself (metrics are open with system.metrics_public).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from mooltiproxy.config.settings import MASTER, ClientKey
+from mooltiproxy.config.settings import ClientKey
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.metrics import render
 from mooltiproxy.guard.client_address import parse_address
+from mooltiproxy.serving.own_routes import OwnHandler, OwnRoute
 from mooltiproxy.serving.responses import json_response, text_response
 from mooltiproxy.state.store import StateStore
 
@@ -46,12 +48,14 @@ class Admin:
         self._limits = limits
         self._metrics_public = metrics_public
 
-    def answers_without_key(self, request: web.BaseRequest) -> bool:
+    def answers_without_key(
+        self, request: web.BaseRequest, presents_credentials: Callable[[Mapping[str, str]], bool]
+    ) -> bool:
         if request.method != "GET":
             return False
         path = request.path
         if path == self.ready_path:  # with credentials, the guard checks them and the details follow
-            return "Authorization" not in request.headers and "x-api-key" not in request.headers
+            return not presents_credentials(request.headers)
         return path == self.health_path or (self._metrics_public and path == self.metrics_path)
 
     async def open_route(self, request: web.BaseRequest) -> web.Response:
@@ -75,39 +79,49 @@ class Admin:
         text = render(await self._metrics(), banned)
         return text_response(text, headers={"Cache-Control": "no-store"}, content_type="text/plain")
 
-    async def handle(self, request: web.BaseRequest, path: str, client: ClientKey) -> web.Response:
-        if client.name != MASTER:
-            raise ProxyError(403, "The admin API needs the proxy key", code="admin_only")
-        action = path[len(self.prefix) :]
-        if action == "bans":
-            _allow(request, "GET")
-            bans = [ban.as_json() for ban in await self._store.bans()]
-            return json_response({"bans": bans})
-        if action == "limits":
-            _allow(request, "GET")
-            return json_response(await self._limits())
-        if action == "routes":
-            _allow(request, "GET")
-            return json_response({"routes": self._routes})
-        if action.startswith("bans/"):
-            _allow(request, "DELETE")
-            address = parse_address(action[len("bans/") :])
-            if address is None:
-                raise ProxyError(400, "Expected an IP address after bans/", code="invalid_address")
-            if not await self._store.lift(str(address)):
-                raise ProxyError(404, f"{address} is not banned", code="not_banned")
-            return json_response({"lifted": str(address)})
-        if path == self.health_path:
-            return self.health()
-        if path == self.ready_path:
-            _allow(request, "GET")
-            return self.ready(details=True)
-        if path == self.metrics_path:
-            _allow(request, "GET")
-            return await self.metrics()
-        raise ProxyError(404, f"No admin route '{path}'", code="unknown_route")
+    def routes(self) -> tuple[OwnRoute, ...]:
+        """The admin API, for the proxy key's holder; anything else under the prefix is a 404."""
+        prefix = re.escape(self.prefix)
 
+        def route(path: str, handle: OwnHandler, *methods: str) -> OwnRoute:
+            return OwnRoute(re.compile(prefix + path, re.DOTALL), handle, frozenset(methods), master_only=True)
 
-def _allow(request: web.BaseRequest, method: str) -> None:
-    if request.method != method:
-        raise ProxyError(405, f"Use {method} here", code="method_not_allowed", headers={"Allow": method})
+        return (
+            route("bans", self._bans, "GET"),
+            route("bans/(.*)", self._lift, "DELETE"),
+            route("limits", self._limits_usage, "GET"),
+            route("routes", self._route_table, "GET"),
+            route("health", self._health),
+            route("ready", self._ready, "GET"),
+            route("metrics", self._metrics_text, "GET"),
+            route("(.*)", self._unknown),
+        )
+
+    async def _bans(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        return json_response({"bans": [ban.as_json() for ban in await self._store.bans()]})
+
+    async def _lift(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        address = parse_address(found.group(1))
+        if address is None:
+            raise ProxyError(400, "Expected an IP address after bans/", code="invalid_address")
+        if not await self._store.lift(str(address)):
+            raise ProxyError(404, f"{address} is not banned", code="not_banned")
+        return json_response({"lifted": str(address)})
+
+    async def _limits_usage(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        return json_response(await self._limits())
+
+    async def _route_table(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        return json_response({"routes": self._routes})
+
+    async def _health(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        return self.health()
+
+    async def _ready(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        return self.ready(details=True)
+
+    async def _metrics_text(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        return await self.metrics()
+
+    async def _unknown(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        raise ProxyError(404, f"No admin route '{request.path}'", code="unknown_route")

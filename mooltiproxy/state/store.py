@@ -183,7 +183,7 @@ class StateStore(ABC):
 
     @abstractmethod
     async def put(self, key: str, value: bytes, ttl: float) -> None:
-        """Keeps a value (a stored response) for `ttl` seconds."""
+        """Keeps a value (what a front stores) for `ttl` seconds."""
 
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...

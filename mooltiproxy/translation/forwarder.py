@@ -12,7 +12,7 @@ from multidict import CIMultiDictProxy
 
 from mooltiproxy.config.settings import Endpoint, Mapper, StreamTranslatorFactory, SystemSettings, Target
 from mooltiproxy.core.accelerators import dumps, loads
-from mooltiproxy.core.errors import ProxyError, upstream_error
+from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.headers import forwarding, never_forwarded, upstream_request_headers
@@ -21,6 +21,7 @@ from mooltiproxy.forwarding.target_info import TargetInfos
 from mooltiproxy.forwarding.upstream import UpstreamPool
 from mooltiproxy.forwarding.usage import UsageTail
 from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
+from mooltiproxy.translation.refusals import upstream_error
 from mooltiproxy.translation.streaming import stream_translated
 
 log = logging.getLogger("mooltiproxy.proxy")

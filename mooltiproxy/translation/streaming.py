@@ -17,12 +17,13 @@ from aiohttp import web
 
 from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Target
-from mooltiproxy.core.errors import ProxyError, upstream_error
+from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.upstream import UPSTREAM_ERRORS, upstream_failure
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.responses import ClientStream
 from mooltiproxy.serving.stamping import stamp
+from mooltiproxy.translation.refusals import upstream_error
 from mooltiproxy.translation.sse import event_batches, frame
 
 log = logging.getLogger("mooltiproxy.streaming")

@@ -120,12 +120,16 @@ def test_architecture_md_names_every_module_and_only_those():
     assert not named - files - INIT_FILES, f"ARCHITECTURE.md names modules that do not exist: {sorted(named - files)}"
 
 
+TIERS = {"unit", "e2e"}
+
+
 def test_no_test_module_imports_another():
     """Tests share what they share through tests/support/ and conftest, never through each other."""
     tests = sorted(ROOT.glob("tests/**/test_*.py"))
     for path in tests:
         imported = imported_modules_any(path.read_text())
-        assert not {name for name in imported if name.split(".")[-1].startswith("test_")}, path
+        ours = {name for name in imported if name.split(".")[0].startswith("test_") or name.split(".")[0] in TIERS}
+        assert not ours, f"{path} imports {sorted(ours)}"
 
 
 def imported_modules_any(source: str) -> set[str]:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
-from mooltiproxy.config.settings import SystemSettings
+from mooltiproxy.config.settings import MASTER, ClientKey, SystemSettings
 from mooltiproxy.core.errors import ContextLengthExceeded, ProxyError
 from mooltiproxy.fronts import FRONTS
 from mooltiproxy.fronts.anthropic import MessagesFront
 from mooltiproxy.fronts.base import Front, FrontServices
 from mooltiproxy.fronts.openai import ChatCompletionsFront
 from mooltiproxy.fronts.responses import ResponsesFront
+from mooltiproxy.serving.own_routes import OwnRoute, answer_own_route
 from mooltiproxy.state.memory import MemoryStore
 from mooltiproxy.translation.kinds import PIVOT
 
@@ -79,15 +83,12 @@ def test_anthropics_front_lists_models_for_its_clients_and_takes_their_key_heade
 
 
 def test_the_responses_front_answers_its_stored_responses_route():
-    (route,) = ResponsesFront(SERVICES).extra_routes()
+    (route,) = ResponsesFront(SERVICES).own_routes()
     assert route.methods == {"GET", "DELETE"}
-    assert route.pattern.match("/v1/responses/resp_abc123").group(1) == "resp_abc123"
-    assert route.pattern.match("/responses/resp_abc123")
-    assert not route.pattern.match("/v1/responses/resp_abc123/input_items")
-    assert not route.pattern.match("/v1/responses")
-    with pytest.raises(ProxyError) as missing:
-        asyncio.run(route.handle("GET", route.pattern.match("/v1/responses/resp_none"), "alice"))
-    assert missing.value.status == 404
+    assert route.pattern.fullmatch("/v1/responses/resp_abc123").group(1) == "resp_abc123"
+    assert route.pattern.fullmatch("/responses/resp_abc123")
+    assert not route.pattern.fullmatch("/v1/responses/resp_abc123/input_items")
+    assert not route.pattern.fullmatch("/v1/responses")
 
 
 def test_a_front_without_overrides_is_the_pivots():
@@ -95,4 +96,33 @@ def test_a_front_without_overrides_is_the_pivots():
         kind = "quiet"
 
     front = Quiet(SERVICES)
-    assert front.extra_routes() == () and front.key_headers == () and not front.probes
+    assert front.own_routes() == () and front.key_headers == () and not front.probes
+
+
+def test_own_routes_answer_in_order_and_say_which_methods_they_take():
+    calls = []
+
+    async def answer(request, found, client):
+        calls.append((request.method, found.group(1), client.name))
+        return web.Response(text="ok")
+
+    routes = [
+        OwnRoute(re.compile("/kept/(.+)"), answer, frozenset({"GET"})),
+        OwnRoute(re.compile("/admin/(.*)"), answer, master_only=True),
+    ]
+    alice = ClientKey("alice", b"")
+    master = ClientKey(MASTER, b"")
+
+    def ask(method, path, client):
+        return asyncio.run(answer_own_route(routes, make_mocked_request(method, path), path, client))
+
+    assert ask("GET", "/kept/a", alice).status == 200 and calls[-1] == ("GET", "a", "alice")
+    with pytest.raises(ProxyError) as wrong_method:
+        ask("POST", "/kept/a", alice)
+    assert (wrong_method.value.status, wrong_method.value.headers) == (405, {"Allow": "GET"})
+    with pytest.raises(ProxyError) as not_master:
+        ask("DELETE", "/admin/x", alice)
+    assert not_master.value.status == 403
+    assert ask("DELETE", "/admin/x", master).status == 200
+    assert ask("GET", "/elsewhere", master) is None
+    assert ask("GET", "/kept/a\n", alice) is None  # the whole path must match

@@ -12,9 +12,10 @@ from typing import Any
 
 from mooltiproxy.backends.tgi.answer import FINISH_REASONS, usage
 from mooltiproxy.config.plugin_specs import StreamTranslator
-from mooltiproxy.core.errors import ProxyError, refusal_status
+from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.parsers.tools import TOOL_PARSERS
+from mooltiproxy.translation.refusals import refusal_status
 from mooltiproxy.translation.sse import json_event
 from mooltiproxy.translation.stops import StopFilter
 
