@@ -26,7 +26,7 @@ from mooltiproxy.operations.logs import log_access
 from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.serving.cors import is_preflight, preflight_response
 from mooltiproxy.serving.incoming import BodyBudget, read_body
-from mooltiproxy.serving.own_routes import OwnRoute, answer_own_route
+from mooltiproxy.serving.own_routes import OwnRoutes
 from mooltiproxy.serving.request_target import split_request_target
 from mooltiproxy.serving.responses import error_response, json_response
 from mooltiproxy.serving.stamping import stamp
@@ -54,7 +54,7 @@ class RoutingState:
     model_routes: dict[str, str]
     fronts: dict[str, Front]  # by the kind their request mappers take
     front_paths: dict[str, Front]  # incoming path -> the front its clients speak, when not the pivot's
-    own_routes: tuple[OwnRoute, ...]  # the admin API's, then those of the fronts some route speaks
+    own_routes: OwnRoutes  # the admin API's, then those of the fronts some route speaks
     probes: frozenset[str]  # paths clients HEAD without a key, to see the proxy is up
 
     def front_of(self, raw_target: str) -> Front:
@@ -104,7 +104,7 @@ def routing_state(
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
         fronts=by_kind,
         front_paths=front_paths,
-        own_routes=(*admin.routes(), *(route for front in spoken for route in front.own_routes())),
+        own_routes=OwnRoutes([*admin.routes(), *(route for front in spoken for route in front.own_routes())]),
         probes=frozenset(path for front in fronts for path in front.probes),
     )
 
@@ -180,7 +180,7 @@ class Proxy:
         client = await state.guard.authenticate(caller, request.headers)
         context.client_name = client.name
         path, query = split_request_target(raw_target)
-        own = await answer_own_route(state.own_routes, request, path, client)
+        own = await state.own_routes.answer(request, path, client)
         if own is not None:
             return own
         await self._read_body(state.config.system, request, context)

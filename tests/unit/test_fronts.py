@@ -18,7 +18,7 @@ from mooltiproxy.fronts.anthropic import MessagesFront
 from mooltiproxy.fronts.base import Front, FrontServices
 from mooltiproxy.fronts.openai import ChatCompletionsFront
 from mooltiproxy.fronts.responses import ResponsesFront
-from mooltiproxy.serving.own_routes import OwnRoute, answer_own_route
+from mooltiproxy.serving.own_routes import OwnRoute, OwnRoutes
 from mooltiproxy.state.memory import MemoryStore
 from mooltiproxy.translation.kinds import PIVOT
 
@@ -114,7 +114,7 @@ def test_own_routes_answer_in_order_and_say_which_methods_they_take():
     master = ClientKey(MASTER, b"")
 
     def ask(method, path, client):
-        return asyncio.run(answer_own_route(routes, make_mocked_request(method, path), path, client))
+        return asyncio.run(OwnRoutes(routes).answer(make_mocked_request(method, path), path, client))
 
     assert ask("GET", "/kept/a", alice).status == 200 and calls[-1] == ("GET", "a", "alice")
     with pytest.raises(ProxyError) as wrong_method:
