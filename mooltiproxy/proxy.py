@@ -14,6 +14,7 @@ from mooltiproxy.config.settings import ClientKey, Config, Endpoint, Limits, Sys
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import unique_id
 from mooltiproxy.core.metrics import Metrics
+from mooltiproxy.core.sealing import Sealer
 from mooltiproxy.forwarding.exchange import TargetFailed
 from mooltiproxy.forwarding.models import LISTING_PATHS, ModelCatalog
 from mooltiproxy.forwarding.target_info import InfoReader, TargetInfos
@@ -56,6 +57,7 @@ class RoutingState:
     front_paths: dict[str, Front]  # incoming path -> the front its clients speak, when not the pivot's
     own_routes: OwnRoutes  # the admin API's, then those of the fronts some route speaks
     probes: frozenset[str]  # paths clients HEAD without a key, to see the proxy is up
+    sealer: Sealer
 
     def front_of(self, raw_target: str) -> Front:
         """Known from the path alone, so that even the guard's refusals speak the client's API."""
@@ -71,6 +73,7 @@ def routing_state(
     limiter: Limiter,
     fronts: Sequence[Front],
     info_readers: Sequence[InfoReader],
+    sealer: Sealer,
 ) -> RoutingState:
     # Precomputed so that the hot path only looks things up.
     authorizations = {name: f"Bearer {t.key}" if t.key else None for name, t in config.targets.items()}
@@ -106,6 +109,7 @@ def routing_state(
         front_paths=front_paths,
         own_routes=OwnRoutes([*admin.routes(), *(route for front in spoken for route in front.own_routes())]),
         probes=frozenset(path for front in fronts for path in front.probes),
+        sealer=sealer,
     )
 
 
@@ -119,7 +123,7 @@ class Proxy:
         """The answer to a request; a streamed one is already written, a complete one is not."""
         started = time.perf_counter()
         state = self.state
-        context = RequestContext(request.remote or "-", _request_id(request.headers.get("X-Request-ID")))
+        context = RequestContext(request.remote or "-", _request_id(request.headers.get("X-Request-ID")), state.sealer)
         # Raw, as the client sent it: percent-escapes keep control characters out of the log.
         raw_target = _origin_form(request)
         response: web.StreamResponse | None = None
@@ -254,7 +258,8 @@ def _admitted_caller(guard: Guard, request: web.BaseRequest, context: RequestCon
 
 async def _model_list(state: RoutingState, request: web.BaseRequest, client: ClientKey) -> web.Response:
     """The proxy's own list of the models this client may use, in its front's shape."""
-    front = next((front for front in state.fronts.values() if front.claims_listing(request.headers)), None)
+    headers, query = request.headers, request.query
+    front = next((front for front in state.fronts.values() if front.claims_listing(headers, query)), None)
     return json_response((front or state.fronts[PIVOT]).model_list(await state.catalog.listing(client)))
 
 

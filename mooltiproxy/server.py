@@ -23,6 +23,7 @@ from mooltiproxy.config.settings import MASTER, ClientKey, Config, SystemSetting
 from mooltiproxy.core import accelerators
 from mooltiproxy.core.errors import ConfigError
 from mooltiproxy.core.metrics import Metrics, SharedMetrics
+from mooltiproxy.core.sealing import Sealer
 from mooltiproxy.forwarding.upstream import UpstreamPool
 from mooltiproxy.fronts import FRONTS
 from mooltiproxy.fronts.base import FrontServices
@@ -50,6 +51,8 @@ class Runtime:
     def __init__(self, config: Config, master_key: str):
         self.config = config
         self.master_key = master_key
+        # What clients carry for the proxy (reasoning signatures) opens with any worker's key.
+        self.sealer = Sealer(master_key, b"reasoning")
         self.metrics = Metrics()
         self.store = state_store(config.system, config.guard, os.environ, self._state_error)
         self.limiter = Limiter(self.store, self.metrics)
@@ -73,7 +76,7 @@ class Runtime:
             config.system.metrics_public,
         )
         readers = [(backend.info_path, backend.read_info) for backend in BACKENDS]
-        return routing_state(config, guard, admin, pool, self.metrics, self.limiter, fronts, readers)
+        return routing_state(config, guard, admin, pool, self.metrics, self.limiter, fronts, readers, self.sealer)
 
     def _readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether the default target answers, and what each target said when last asked (asked

@@ -247,7 +247,18 @@ class _Builder:
             template=template,
             **section_values(Endpoint, spec, self.source.parent),
             tool_parser=self._tool_parser(where, spec.get("tool_parser"), template),
+            reasoning_parser=self._reasoning_parser(where, spec["reasoning_parser"], template),
         )
+
+    def _reasoning_parser(self, where: str, parser: str, template: PromptTemplate | None) -> str | None:
+        """`auto`: the parser of the template's own reasoning markers, else none."""
+        if parser != "auto":
+            return None if parser == "none" else parser
+        if template is None or template.reasoning_format is None:
+            return None
+        found = template.reasoning_format
+        self.notes.append(f"{where}: reasoning_parser auto picked {found} (the markers of template '{template.name}')")
+        return found
 
     def _tool_parser(self, where: str, parser: str | None, template: PromptTemplate | None) -> str | None:
         """`auto`: the parser of the template's own tool-call markers, else TGI's grammar."""

@@ -18,6 +18,7 @@ from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
 from mooltiproxy.config.settings import (
     MASTER,
     NEVER_FORWARDED_METHODS,
+    REASONING_PARSER_NAMES,
     TOOL_PARSER_NAMES,
     Endpoint,
     GuardSettings,
@@ -164,6 +165,9 @@ def build_schema(
             vol.Optional("methods"): vol.All([_method], vol.Length(min=1)),
             vol.Optional("tool_parser"): vol.In(
                 list(TOOL_PARSER_NAMES), msg=f"expected one of {', '.join(TOOL_PARSER_NAMES)}"
+            ),
+            vol.Optional("reasoning_parser", default="auto"): vol.In(
+                list(REASONING_PARSER_NAMES), msg=f"expected one of {', '.join(REASONING_PARSER_NAMES)}"
             ),
         }
     )

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from mooltiproxy.config import checks
 from mooltiproxy.config.declared import setting
 from mooltiproxy.config.templates import PromptTemplate
+from mooltiproxy.parsers.reasoning import REASONING_PARSERS
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,6 +34,9 @@ Prompter = Callable[[Any, "Endpoint", Any], tuple[str, list[str]]]
 # How tool calls are read back from generated text (parsers/tools/); `auto` is resolved at load
 # time from the template's own markers.
 TOOL_PARSER_NAMES = (*TOOL_PARSERS, "auto")
+# How a model's reasoning is told from its answer (parsers/reasoning/); `auto`, the default, picks
+# the parser of the template's own markers, and none when it has none.
+REASONING_PARSER_NAMES = (*REASONING_PARSERS, "auto", "none")
 
 # Methods a route takes when its entry says none: a translated route takes POST; a pass-through one
 # every method but CONNECT and TRACE, which are never forwarded.
@@ -91,6 +95,8 @@ class Endpoint:
     # How tool calls are read back from generated text (TGI's /generate): a name of TOOL_PARSERS,
     # or None (no tools).
     tool_parser: str | None = None
+    # How the model's reasoning is told from its answer: a name of REASONING_PARSERS, or None.
+    reasoning_parser: str | None = None
     # Where a streamed request goes (TGI: /generate_stream), and what translates its events.
     stream_path: str | None = None
     stream_translator: StreamTranslatorFactory | None = None

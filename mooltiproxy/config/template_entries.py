@@ -23,6 +23,7 @@ from mooltiproxy.config.templates import (
     reads_content_parts,
     stop_strings_of,
 )
+from mooltiproxy.parsers.reasoning import detect as reasoning_format
 from mooltiproxy.parsers.tools import detect
 
 SOURCES = ("jinja", "chat_template", "tokenizer_config")
@@ -94,6 +95,7 @@ def _jinja_entry(entry: Mapping, source: str, folder: Path, tokens: dict, stop: 
         "content_parts": parts,
         "renders_tools": "tools" in default or "tool_use" in compiled,
         "tool_call_format": detect(named.get("tool_use", default)),
+        "reasoning_format": reasoning_format(default),
         "stop": stop_strings_of(tokens.get("eos_token", ""), default, stop),
         **_split_tokens(tokens),
     }

@@ -151,6 +151,7 @@ class PromptTemplate:
     content_parts: bool = False
     renders_tools: bool = False  # the template reads `tools` (a model trained for tool calls)
     tool_call_format: str | None = None  # the tool parser of the calls it shows the model (parsers.tools.detect)
+    reasoning_format: str | None = None  # the reasoning parser of what its model thinks (parsers.reasoning.detect)
     stop: tuple[str, ...] = ()
 
     def render(

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from mooltiproxy.config.settings import ClientKey, Target
 from mooltiproxy.forwarding.target_info import TargetInfos
 
 LISTING_PATHS = frozenset({"/models", "/v1/models"})
+
+
+@dataclass(frozen=True, slots=True)
+class ListedModel:
+    target: str  # the target that serves it
+    context_length: int | None  # as the target says, or the config
 
 
 class ModelCatalog:
@@ -21,7 +28,7 @@ class ModelCatalog:
         self._default = default
         self._infos = infos
 
-    async def listing(self, client: ClientKey) -> dict[str, str]:
+    async def listing(self, client: ClientKey) -> dict[str, ListedModel]:
         """The ids the client may call, each with the target that serves it."""
         names = [
             name
@@ -29,11 +36,12 @@ class ModelCatalog:
             if (client.targets is None or name in client.targets) and (target.models or name == self._default)
         ]
         ids = await asyncio.gather(*(self._model_ids(name) for name in names))
-        owners: dict[str, str] = {}
+        listed: dict[str, ListedModel] = {}
         for name, models in zip(names, ids, strict=True):
+            context_length = self._infos.last_known(name).context_length
             for model in models:
-                owners.setdefault(model, name)
-        return owners
+                listed.setdefault(model, ListedModel(name, context_length))
+        return listed
 
     async def _model_ids(self, name: str) -> list[str]:
         target = self._targets[name]

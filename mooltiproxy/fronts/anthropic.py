@@ -12,6 +12,7 @@ Chained with a target's own mappers, for instance onto TGI's /generate:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,12 +20,16 @@ from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ContextLengthExceeded, ProxyError
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.core.sealing import Sealer
+from mooltiproxy.forwarding.models import ListedModel
 from mooltiproxy.fronts.base import Front
 from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.translation.chat_completions import first_choice
 from mooltiproxy.translation.kinds import ANTHROPIC_COUNT, ANTHROPIC_MESSAGES, OPENAI_CHAT, TGI_TOKENIZE
 from mooltiproxy.translation.marks import mapper
 from mooltiproxy.translation.sse import named_event
+
+log = logging.getLogger("mooltiproxy.anthropic")
 
 # Claude Code's first system line, different on every request: dropped so a target's prefix cache works.
 BILLING_HEADER = "x-anthropic-billing-header"
@@ -66,10 +71,10 @@ class MessagesFront(Front):
         # Every error on this front's routes, the guard's 401 and 403 and the limits' 429 included.
         return json.dumps({**_error(error), "request_id": request_id}).encode()
 
-    def claims_listing(self, headers: Mapping[str, str]) -> bool:
+    def claims_listing(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         return "anthropic-version" in headers
 
-    def model_list(self, models: Mapping[str, str]) -> dict[str, Any]:
+    def model_list(self, models: Mapping[str, ListedModel]) -> dict[str, Any]:
         data = [
             {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
             for model in models
@@ -89,13 +94,13 @@ def messagesReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: Map
     max_tokens = payload.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _invalid("max_tokens: a positive integer is required")
-    return {**_chat_request(payload), "max_tokens": max_tokens}
+    return {**_chat_request(payload, context.sealer), "max_tokens": max_tokens}
 
 
 @mapper(ANTHROPIC_MESSAGES, OPENAI_CHAT)
 def countReqAnthropicToOpenAI(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """A /v1/messages/count_tokens request (a Messages request without max_tokens) -> OpenAI chat."""
-    return _chat_request(payload)
+    return _chat_request(payload, context.sealer)
 
 
 @mapper(TGI_TOKENIZE, ANTHROPIC_COUNT)
@@ -106,7 +111,7 @@ def countAnsTGItoAnthropic(payload: Any, endpoint: Endpoint, context: MapperCont
     return {"input_tokens": len(payload)}
 
 
-def _chat_request(payload: dict) -> dict[str, Any]:
+def _chat_request(payload: dict, sealer: Sealer) -> dict[str, Any]:
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages: a non-empty list is required")
@@ -115,7 +120,7 @@ def _chat_request(payload: dict) -> dict[str, Any]:
     if system:
         chat.append({"role": "system", "content": system})
     for index, message in enumerate(messages):
-        chat.extend(_chat_messages(message, index))
+        chat.extend(_chat_messages(message, index, sealer))
     request: dict[str, Any] = {"model": payload.get("model"), "messages": chat}
     for name in ("temperature", "top_p", "top_k"):
         if payload.get(name) is not None:
@@ -155,8 +160,10 @@ def _system_text(system: Any) -> str:
     return text
 
 
-def _chat_messages(message: Any, index: int) -> list[dict[str, Any]]:
-    """One Anthropic message as OpenAI messages: tool results become `tool` messages of their own."""
+def _chat_messages(message: Any, index: int, sealer: Sealer) -> list[dict[str, Any]]:
+    """One Anthropic message as OpenAI messages: tool results become `tool` messages of their own,
+    and the thinking this proxy signed becomes the assistant message's `reasoning_content`, which
+    the template renders as the model's earlier reasoning."""
     if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
         raise _invalid(f"messages.{index}: an object with role user or assistant is expected")
     role, content = message["role"], message.get("content")
@@ -165,6 +172,7 @@ def _chat_messages(message: Any, index: int) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         raise _invalid(f"messages.{index}.content: a string or a list of content blocks is expected")
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for block_index, block in enumerate(content):
@@ -185,15 +193,22 @@ def _chat_messages(message: Any, index: int) -> list[dict[str, Any]]:
             results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": _result_text(block)})
         elif kind in ("image", "document"):
             raise _invalid(f"{where}: {kind} blocks are not supported by this target, which reads text only")
-        elif kind in ("thinking", "redacted_thinking"):
-            continue  # the model's earlier reasoning: nothing a target can be given back
+        elif kind == "thinking":
+            if sealer.vouches(block.get("signature"), block.get("thinking")):
+                thoughts.append(block["thinking"])
+            else:  # another model's, or altered: never given to the model as its own
+                log.info("%s: a thinking block this proxy did not sign is left out", where)
+        elif kind == "redacted_thinking":
+            continue  # another provider's encrypted reasoning: nothing a target can read
         else:
             raise _invalid(f"{where}: unknown content block type '{kind}'")
     chat: list[dict[str, Any]] = results
-    if texts or calls:
+    if texts or calls or thoughts:
         entry: dict[str, Any] = {"role": role, "content": "".join(texts) if texts else None}
         if calls:
             entry["tool_calls"] = calls
+        if thoughts and role == "assistant":
+            entry["reasoning_content"] = "\n\n".join(thoughts)
         chat.append(entry)
     return chat
 
@@ -221,7 +236,7 @@ def _function_tool(tool: Any, index: int) -> dict[str, Any]:
 
 def _anthropic_stream(endpoint: Endpoint, context: MapperContext) -> AnthropicStream:
     model = context.body.get("model") if isinstance(context.body, dict) else None
-    return AnthropicStream(model if isinstance(model, str) else "unknown")
+    return AnthropicStream(model if isinstance(model, str) else "unknown", context.sealer)
 
 
 @mapper(OPENAI_CHAT, ANTHROPIC_MESSAGES, streams_with=_anthropic_stream)
@@ -229,6 +244,9 @@ def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: Mapp
     """An OpenAI chat completion -> an Anthropic message."""
     choice, message = first_choice(payload)
     content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": context.sealer.seal(reasoning)})
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:
@@ -249,10 +267,17 @@ def messagesAnsOpenAIToAnthropic(payload: Any, endpoint: Endpoint, context: Mapp
         "role": "assistant",
         "model": model if isinstance(model, str) else payload.get("model"),
         "content": content,
-        "stop_reason": _STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_reason": _stop_reason(choice.get("finish_reason"), any(block["type"] == "tool_use" for block in content)),
         "stop_sequence": None,
         "usage": {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0)},
     }
+
+
+def _stop_reason(finish_reason: Any, called: bool) -> str:
+    """Anthropic's stop reason; never `tool_use` without a tool_use block, on which Claude Code
+    would wait for a call that never comes."""
+    reason = _STOP_REASONS.get(str(finish_reason), "end_turn")
+    return "end_turn" if reason == "tool_use" and not called else reason
 
 
 def _input(function: dict[str, Any]) -> Any:
@@ -264,19 +289,23 @@ def _input(function: dict[str, Any]) -> Any:
 
 
 class AnthropicStream(StreamTranslator):
-    """OpenAI chat chunks -> Anthropic's named events: message_start, a content block per text run
-    or tool call (with text_delta / input_json_delta), message_delta with the stop reason and the
-    usage, message_stop, and `ping` while the stream is quiet. No [DONE]: message_stop ends it."""
+    """OpenAI chat chunks -> Anthropic's named events: message_start, a content block per run of
+    reasoning, text or tool call (with thinking_delta and one signature_delta, text_delta,
+    input_json_delta), message_delta with the stop reason and the usage, message_stop, and `ping`
+    while the stream is quiet. No [DONE]: message_stop ends it."""
 
     done = b""
     ping = named_event("ping", {"type": "ping"})  # the keep-alive of a quiet stream
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, sealer: Sealer):
         self._model = model
+        self._sealer = sealer
         self._started = False
-        self._block: str | None = None  # "text" or "tool_use" while a block is open
+        self._block: str | None = None  # "thinking", "text" or "tool_use" while a block is open
+        self._thinking: list[str] = []  # the open thinking block's text, signed when it closes
+        self._called = False
         self._index = -1
-        self._stop_reason = "end_turn"
+        self._stop_reason: Any = None  # OpenAI's finish_reason
         self._usage = {"input_tokens": 0, "output_tokens": 0}
 
     def event(self, chunk: Any) -> list[bytes]:
@@ -289,6 +318,11 @@ class AnthropicStream(StreamTranslator):
             }
         for choice in chunk.get("choices", []) if isinstance(chunk, dict) else []:
             delta = choice.get("delta") or {}
+            if delta.get("reasoning_content"):
+                if self._block != "thinking":
+                    out += self._open({"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+                self._thinking.append(delta["reasoning_content"])
+                out.append(self._delta({"type": "thinking_delta", "thinking": delta["reasoning_content"]}))
             if delta.get("content"):
                 if self._block != "text":
                     out += self._open({"type": "text", "text": ""}, "text")
@@ -303,15 +337,16 @@ class AnthropicStream(StreamTranslator):
                         "input": {},
                     }
                     out += self._open(block, "tool_use")
+                    self._called = True
                 if function.get("arguments"):
                     out.append(self._delta({"type": "input_json_delta", "partial_json": function["arguments"]}))
             if choice.get("finish_reason"):
-                self._stop_reason = _STOP_REASONS.get(choice["finish_reason"], "end_turn")
+                self._stop_reason = choice["finish_reason"]
         return out
 
     def end(self) -> list[bytes]:
         out = self._start() + self._close()
-        delta = {"stop_reason": self._stop_reason, "stop_sequence": None}
+        delta = {"stop_reason": _stop_reason(self._stop_reason, self._called), "stop_sequence": None}
         # Current SDKs read input_tokens here: TGI tells the prompt's length only at the end.
         out.append(named_event("message_delta", {"type": "message_delta", "delta": delta, "usage": self._usage}))
         out.append(named_event("message_stop", {"type": "message_stop"}))
@@ -346,8 +381,13 @@ class AnthropicStream(StreamTranslator):
     def _close(self) -> list[bytes]:
         if self._block is None:
             return []
+        out = []
+        if self._block == "thinking":
+            signature = self._sealer.seal("".join(self._thinking))
+            out.append(self._delta({"type": "signature_delta", "signature": signature}))
+            self._thinking = []
         self._block = None
-        return [named_event("content_block_stop", {"type": "content_block_stop", "index": self._index})]
+        return [*out, named_event("content_block_stop", {"type": "content_block_stop", "index": self._index})]
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
         return named_event("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})

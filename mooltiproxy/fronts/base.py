@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from mooltiproxy.config.settings import SystemSettings
 from mooltiproxy.core.errors import ProxyError, error_body
+from mooltiproxy.forwarding.models import ListedModel
 from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.serving.own_routes import OwnRoute
 from mooltiproxy.state.store import StateStore
@@ -37,13 +38,16 @@ class Front:
     def error_body(self, error: ProxyError, request_id: str | None) -> bytes:
         return error_body(error.status, error.message, error.code, error.param)
 
-    def claims_listing(self, headers: Mapping[str, str]) -> bool:
-        """Whether a GET /v1/models with these headers comes from one of its clients."""
+    def claims_listing(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        """Whether a GET /v1/models with these headers and query comes from one of its clients."""
         return False
 
-    def model_list(self, models: Mapping[str, str]) -> dict[str, Any]:
-        """The list of model ids (each with the target that serves it) in its API's shape."""
-        data = [{"id": model, "object": "model", "created": 0, "owned_by": owner} for model, owner in models.items()]
+    def model_list(self, models: Mapping[str, ListedModel]) -> dict[str, Any]:
+        """The list of model ids, with what serves them, in its API's shape."""
+        data = [
+            {"id": model, "object": "model", "created": 0, "owned_by": listed.target}
+            for model, listed in models.items()
+        ]
         return {"object": "list", "data": data}
 
     def own_routes(self) -> tuple[OwnRoute, ...]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.forwarding.models import ListedModel
 from mooltiproxy.fronts.base import Front, FrontServices
 from mooltiproxy.fronts.stored_responses import FINAL, ROUTE, StoredResponses
 from mooltiproxy.serving.context import MapperContext, Note, Notes
@@ -55,6 +57,48 @@ class ResponsesFront(Front):
 
     async def after(self, context: MapperContext) -> None:
         await self._kept.keep(context)
+
+    def claims_listing(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        """Codex asks `GET /models?client_version=…` and reads the answer as its own catalog."""
+        return "client_version" in query or headers.get("originator", "").startswith("codex")
+
+    def model_list(self, models: Mapping[str, ListedModel]) -> dict[str, Any]:
+        return {"models": [_codex_model(model, listed, rank) for rank, (model, listed) in enumerate(models.items())]}
+
+
+# What Codex is told of a model it knows nothing of: plain function tools (apply_patch included),
+# no reasoning levels to choose from, and the instructions every turn starts with.
+CODEX_INSTRUCTIONS = (
+    "You are a coding agent working in the user's workspace through the tools you are given: read "
+    "files, run commands and change code with them, then say briefly what you did."
+)
+
+
+def _codex_model(model: str, listed: ListedModel, rank: int) -> dict[str, Any]:
+    """An entry of Codex's catalog: its ModelInfo (codex-rs/protocol/src/openai_models.rs)."""
+    entry: dict[str, Any] = {
+        "slug": model,
+        "display_name": model,
+        "description": f"{model}, served by target {listed.target} through mooltiproxy",
+        "supported_reasoning_levels": [],
+        "shell_type": "shell_command",
+        "visibility": "list",
+        "supported_in_api": True,
+        "priority": rank,
+        "upgrade": None,
+        "base_instructions": CODEX_INSTRUCTIONS,
+        "supports_reasoning_summaries": False,
+        "support_verbosity": False,
+        "default_verbosity": None,
+        "apply_patch_tool_type": "function",
+        "truncation_policy": {"mode": "tokens", "limit": 10_000},
+        "supports_parallel_tool_calls": True,
+        "experimental_supported_tools": [],
+        "input_modalities": ["text"],
+    }
+    if listed.context_length is not None:
+        entry["context_window"] = listed.context_length
+    return entry
 
 
 def _invalid(message: str, param: str | None = None) -> ProxyError:

@@ -11,6 +11,7 @@ from multidict import CIMultiDictProxy
 from mooltiproxy.config.settings import UNKNOWN, Endpoint, Target, TargetInfo
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.sealing import Sealer
 
 _UNPARSED = object()
 
@@ -97,6 +98,7 @@ class MapperContext(Protocol):
     upstream_headers: CIMultiDictProxy[str] | None
     answer_headers: list[CIMultiDictProxy[str]]
     notes: Notes
+    sealer: Sealer  # seals what a client carries and gives back unaltered (a thinking block's signature)
 
     @property
     def body(self) -> Any: ...
@@ -125,10 +127,11 @@ class RequestContext:
         "upstream_headers",
         "answer_headers",
         "notes",
+        "sealer",
         "_body",
     )
 
-    def __init__(self, client_ip: str, request_id: str):
+    def __init__(self, client_ip: str, request_id: str, sealer: Sealer):
         self.request_id = request_id
         self.client_ip = client_ip
         self.client_name = "-"
@@ -151,6 +154,7 @@ class RequestContext:
         self.upstream_headers: CIMultiDictProxy[str] | None = None
         self.answer_headers: list[CIMultiDictProxy[str]] = []
         self.notes = Notes()
+        self.sealer = sealer
         self._body: Any = _UNPARSED
 
     @property

@@ -56,7 +56,8 @@ def plain_messages(messages: Any, keep_parts: bool = False) -> list[dict[str, An
         if not isinstance(role, str) or not role:
             raise _invalid(f"messages[{index}].role must be a non-empty string")
         entry: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": content}
-        for name in ("tool_call_id", "name"):
+        # reasoning_content: the model's earlier reasoning, which templates render (or drop) themselves.
+        for name in ("tool_call_id", "name", "reasoning_content"):
             if isinstance(message.get(name), str):
                 entry[name] = message[name]
         if isinstance(message.get("tool_calls"), list):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
 
-from conftest import proxy_config
+from conftest import KEY, proxy_config
+from support.fake_tgi import MAX_TOTAL_TOKENS, MODEL_ID
 from support.routes import client
 
 ON_TGI = {
@@ -158,3 +160,17 @@ def test_store_false_keeps_nothing(proxy, fake_tgi):
     assert response.store is False
     with pytest.raises(openai.NotFoundError):
         client(proxy, "server").responses.retrieve(response.id)
+
+
+def test_codex_asks_the_model_list_and_gets_its_own_catalog(proxy, fake_tgi):
+    """Codex decodes GET /models?client_version=… as {"models": [ModelInfo]}; an OpenAI list fails its
+    start with "missing field `models`" (openai/codex #35758)."""
+    headers = {"Authorization": f"Bearer {KEY}", "originator": "codex_cli_rs"}
+    answer = httpx.get(f"{proxy.url}/v1/models", params={"client_version": "0.64.0"}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    (model,) = answer.json()["models"]
+    assert model["slug"] == MODEL_ID and model["context_window"] == MAX_TOTAL_TOKENS  # as TGI's /info says
+    assert model["apply_patch_tool_type"] == "function" and model["base_instructions"]
+    # Any other client gets OpenAI's list.
+    listed = httpx.get(f"{proxy.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert listed["object"] == "list" and [item["id"] for item in listed["data"]] == [MODEL_ID]

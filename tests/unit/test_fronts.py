@@ -13,6 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from mooltiproxy.config.settings import MASTER, ClientKey, SystemSettings
 from mooltiproxy.core.errors import ContextLengthExceeded, ProxyError
+from mooltiproxy.forwarding.models import ListedModel
 from mooltiproxy.fronts import FRONTS
 from mooltiproxy.fronts.anthropic import MessagesFront
 from mooltiproxy.fronts.base import Front, FrontServices
@@ -23,7 +24,7 @@ from mooltiproxy.state.memory import MemoryStore
 from mooltiproxy.translation.kinds import PIVOT
 
 SERVICES = FrontServices(MemoryStore(), SystemSettings())
-MODELS = {"qwen": "tgi", "llama": "vllm"}
+MODELS = {"qwen": ListedModel("tgi", 32768), "llama": ListedModel("vllm", None)}
 
 
 def test_every_front_has_its_own_kind_and_the_pivot_has_one():
@@ -44,7 +45,7 @@ def test_the_pivots_front_writes_openais_error_and_model_list():
             {"id": "llama", "object": "model", "created": 0, "owned_by": "vllm"},
         ],
     }
-    assert not front.claims_listing({"anthropic-version": "2023-06-01"})
+    assert not front.claims_listing({"anthropic-version": "2023-06-01"}, {})
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,7 @@ def test_anthropics_front_writes_anthropics_errors(error, kind, message):
 
 def test_anthropics_front_lists_models_for_its_clients_and_takes_their_key_header():
     front = MessagesFront(SERVICES)
-    assert front.claims_listing({"anthropic-version": "2023-06-01"})
+    assert front.claims_listing({"anthropic-version": "2023-06-01"}, {})
     assert front.model_list(MODELS) == {
         "data": [
             {"type": "model", "id": "qwen", "display_name": "qwen", "created_at": "1970-01-01T00:00:00Z"},
@@ -126,3 +127,35 @@ def test_own_routes_answer_in_order_and_say_which_methods_they_take():
     assert ask("DELETE", "/admin/x", master).status == 200
     assert ask("GET", "/elsewhere", master) is None
     assert ask("GET", "/kept/a\n", alice) is None  # the whole path must match
+
+
+# ModelInfo's fields that codex-rs/protocol/src/openai_models.rs requires (no serde default): a
+# catalog entry without one of them fails Codex's start with "missing field".
+CODEX_REQUIRED = {
+    "slug",
+    "display_name",
+    "supported_reasoning_levels",
+    "shell_type",
+    "visibility",
+    "supported_in_api",
+    "priority",
+    "base_instructions",
+    "supports_reasoning_summaries",
+    "support_verbosity",
+    "truncation_policy",
+    "supports_parallel_tool_calls",
+    "experimental_supported_tools",
+}
+
+
+def test_codex_gets_its_own_catalog_with_each_targets_context_window():
+    front = ResponsesFront(SERVICES)
+    assert front.claims_listing({}, {"client_version": "0.64.0"})
+    assert front.claims_listing({"originator": "codex_cli_rs"}, {})
+    assert not front.claims_listing({"user-agent": "OpenAI/Python"}, {})
+    catalog = front.model_list(MODELS)
+    qwen, llama = catalog["models"]
+    assert CODEX_REQUIRED <= set(qwen) and CODEX_REQUIRED <= set(llama)
+    assert (qwen["slug"], qwen["context_window"], qwen["priority"]) == ("qwen", 32768, 0)
+    assert "context_window" not in llama  # unknown: Codex keeps its own default
+    assert qwen["shell_type"] == "shell_command" and qwen["truncation_policy"] == {"mode": "tokens", "limit": 10000}

@@ -11,6 +11,7 @@ from mooltiproxy.config.chains import chained_translators
 from mooltiproxy.config.plugin_specs import MapperSpec, StreamTranslator
 from mooltiproxy.config.registry import find_mappers
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.sealing import Sealer
 from mooltiproxy.fronts.anthropic import AnthropicStream, messagesAnsOpenAIToAnthropic
 from mooltiproxy.translation.kinds import OPENAI_CHAT, TGI_GENERATE
 
@@ -51,7 +52,7 @@ def test_a_chain_reads_the_target_with_its_first_link_and_speaks_with_its_last()
     factory = chained_translators(
         [
             lambda endpoint, context: TGIStreamTranslator("chat", "m", (), True),
-            lambda endpoint, context: AnthropicStream("m"),
+            lambda endpoint, context: AnthropicStream("m", Sealer("key", b"test")),
         ]
     )
     chain = factory(None, None)

@@ -18,6 +18,8 @@ from mooltiproxy.backends.tgi.stream import TGIStreamTranslator
 from mooltiproxy.backends.tgi.tool_prompts import without_tool_turns
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.parsers.reasoning import REASONING_PARSERS
+from mooltiproxy.parsers.reasoning.base import ReasoningSplitter
 from mooltiproxy.parsers.tools import GRAMMAR, TOOL_PARSERS
 from mooltiproxy.serving.context import FanOut, MapperContext, Note, Streamed
 from mooltiproxy.translation.context_window import with_room
@@ -31,6 +33,7 @@ _INCLUDE_USAGE = Note[bool]("tgi.include_usage")
 _TOOL_PARSER = Note[str]("tgi.tool_parser")
 _TOOLS = Note[list[Any]]("tgi.tools")
 _ONE_CALL = Note[bool]("tgi.one_call")  # parallel_tool_calls: false
+_STARTS_IN_REASONING = Note[bool]("tgi.starts_in_reasoning")  # what the rendered prompt's tail says
 
 
 @mapper(OPENAI_COMPLETIONS, TGI_GENERATE)
@@ -72,7 +75,14 @@ def _chat_stream(endpoint: Endpoint, context: MapperContext) -> TGIStreamTransla
         tool_parser=context.notes.get(_TOOL_PARSER),
         tools=context.notes.get(_TOOLS) or (),
         one_call=context.notes.get(_ONE_CALL, False),
+        reasoning=_reasoning_stream(endpoint, context),
     )
+
+
+def _reasoning_stream(endpoint: Endpoint, context: MapperContext) -> ReasoningSplitter | None:
+    if endpoint.reasoning_parser is None:
+        return None
+    return REASONING_PARSERS[endpoint.reasoning_parser].stream(context.notes.get(_STARTS_IN_REASONING, False))
 
 
 def _context_window(error: ProxyError, sent: dict, context: MapperContext) -> dict | None:
@@ -114,6 +124,8 @@ def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
     tools, prompt, prompt_stops = _prompt(payload, endpoint)
     stream = _streamed(payload, context)
+    if endpoint.reasoning_parser is not None:
+        context.notes[_STARTS_IN_REASONING] = REASONING_PARSERS[endpoint.reasoning_parser].starts_inside(prompt)
     max_stops = context.target_info.max_stop_sequences
     request = tgi_request(_without_tools(payload), endpoint.defaults, prompt_stops, stream=stream, max_stops=max_stops)
     parser = endpoint.tool_parser if tools else None
@@ -146,6 +158,10 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext)
         parser = TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or "")
         kept_specials = parser.special_tokens if parser is not None else frozenset()
         text, finish_reason, tokens = choice_text(answer, context.notes.get(_STOPS, ()), kept_specials)
+        reasoning = None
+        if endpoint.reasoning_parser is not None:
+            inside = context.notes.get(_STARTS_IN_REASONING, False)
+            reasoning, text = REASONING_PARSERS[endpoint.reasoning_parser].parse(text, inside)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parser is not None:
             content, calls = parser.parse(text, context.notes.get(_TOOLS) or ())
@@ -155,6 +171,8 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext)
             if calls:
                 message["tool_calls"] = calls
                 finish_reason = "tool_calls"
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
         choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason})
         generated += completion_tokens(answer, tokens, _headers(context, index))
     prompt_tokens = header_count(context.upstream_headers, "x-prompt-tokens")

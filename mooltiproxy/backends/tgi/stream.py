@@ -14,6 +14,7 @@ from mooltiproxy.backends.tgi.answer import FINISH_REASONS, usage
 from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.parsers.reasoning.base import ReasoningSplitter
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 from mooltiproxy.translation.refusals import refusal_status
 from mooltiproxy.translation.sse import json_event
@@ -45,6 +46,7 @@ class TGIStreamTranslator(StreamTranslator):
         tool_parser: str | None = None,
         tools: Sequence[Any] = (),
         one_call: bool = False,
+        reasoning: ReasoningSplitter | None = None,
     ):
         self._chat = kind == "chat"
         self._object = "chat.completion.chunk" if self._chat else "text_completion"
@@ -56,6 +58,8 @@ class TGIStreamTranslator(StreamTranslator):
         self._prefix = prefix
         self._started = False
         self._finish_reason: str | None = None
+        # The model's reasoning, told from its answer before any tool call is looked for.
+        self._reasoning = reasoning
         # Tool calls read from the text as it streams (chat only, when the request has tools).
         parser = TOOL_PARSERS[tool_parser] if tool_parser and self._chat else None
         self._tools = parser.stream(tools) if parser is not None else None
@@ -94,8 +98,17 @@ class TGIStreamTranslator(StreamTranslator):
         return chunks
 
     def _release(self, text: str) -> list[dict[str, Any]]:
-        """The chunks of released text: content, and tool calls as OpenAI streams them (the call
-        with its name first, then its arguments)."""
+        """The chunks of released text: reasoning, content, and tool calls as OpenAI streams them
+        (the call with its name first, then its arguments)."""
+        if self._reasoning is None:
+            return self._answer(text)
+        return self._reasoned(*self._reasoning.feed(text))
+
+    def _reasoned(self, reasoning: str, text: str) -> list[dict[str, Any]]:
+        chunks = [self._chunk({"reasoning_content": reasoning})] if reasoning else []
+        return chunks + self._answer(text)
+
+    def _answer(self, text: str) -> list[dict[str, Any]]:
         if self._tools is None:
             return [self._chunk({"content": text} if self._chat else text)] if text else []
         return self._tool_chunks(*self._tools.feed(text))
@@ -116,6 +129,8 @@ class TGIStreamTranslator(StreamTranslator):
 
     def end(self) -> list[dict[str, Any]]:
         chunks = self._release(self._filter.flush())
+        if self._reasoning is not None:
+            chunks += self._reasoned(*self._reasoning.flush())
         if self._tools is not None:
             chunks += self._tool_chunks(*self._tools.flush())
         finish_reason = "stop" if self._filter.stopped else self._finish_reason or "stop"

@@ -1,0 +1,133 @@
+"""A reasoning model behind TGI's /generate (Qwen3's own template): its thinking told from its
+answer through every front, whole and streamed, and sent back on the next turn."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import pytest
+from openai import OpenAI
+
+from conftest import KEY, WEATHER, auth, proxy_config
+from support import DATA
+from support.models import model_folder
+
+QWEN3 = DATA / "reasoning-templates" / "Qwen-Qwen3-0.6B.jinja"
+COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen3", "tool_parser": "hermes"}
+ROUTES = {
+    "/chat/completions": {**COMMON, "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"},
+    "/messages": {
+        **COMMON,
+        "in": ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoTGI"],
+        "out": ["chatAnsTGItoOpenAI", "messagesAnsOpenAIToAnthropic"],
+    },
+}
+THOUGHT = "The user wants the weather. I should call get_weather."
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+ANSWER = f"<think>\n{THOUGHT}\n</think>\n\nLet me check.\n{CALL}"
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+ANTHROPIC_WEATHER = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
+
+
+@pytest.fixture
+def proxy(start_proxy, fake_tgi, tmp_path):
+    qwen3 = model_folder(tmp_path, QWEN3, eos_token="<|im_end|>")
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}}, templates={"Qwen3": {"tokenizer_config": qwen3}}
+    )
+    return start_proxy(config)
+
+
+def openai_client(proxy) -> OpenAI:
+    return OpenAI(base_url=f"{proxy.url}/v1", api_key=KEY, max_retries=0, _strict_response_validation=True)
+
+
+def test_openai_chat_gets_the_reasoning_apart_whole_and_streamed(proxy, fake_tgi):
+    fake_tgi.reply = ANSWER
+    message = openai_client(proxy).chat.completions.create(model="m", messages=ASK, tools=[WEATHER]).choices[0].message
+    assert message.reasoning_content == THOUGHT
+    assert message.content == "Let me check."
+    assert json.loads(message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    chunks = list(openai_client(proxy).chat.completions.create(model="m", messages=ASK, tools=[WEATHER], stream=True))
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    assert "".join(getattr(delta, "reasoning_content", None) or "" for delta in deltas) == THOUGHT
+    assert "".join(delta.content or "" for delta in deltas).strip() == "Let me check."
+    assert "<think>" not in "".join(delta.content or "" for delta in deltas)
+    # The reasoning goes back with the assistant's call; Qwen3's template renders it before the
+    # call it led to, and leaves it out once a new question comes, by its own rule.
+    call = message.tool_calls[0]
+    turn = {"role": "assistant", "content": "Let me check.", "reasoning_content": THOUGHT}
+    turn["tool_calls"] = [{"id": call.id, "type": "function", "function": call.function.model_dump()}]
+    history = [*ASK, turn, {"role": "tool", "tool_call_id": call.id, "content": "18 C"}]
+    fake_tgi.reply = "<think>\nMild.\n</think>\n\n18 C."
+    openai_client(proxy).chat.completions.create(model="m", messages=history, tools=[WEATHER])
+    assert f"<think>\n{THOUGHT}\n</think>" in fake_tgi.last.json()["inputs"]
+    later = [*history, {"role": "assistant", "content": "18 C."}, {"role": "user", "content": "And Lyon?"}]
+    openai_client(proxy).chat.completions.create(model="m", messages=later, tools=[WEATHER])
+    assert THOUGHT not in fake_tgi.last.json()["inputs"]
+
+
+def ask_anthropic(proxy, messages: list, stream: bool) -> anthropic.types.Message:
+    client = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
+    if not stream:
+        return client.messages.create(model="m", max_tokens=256, messages=messages, tools=[ANTHROPIC_WEATHER])
+    with client.messages.stream(model="m", max_tokens=256, messages=messages, tools=[ANTHROPIC_WEATHER]) as events:
+        return events.get_final_message()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_gets_a_signed_thinking_block_and_sends_it_back(proxy, fake_tgi, stream):
+    fake_tgi.reply = ANSWER
+    message = ask_anthropic(proxy, ASK, stream)
+    assert [block.type for block in message.content] == ["thinking", "text", "tool_use"]
+    thinking, text, use = message.content
+    assert (thinking.thinking, text.text.strip(), message.stop_reason) == (THOUGHT, "Let me check.", "tool_use")
+    assert thinking.signature
+
+    # The next turn carries the thinking back: the template puts it before the call it led to.
+    def history(signature: str) -> list:
+        block = {"type": "thinking", "thinking": THOUGHT, "signature": signature}
+        call = {"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}
+        result = {"type": "tool_result", "tool_use_id": use.id, "content": "18 C"}
+        return [*ASK, {"role": "assistant", "content": [block, call]}, {"role": "user", "content": [result]}]
+
+    fake_tgi.reply = "<think>\nIt is mild.\n</think>\n\n18 C in Paris."
+    answer = ask_anthropic(proxy, history(thinking.signature), stream)
+    assert [block.type for block in answer.content] == ["thinking", "text"]
+    assert answer.content[1].text == "18 C in Paris." and answer.stop_reason == "end_turn"
+    assert f"<think>\n{THOUGHT}\n</think>" in fake_tgi.last.json()["inputs"]
+    # A signature this proxy did not make is not trusted: the thinking never reaches the model.
+    ask_anthropic(proxy, history(thinking.signature[:-4] + "AAAA"), stream)
+    assert THOUGHT not in fake_tgi.last.json()["inputs"]
+
+
+def test_anthropics_stream_signs_its_thinking_before_the_block_ends(proxy, fake_tgi):
+    fake_tgi.reply = "<think>\nShort.\n</think>\n\nDone."
+    body = {"model": "m", "max_tokens": 64, "messages": ASK, "stream": True}
+    events = httpx.post(f"{proxy.url}/v1/messages", json=body, headers=auth()).text.split("\n\n")
+    data = [json.loads(event.split("data: ", 1)[1]) for event in events if "data: " in event]
+    kinds = [(item["type"], item.get("delta", {}).get("type")) for item in data]
+    first = kinds.index(("content_block_start", None))
+    assert data[first]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
+    signature = kinds.index(("content_block_delta", "signature_delta"))
+    assert kinds[signature + 1] == ("content_block_stop", None)
+    assert "".join(item["delta"].get("thinking", "") for item in data if item["type"] == "content_block_delta") == (
+        "Short."
+    )
+
+
+def test_an_answer_the_template_did_not_open_in_reasoning_is_content(start_proxy, fake_tgi, tmp_path):
+    """Where the answer starts comes from the rendered prompt (vLLM #53284): Qwen3's template
+    leaves <think> to the model, so an answer with no think tags is all content."""
+    qwen3 = model_folder(tmp_path, QWEN3, eos_token="<|im_end|>")
+    route = {**ROUTES["/chat/completions"], "template": "Qwen3"}
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": route}}},
+        templates={"Qwen3": {"tokenizer_config": qwen3}},
+    )
+    proxy = start_proxy(config)
+    fake_tgi.reply = "4"
+    message = openai_client(proxy).chat.completions.create(model="m", messages=ASK).choices[0].message
+    assert message.content == "4" and getattr(message, "reasoning_content", None) is None
