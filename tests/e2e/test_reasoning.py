@@ -8,11 +8,10 @@ import json
 import anthropic
 import httpx
 import pytest
-from openai import OpenAI
 
-from conftest import KEY, WEATHER, auth, proxy_config
+from conftest import KEY, WEATHER, auth
 from support import DATA
-from support.models import model_folder
+from support.tool_calls import openai_client, template_proxy
 
 QWEN3 = DATA / "reasoning-templates" / "Qwen-Qwen3-0.6B.jinja"
 COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen3", "tool_parser": "hermes"}
@@ -33,15 +32,7 @@ ANTHROPIC_WEATHER = {"name": "get_weather", "input_schema": WEATHER["function"][
 
 @pytest.fixture
 def proxy(start_proxy, fake_tgi, tmp_path):
-    qwen3 = model_folder(tmp_path, QWEN3, eos_token="<|im_end|>")
-    config = proxy_config(
-        {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}}, templates={"Qwen3": {"tokenizer_config": qwen3}}
-    )
-    return start_proxy(config)
-
-
-def openai_client(proxy) -> OpenAI:
-    return OpenAI(base_url=f"{proxy.url}/v1", api_key=KEY, max_retries=0, _strict_response_validation=True)
+    return template_proxy(start_proxy, fake_tgi, tmp_path, QWEN3, ROUTES, "Qwen3", eos_token="<|im_end|>")
 
 
 def test_openai_chat_gets_the_reasoning_apart_whole_and_streamed(proxy, fake_tgi):
@@ -118,16 +109,9 @@ def test_anthropics_stream_signs_its_thinking_before_the_block_ends(proxy, fake_
     )
 
 
-def test_an_answer_the_template_did_not_open_in_reasoning_is_content(start_proxy, fake_tgi, tmp_path):
+def test_an_answer_the_template_did_not_open_in_reasoning_is_content(proxy, fake_tgi):
     """Where the answer starts comes from the rendered prompt (vLLM #53284): Qwen3's template
     leaves <think> to the model, so an answer with no think tags is all content."""
-    qwen3 = model_folder(tmp_path, QWEN3, eos_token="<|im_end|>")
-    route = {**ROUTES["/chat/completions"], "template": "Qwen3"}
-    config = proxy_config(
-        {"tgi": {"url": fake_tgi.url, "mapping": {"/chat/completions": route}}},
-        templates={"Qwen3": {"tokenizer_config": qwen3}},
-    )
-    proxy = start_proxy(config)
     fake_tgi.reply = "4"
     message = openai_client(proxy).chat.completions.create(model="m", messages=ASK).choices[0].message
     assert message.content == "4" and getattr(message, "reasoning_content", None) is None

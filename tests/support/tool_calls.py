@@ -43,13 +43,20 @@ ANTHROPIC_WEATHER = {
 }
 
 
-def qwen_proxy(start_proxy: Any, fake_tgi: Any, tmp_path: Path) -> ProxyProcess:
-    """The proxy with ROUTES onto the fake TGI, Qwen 2.5's own template rendering the tools."""
-    qwen = model_folder(tmp_path, QWEN, eos_token="<|im_end|>")
+def template_proxy(
+    start_proxy: Any, fake_tgi: Any, tmp_path: Path, template: Path, routes: dict, name: str, **tokens: str
+) -> ProxyProcess:
+    """The proxy with `routes` onto the fake TGI, a model folder with `template` named `name`."""
+    folder = model_folder(tmp_path, template, **tokens)
     config = proxy_config(
-        {"tgi": {"url": fake_tgi.url, "mapping": ROUTES}}, templates={"Qwen": {"tokenizer_config": qwen}}
+        {"tgi": {"url": fake_tgi.url, "mapping": routes}}, templates={name: {"tokenizer_config": folder}}
     )
     return start_proxy(config)
+
+
+def qwen_proxy(start_proxy: Any, fake_tgi: Any, tmp_path: Path) -> ProxyProcess:
+    """The proxy with ROUTES onto the fake TGI, Qwen 2.5's own template rendering the tools."""
+    return template_proxy(start_proxy, fake_tgi, tmp_path, QWEN, ROUTES, "Qwen", eos_token="<|im_end|>")
 
 
 def openai_client(proxy) -> OpenAI:
