@@ -22,6 +22,7 @@ from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.core.sealing import Sealer
 from mooltiproxy.forwarding.models import ListedModel
 from mooltiproxy.fronts.base import Front, FrontServices
 from mooltiproxy.fronts.stored_responses import FINAL, ROUTE, StoredResponses
@@ -117,7 +118,9 @@ def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: MapperConte
         messages.append({"role": "user", "content": source})
     elif isinstance(source, list):
         for index, item in enumerate(source):
-            _add_item(messages, item, index)
+            _add_item(messages, item, index, context.sealer)
+        # Reasoning that led to nothing the history kept has no turn to go with.
+        messages = [message for message in messages if message["content"] is not None or message.get("tool_calls")]
     else:
         raise _invalid("input: a string or a list of items is expected", "input")
     request: dict[str, Any] = {"model": payload.get("model"), "messages": messages}
@@ -144,13 +147,22 @@ def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: MapperConte
     return request
 
 
-def _add_item(messages: list[dict[str, Any]], item: Any, index: int) -> None:
+def _add_item(messages: list[dict[str, Any]], item: Any, index: int, sealer: Sealer) -> None:
     if not isinstance(item, dict):
         raise _invalid(f"input[{index}]: an item object is expected", "input")
     kind = item.get("type", "message")
     if kind == "message":
         role = "system" if item.get("role") == "developer" else item.get("role")
-        messages.append({"role": role, "content": _text(item.get("content"))})
+        if role == "assistant" and _reasoning_only(messages):
+            messages[-1]["content"] = _text(item.get("content"))  # the answer its reasoning led to
+        else:
+            messages.append({"role": role, "content": _text(item.get("content"))})
+    elif kind == "reasoning":
+        reasoning = _replayed_reasoning(item, sealer)
+        if reasoning:
+            messages.append({"role": "assistant", "content": None, "reasoning_content": reasoning})
+        else:
+            log.info("input[%d]: a reasoning item this proxy cannot read or did not seal is left out", index)
     elif kind in ("function_call", "custom_tool_call"):
         arguments = item.get("arguments") if kind == "function_call" else json.dumps({"input": item.get("input", "")})
         call = {
@@ -171,10 +183,30 @@ def _add_item(messages: list[dict[str, Any]], item: Any, index: int) -> None:
                 "content": output if isinstance(output, str) else _text(output),
             }
         )
-    elif kind in ("reasoning", "local_shell_call", "local_shell_call_output", "web_search_call"):
+    elif kind in ("local_shell_call", "local_shell_call_output", "web_search_call"):
         log.info("input[%d]: a %s item has no meaning for the target and is left out", index, kind)
     else:
         raise _invalid(f"input[{index}]: unknown item type '{kind}'", "input")
+
+
+def _reasoning_only(messages: list[dict[str, Any]]) -> bool:
+    last = messages[-1] if messages else {}
+    return last.get("role") == "assistant" and "reasoning_content" in last and last["content"] is None
+
+
+def _replayed_reasoning(item: dict[str, Any], sealer: Sealer) -> str:
+    """A replayed reasoning item's text: from its `encrypted_content` when it has one (only this
+    proxy's opens: another model's, or an altered one, gives nothing), else from its `content`."""
+    if item.get("encrypted_content") is not None:
+        return sealer.open(item["encrypted_content"]) or ""
+    parts = item.get("content")
+    if not isinstance(parts, list):
+        return ""
+    return "".join(
+        part["text"]
+        for part in parts
+        if isinstance(part, dict) and part.get("type") == "reasoning_text" and isinstance(part.get("text"), str)
+    )
 
 
 def _text(content: Any) -> str:
@@ -217,13 +249,17 @@ def _stream(endpoint: Endpoint, context: MapperContext) -> ResponsesStream:
 def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """An OpenAI chat completion -> a Response."""
     choice, message = first_choice(payload)
+    envelope = Envelope(context)
     output: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        output.append(envelope.reasoning_item(new_id("rs_"), reasoning))
     if message.get("content"):
         output.append(_message_item(new_id("msg_"), message["content"]))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         output.append(_call_item(new_id("fc_"), call.get("id") or new_id("call_"), function))
-    response = Envelope(context).response(output, choice.get("finish_reason"), payload.get("usage") or {})
+    response = envelope.response(output, choice.get("finish_reason"), payload.get("usage") or {})
     context.notes[FINAL] = response  # kept when the request asks it to be
     return response
 
@@ -251,6 +287,17 @@ class Envelope:
         self.id = new_id("resp_")
         self.created_at = int(time.time())
         self._request: dict[str, Any] = context.notes.get(_REQUEST) or {}
+        self._sealer = context.sealer
+
+    def reasoning_item(self, item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+        """A reasoning output item; with its text sealed in `encrypted_content` when the request
+        asks for it (Codex does, with `store: false`, and sends the item back on the next turn)."""
+        item: dict[str, Any] = {"id": item_id, "type": "reasoning", "status": status, "summary": []}
+        item["content"] = [{"type": "reasoning_text", "text": text}]
+        include = self._request.get("include")
+        if isinstance(include, list) and "reasoning.encrypted_content" in include:
+            item["encrypted_content"] = self._sealer.seal(text)
+        return item
 
     def response(
         self, output: list[dict[str, Any]], finish_reason: Any, usage: dict[str, Any], status: str | None = None
@@ -318,6 +365,19 @@ class ResponsesStream(StreamTranslator):
             self._usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            if delta.get("reasoning_content"):
+                if self._open is None or self._open["type"] != "reasoning":
+                    item = {"id": new_id("rs_"), "type": "reasoning", "status": "in_progress", "summary": []}
+                    out += self._open_item(item)
+                self._text += delta["reasoning_content"]
+                out.append(
+                    self._emit(
+                        "response.reasoning_text.delta",
+                        item_id=self._open_id(),
+                        content_index=0,
+                        delta=delta["reasoning_content"],
+                    )
+                )
             if delta.get("content"):
                 if self._open is None or self._open["type"] != "message":
                     out += self._open_item(_message_item(new_id("msg_"), "", "in_progress"))
@@ -413,6 +473,17 @@ class ResponsesStream(StreamTranslator):
                 )
             )
             item = _message_item(item["id"], self._text)
+        elif item["type"] == "reasoning":
+            out.append(
+                self._emit(
+                    "response.reasoning_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=self._text,
+                )
+            )
+            item = self._envelope.reasoning_item(item["id"], self._text)
         else:
             out.append(
                 self._emit(
@@ -434,7 +505,7 @@ class ResponsesStream(StreamTranslator):
 
     def _emit(self, kind: str, **fields: Any) -> bytes:
         if "output_index" not in fields and kind.startswith(
-            ("response.output_text", "response.content_part", "response.function_call")
+            ("response.output_text", "response.content_part", "response.function_call", "response.reasoning_text")
         ):
             fields["output_index"] = len(self._output)
         self._sequence += 1

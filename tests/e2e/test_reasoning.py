@@ -4,6 +4,7 @@ answer through every front, whole and streamed, and sent back on the next turn."
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 import httpx
@@ -21,6 +22,11 @@ ROUTES = {
         **COMMON,
         "in": ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoTGI"],
         "out": ["chatAnsTGItoOpenAI", "messagesAnsOpenAIToAnthropic"],
+    },
+    "/responses": {
+        **COMMON,
+        "in": ["responsesReqToOpenAI", "chatReqOpenAItoTGI"],
+        "out": ["chatAnsTGItoOpenAI", "responsesAnsOpenAIToResponses"],
     },
 }
 THOUGHT = "The user wants the weather. I should call get_weather."
@@ -115,3 +121,38 @@ def test_an_answer_the_template_did_not_open_in_reasoning_is_content(proxy, fake
     fake_tgi.reply = "4"
     message = openai_client(proxy).chat.completions.create(model="m", messages=ASK).choices[0].message
     assert message.content == "4" and getattr(message, "reasoning_content", None) is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_codex_gets_sealed_reasoning_items_and_replays_them_without_a_store(proxy, fake_tgi, stream):
+    """Codex asks for `reasoning.encrypted_content` with `store: false`, and sends the items back."""
+    client = openai_client(proxy)
+    tool = {"type": "function", **WEATHER["function"]}
+    request = {"model": "m", "tools": [tool], "store": False, "include": ["reasoning.encrypted_content"]}
+
+    def respond(given: list) -> Any:
+        if not stream:
+            return client.responses.create(input=given, **request)
+        events = list(client.responses.create(input=given, stream=True, **request))
+        kinds = [event.type for event in events]
+        assert "response.reasoning_text.delta" in kinds and kinds[-1] == "response.completed"
+        return events[-1].response
+
+    fake_tgi.reply = ANSWER
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    response = respond(asked)
+    reasoning, message, call = response.output
+    assert (reasoning.type, message.type, call.type) == ("reasoning", "message", "function_call")
+    assert reasoning.content[0].text == THOUGHT and reasoning.encrypted_content
+
+    def replay(item: dict) -> list:
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": "18 C"}
+        return [*asked, item, call.model_dump(exclude_none=True), output]
+
+    fake_tgi.reply = "<think>\nMild.\n</think>\n\n18 C."
+    respond(replay(reasoning.model_dump(exclude_none=True)))
+    assert f"<think>\n{THOUGHT}\n</think>" in fake_tgi.last.json()["inputs"]
+    # A sealed item that was altered is left out, never trusted.
+    forged = {**reasoning.model_dump(exclude_none=True), "encrypted_content": reasoning.encrypted_content[:-4] + "AAAA"}
+    respond(replay(forged))
+    assert THOUGHT not in fake_tgi.last.json()["inputs"]
