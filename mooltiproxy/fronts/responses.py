@@ -366,39 +366,28 @@ class ResponsesStream(StreamTranslator):
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             if delta.get("reasoning_content"):
-                if self._open is None or self._open["type"] != "reasoning":
-                    item = {"id": new_id("rs_"), "type": "reasoning", "status": "in_progress", "summary": []}
-                    out += self._open_item(item)
-                self._text += delta["reasoning_content"]
-                out.append(
-                    self._emit(
-                        "response.reasoning_text.delta",
-                        item_id=self._open_id(),
-                        content_index=0,
-                        delta=delta["reasoning_content"],
-                    )
-                )
+                out += self._text_delta("reasoning", "response.reasoning_text.delta", delta["reasoning_content"])
             if delta.get("content"):
-                if self._open is None or self._open["type"] != "message":
-                    out += self._open_item(_message_item(new_id("msg_"), "", "in_progress"))
-                    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-                    out.append(
-                        self._emit("response.content_part.added", item_id=self._open_id(), content_index=0, part=part)
-                    )
-                self._text += delta["content"]
-                out.append(
-                    self._emit(
-                        "response.output_text.delta",
-                        item_id=self._open_id(),
-                        content_index=0,
-                        delta=delta["content"],
-                        logprobs=[],
-                    )
-                )
+                out += self._text_delta("message", "response.output_text.delta", delta["content"], logprobs=[])
             for call in delta.get("tool_calls") or []:
                 out += self._call_delta(call)
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
+        return out
+
+    def _text_delta(self, kind: str, event: str, text: str, **fields: Any) -> list[bytes]:
+        """The next piece of a reasoning or message item's text, the item opened when it is new."""
+        out = self._open_text_item(kind) if self._open is None or self._open["type"] != kind else []
+        self._text += text
+        out.append(self._emit(event, item_id=self._open_id(), content_index=0, delta=text, **fields))
+        return out
+
+    def _open_text_item(self, kind: str) -> list[bytes]:
+        if kind == "reasoning":
+            return self._open_item({"id": new_id("rs_"), "type": "reasoning", "status": "in_progress", "summary": []})
+        out = self._open_item(_message_item(new_id("msg_"), "", "in_progress"))
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        out.append(self._emit("response.content_part.added", item_id=self._open_id(), content_index=0, part=part))
         return out
 
     def _call_delta(self, call: dict[str, Any]) -> list[bytes]:
