@@ -173,3 +173,7 @@ TGI_DEFAULTS = vol.Schema(
         vol.Optional("watermark"): bool,
     }
 )
+
+
+# What a template may be given: names Jinja can read, and values YAML writes.
+TEMPLATE_VARIABLES = vol.Schema({vol.Match(r"^[A-Za-z_][A-Za-z0-9_]*$"): vol.Any(str, int, float, bool, None)})

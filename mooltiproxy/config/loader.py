@@ -123,9 +123,7 @@ def _adapt(function: Callable, arguments: int) -> Callable:
     accepted = positional_arity(function)
     if accepted >= arguments:
         return function
-    if accepted == 2:
-        return lambda first, second, *_: function(first, second)
-    return lambda first, *_: function(first)
+    return lambda *given: function(*given[:accepted])
 
 
 class _Builder:
@@ -243,7 +241,7 @@ class _Builder:
             request_mapper=self._mapper(ins),
             answer_mapper=self._mapper(outs),
             prompter_name=prompter_name,
-            prompter=_adapt(self.prompters[prompter_name].function, 3) if prompter_name else None,
+            prompter=_adapt(self.prompters[prompter_name].function, 4) if prompter_name else None,
             template=template,
             **section_values(Endpoint, spec, self.source.parent),
             tool_parser=self._tool_parser(where, spec.get("tool_parser"), template),

@@ -26,9 +26,10 @@ StreamTranslatorFactory = Callable[["Endpoint", Any], Any]
 # An answer mapper's say on a target's error: hook(error, payload_sent, context) returns a payload
 # to send once more instead, or None; it may raise a ProxyError of its own.
 ErrorHook = Callable[[Any, Any, Any], Any]
-# Prompters are called as prompter(messages, endpoint, tools) -> (prompt, stop_sequences); tools is
-# the request's (None without), and a prompter written with two arguments never sees it.
-Prompter = Callable[[Any, "Endpoint", Any], tuple[str, list[str]]]
+# Prompters are called as prompter(messages, endpoint, tools, switches) -> (prompt, stop_sequences):
+# tools are the request's (None without), switches the template's variables for this request
+# (enable_thinking, reasoning_effort, ...); a prompter written with fewer arguments never sees them.
+Prompter = Callable[[Any, "Endpoint", Any, Mapping[str, Any]], tuple[str, list[str]]]
 
 
 # How tool calls are read back from generated text (parsers/tools/); `auto` is resolved at load
@@ -92,6 +93,9 @@ class Endpoint:
     system_prompt: str | None = setting(None, checks.optional(str))
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
     strip_bos: bool = setting(True, bool)
+    # Variables the template gets on every request (vLLM's chat_template_kwargs): enable_thinking:
+    # false turns a Qwen3 model's thinking off on this route, say. A request's effort wins.
+    chat_template_kwargs: Mapping[str, Any] = setting(factory=dict, check=checks.section(checks.TEMPLATE_VARIABLES))
     # How tool calls are read back from generated text (TGI's /generate): a name of TOOL_PARSERS,
     # or None (no tools).
     tool_parser: str | None = None

@@ -155,8 +155,13 @@ class PromptTemplate:
     stop: tuple[str, ...] = ()
 
     def render(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, tools: Any = None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Any = None,
+        **switches: Any,
     ) -> str:
+        """`switches`: the template's own variables for this request (enable_thinking, ...)."""
         template = self.tool_use if tools and self.tool_use is not None else self.jinja
         if template is None:
             raise ProxyError(500, f"Template '{self.name}' has no Jinja template", code="template_error")
@@ -167,6 +172,7 @@ class PromptTemplate:
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
                 **self.other_tokens,
+                **switches,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
             )

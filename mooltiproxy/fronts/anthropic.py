@@ -130,6 +130,9 @@ def _chat_request(payload: dict, sealer: Sealer) -> dict[str, Any]:
     if payload.get("stream") is True:
         # The usage comes in the last chunk: Anthropic's message_delta carries it.
         request.update(stream=True, stream_options={"include_usage": True})
+    effort = _effort(payload)
+    if effort is not None:
+        request["reasoning_effort"] = effort
     metadata = payload.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         request["user"] = metadata["user_id"]
@@ -145,6 +148,29 @@ def _chat_request(payload: dict, sealer: Sealer) -> dict[str, Any]:
             if choice.get("disable_parallel_tool_use") is True:
                 request["parallel_tool_calls"] = False
     return request
+
+
+# Budgets below these give the pivot's low and medium efforts; anything larger, high.
+_BUDGETS = ((4096, "low"), (16384, "medium"))
+
+
+def _effort(payload: dict) -> str | None:
+    """`output_config.effort`, else what `thinking` says: disabled is no reasoning, an enabled
+    budget an effort by its size (a budget is not enforced: the effort picks the template's
+    switch), adaptive the model's own choice."""
+    output_config = payload.get("output_config")
+    effort = output_config.get("effort") if isinstance(output_config, dict) else None
+    if effort in ("low", "medium", "high"):
+        return str(effort)
+    thinking = payload.get("thinking")
+    if not isinstance(thinking, dict):
+        return None
+    if thinking.get("type") == "disabled":
+        return "none"
+    budget = thinking.get("budget_tokens")
+    if thinking.get("type") == "enabled" and isinstance(budget, int) and not isinstance(budget, bool):
+        return next((name for limit, name in _BUDGETS if budget < limit), "high")
+    return None
 
 
 def _system_text(system: Any) -> str:

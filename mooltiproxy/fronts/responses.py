@@ -108,8 +108,8 @@ def _invalid(message: str, param: str | None = None) -> ProxyError:
 
 @mapper(OPENAI_RESPONSES, OPENAI_CHAT)
 def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
-    """A Responses request -> an OpenAI chat request. `reasoning`, `store`, `metadata`, `include`
-    and the like are accepted and have no effect."""
+    """A Responses request -> an OpenAI chat request. `reasoning.effort` is the chat request's
+    `reasoning_effort`; `store`, `metadata` and the like are accepted and have no effect."""
     messages: list[dict[str, Any]] = []
     if isinstance(payload.get("instructions"), str) and payload["instructions"]:
         messages.append({"role": "system", "content": payload["instructions"]})
@@ -129,6 +129,9 @@ def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: MapperConte
             request[name] = payload[name]
     if payload.get("max_output_tokens") is not None:
         request["max_tokens"] = payload["max_output_tokens"]
+    reasoning = payload.get("reasoning")
+    if isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str):
+        request["reasoning_effort"] = reasoning["effort"]
     text_format = (payload.get("text") or {}).get("format") if isinstance(payload.get("text"), dict) else None
     if isinstance(text_format, dict) and text_format.get("type") == "json_schema":
         schema = {"name": text_format.get("name", "answer"), "schema": text_format.get("schema")}

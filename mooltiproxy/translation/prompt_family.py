@@ -31,7 +31,7 @@ def mismatched_routes(target: Target, model_id: str | None) -> list[str]:
         if endpoint.prompter is None:
             continue
         try:
-            prompt, _ = endpoint.prompter(_PROBE, endpoint, None)
+            prompt, _ = endpoint.prompter(_PROBE, endpoint, None, {})
         except Exception:  # noqa: BLE001 (a template that refuses the probe says nothing of its family)
             continue
         if marker not in prompt:

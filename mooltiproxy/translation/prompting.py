@@ -84,15 +84,19 @@ def parsed_arguments(arguments: Any) -> Any:
     return arguments
 
 
-def render_chat(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
+def render_chat(
+    messages: Any, endpoint: Endpoint, tools: Any = None, switches: Mapping[str, Any] | None = None
+) -> tuple[str, list[str]]:
     """(prompt, stop strings) from the endpoint's Jinja template, rendered as transformers renders it,
-    with the request's tools (in OpenAI's function format, as templates expect them)."""
+    with the request's tools (in OpenAI's function format, as templates expect them) and switches."""
     template = template_of(endpoint)
     if tools and not template.renders_tools:
         raise ProxyError(
             400, f"Template '{template.name}' renders no tools", code="invalid_request_error", param="tools"
         )
-    prompt = template.render(plain_messages(messages, keep_parts=template.content_parts), tools=tools)
+    prompt = template.render(
+        plain_messages(messages, keep_parts=template.content_parts), tools=tools, **(switches or {})
+    )
     return without_bos(prompt, template.bos_token, endpoint.strip_bos), list(template.stop)
 
 

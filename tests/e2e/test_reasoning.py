@@ -156,3 +156,41 @@ def test_codex_gets_sealed_reasoning_items_and_replays_them_without_a_store(prox
     forged = {**reasoning.model_dump(exclude_none=True), "encrypted_content": reasoning.encrypted_content[:-4] + "AAAA"}
     respond(replay(forged))
     assert THOUGHT not in fake_tgi.last.json()["inputs"]
+
+
+THINKING_OFF = "<|im_start|>assistant\n<think>\n\n</think>\n\n"  # what Qwen3's template writes
+
+
+def test_each_fronts_effort_switches_the_templates_thinking(proxy, fake_tgi):
+    fake_tgi.reply = "4"
+    chat = openai_client(proxy).chat.completions
+    chat.create(model="m", messages=ASK, reasoning_effort="none")
+    assert fake_tgi.last.json()["inputs"].endswith(THINKING_OFF)
+    chat.create(model="m", messages=ASK, reasoning_effort="high")
+    assert fake_tgi.last.json()["inputs"].endswith("<|im_start|>assistant\n")
+    claude = anthropic.Anthropic(base_url=proxy.url, api_key=KEY, max_retries=0)
+    claude.messages.create(model="m", max_tokens=64, messages=ASK, thinking={"type": "disabled"})
+    assert fake_tgi.last.json()["inputs"].endswith(THINKING_OFF)
+    claude.messages.create(model="m", max_tokens=64, messages=ASK, thinking={"type": "enabled", "budget_tokens": 2048})
+    assert fake_tgi.last.json()["inputs"].endswith("<|im_start|>assistant\n")
+    openai_client(proxy).responses.create(model="m", input="2+2?", reasoning={"effort": "none"})
+    assert fake_tgi.last.json()["inputs"].endswith(THINKING_OFF)
+    refused = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        json={"model": "m", "messages": ASK, "reasoning_effort": "max"},
+        headers=auth(),
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "reasoning_effort"
+
+
+def test_a_route_turns_thinking_off_and_a_requests_effort_turns_it_back_on(start_proxy, fake_tgi, tmp_path):
+    route = {**ROUTES["/chat/completions"], "chat_template_kwargs": {"enable_thinking": False}}
+    proxy = template_proxy(
+        start_proxy, fake_tgi, tmp_path, QWEN3, {"/chat/completions": route}, "Qwen3", eos_token="<|im_end|>"
+    )
+    fake_tgi.reply = "4"
+    message = openai_client(proxy).chat.completions.create(model="m", messages=ASK).choices[0].message
+    assert fake_tgi.last.json()["inputs"].endswith(THINKING_OFF)
+    assert message.content == "4" and getattr(message, "reasoning_content", None) is None
+    openai_client(proxy).chat.completions.create(model="m", messages=ASK, reasoning_effort="low")
+    assert fake_tgi.last.json()["inputs"].endswith("<|im_start|>assistant\n")

@@ -205,11 +205,11 @@ def test_templates_from_a_tokenizer_config_and_inline(tmp_path):
     )
     config = load_config(tmp_path / "config.yaml", environ={})
     hub = config.targets["t"].endpoints["/hub"]
-    prompt, stops = hub.prompter(llama3["messages"], hub)
+    prompt, stops = hub.prompter(llama3["messages"], hub, None, {})
     assert "<|begin_of_text|>" + prompt == llama3["expected"]
     assert stops == ["<|eot_id|>"]
     inline = config.targets["t"].endpoints["/inline"]
-    assert inline.prompter(HISTORY[1:2], inline) == ("[user]Hello[assistant]", ["[user]"])
+    assert inline.prompter(HISTORY[1:2], inline, None, {}) == ("[user]Hello[assistant]", ["[user]"])
 
 
 @pytest.mark.parametrize(

@@ -197,8 +197,24 @@ def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, l
     renders_tools = endpoint.template is not None and endpoint.template.renders_tools
     if endpoint.tool_parser == GRAMMAR and not renders_tools:
         messages = without_tool_turns(messages, tools)
-    prompt, stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None)
+    switches = {**endpoint.chat_template_kwargs, **_thinking_switches(payload.get("reasoning_effort"))}
+    prompt, stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None, switches)
     return tools, prompt, list(stops)
+
+
+# A request's effort as the templates' own switches: Qwen3's and GLM's enable_thinking, DeepSeek
+# V3.1's thinking, gpt-oss's reasoning_effort (low, medium, high). A template reads the ones it knows.
+_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+
+
+def _thinking_switches(effort: Any) -> dict[str, Any]:
+    if effort == "none":
+        return {"enable_thinking": False, "thinking": False}
+    if effort in _EFFORTS:
+        return {"enable_thinking": True, "thinking": True, "reasoning_effort": _EFFORTS[effort]}
+    if effort is not None:
+        raise invalid(f"reasoning_effort: expected one of none, {', '.join(_EFFORTS)}", "reasoning_effort")
+    return {}
 
 
 def _tools(payload: dict, endpoint: Endpoint) -> list[Any] | None:

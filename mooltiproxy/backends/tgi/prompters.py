@@ -4,6 +4,7 @@ Hugging Face chat template, rendered as transformers renders it), and the origin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
@@ -29,11 +30,13 @@ def _split_system(messages: list[dict[str, str]], endpoint: Endpoint) -> tuple[s
 
 
 @prompter("markers", "jinja")
-def fromTemplate(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
+def fromTemplate(
+    messages: Any, endpoint: Endpoint, tools: Any = None, switches: Mapping[str, Any] | None = None
+) -> tuple[str, list[str]]:
     """The original format built from a `templates:` entry's markers, or its whole Jinja template."""
     template = template_of(endpoint)
     if template.jinja is not None:
-        return render_chat(messages, endpoint, tools)
+        return render_chat(messages, endpoint, tools, switches)
     plain = plain_messages(messages)
     system, turns = _split_system(plain, endpoint)
     for index, message in enumerate(turns, start=len(plain) - len(turns)):
@@ -86,6 +89,8 @@ def llama2_chat(messages: Any, endpoint: Endpoint) -> tuple[str, list[str]]:
 
 
 @prompter("jinja")
-def chat_template(messages: Any, endpoint: Endpoint, tools: Any = None) -> tuple[str, list[str]]:
+def chat_template(
+    messages: Any, endpoint: Endpoint, tools: Any = None, switches: Mapping[str, Any] | None = None
+) -> tuple[str, list[str]]:
     """The endpoint's template (a `templates:` entry or a built-in one such as `llama3`)."""
-    return render_chat(messages, endpoint, tools)
+    return render_chat(messages, endpoint, tools, switches)
