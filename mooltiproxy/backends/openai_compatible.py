@@ -29,6 +29,7 @@ from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.serving.context import MapperContext, Note, Streamed
 from mooltiproxy.translation.context_window import with_room
+from mooltiproxy.translation.images import with_images_ready
 from mooltiproxy.translation.kinds import ANTHROPIC_COUNT, COMPATIBLE_TOKENIZE, OPENAI_CHAT, OPENAI_COMPATIBLE
 from mooltiproxy.translation.marks import mapper
 from mooltiproxy.translation.refusals import refusal_status
@@ -67,6 +68,8 @@ def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: Mapper
     the Anthropic front need it), which is passed on only to a client that asked. Stop strings
     beyond what the server takes (TGI's max_stop_sequences, from its /info) are enforced here."""
     request = dict(payload)
+    if "messages" in payload:
+        request["messages"] = with_images_ready(payload["messages"], endpoint)
     if context.target_info.source == TGIBackend.info_path:
         _within_tgis_ranges(request)
     stop, limit = payload.get("stop"), context.target_info.max_stop_sequences

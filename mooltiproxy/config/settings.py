@@ -93,6 +93,11 @@ class Endpoint:
     system_prompt: str | None = setting(None, checks.optional(str))
     # Drop a leading bos token from prompts (TGI's /generate adds it itself).
     strip_bos: bool = setting(True, bool)
+    # Images in messages: a text placeholder (for a model that reads text only), a 400 (refuse), or
+    # passed to a vision model (vision); URLs only with image_urls, data URLs up to max_image_bytes.
+    images: str = setting("placeholder", checks.one_of("placeholder", "refuse", "vision"))
+    image_urls: bool = setting(False, bool)
+    max_image_bytes: int = setting(5 * 1024 * 1024, checks.integer(1))
     # Variables the template gets on every request (vLLM's chat_template_kwargs): enable_thinking:
     # false turns a Qwen3 model's thinking off on this route, say. A request's effort wins.
     chat_template_kwargs: Mapping[str, Any] = setting(factory=dict, check=checks.section(checks.TEMPLATE_VARIABLES))

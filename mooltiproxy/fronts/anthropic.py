@@ -197,7 +197,7 @@ def _chat_messages(message: Any, index: int, sealer: Sealer) -> list[dict[str, A
         return [{"role": role, "content": content}]
     if not isinstance(content, list):
         raise _invalid(f"messages.{index}.content: a string or a list of content blocks is expected")
-    texts: list[str] = []
+    parts: list[dict[str, Any]] = []  # text and images, in order
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
@@ -205,7 +205,9 @@ def _chat_messages(message: Any, index: int, sealer: Sealer) -> list[dict[str, A
         kind = block.get("type") if isinstance(block, dict) else None
         where = f"messages.{index}.content.{block_index}"
         if kind == "text":
-            texts.append(str(block.get("text", "")))
+            parts.append({"type": "text", "text": str(block.get("text", ""))})
+        elif kind == "image":
+            parts.append(_image_part(block, where))
         elif kind == "tool_use":
             arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
             calls.append(
@@ -216,9 +218,11 @@ def _chat_messages(message: Any, index: int, sealer: Sealer) -> list[dict[str, A
                 }
             )
         elif kind == "tool_result":
-            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": _result_text(block)})
-        elif kind in ("image", "document"):
-            raise _invalid(f"{where}: {kind} blocks are not supported by this target, which reads text only")
+            results.append(
+                {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": _result_content(block, where)}
+            )
+        elif kind == "document":
+            raise _invalid(f"{where}: document blocks are not supported by this target, which reads text only")
         elif kind == "thinking":
             if sealer.vouches(block.get("signature"), block.get("thinking")):
                 thoughts.append(block["thinking"])
@@ -229,8 +233,8 @@ def _chat_messages(message: Any, index: int, sealer: Sealer) -> list[dict[str, A
         else:
             raise _invalid(f"{where}: unknown content block type '{kind}'")
     chat: list[dict[str, Any]] = results
-    if texts or calls or thoughts:
-        entry: dict[str, Any] = {"role": role, "content": "".join(texts) if texts else None}
+    if parts or calls or thoughts:
+        entry: dict[str, Any] = {"role": role, "content": _content(parts)}
         if calls:
             entry["tool_calls"] = calls
         if thoughts and role == "assistant":
@@ -239,13 +243,36 @@ def _chat_messages(message: Any, index: int, sealer: Sealer) -> list[dict[str, A
     return chat
 
 
-def _result_text(block: dict[str, Any]) -> str:
+def _result_content(block: dict[str, Any], where: str) -> str | list[dict[str, Any]] | None:
+    """A tool result's text, or its text and images (a screenshot a tool took) as parts."""
     content = block.get("content")
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return "" if content is None else str(content)
+    if not isinstance(content, list):
+        return "" if content is None else str(content)
+    parts = [
+        {"type": "text", "text": str(part.get("text", ""))} if part.get("type") == "text" else _image_part(part, where)
+        for part in content
+        if isinstance(part, dict) and part.get("type") in ("text", "image")
+    ]
+    return _content(parts) or ""
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
+    """Text parts as one string, as before images; with an image, the parts (the pivot's)."""
+    if any(part["type"] == "image_url" for part in parts):
+        return parts
+    return "".join(part["text"] for part in parts) if parts else None
+
+
+def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """An image block as the pivot's image_url part: base64 data as a data URL, or its URL."""
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+    elif isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise _invalid(f"{where}: an image block needs a base64 or url source")
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def _function_tool(tool: Any, index: int) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def _add_item(messages: list[dict[str, Any]], item: Any, index: int, sealer: Sea
         if role == "assistant" and _reasoning_only(messages):
             messages[-1]["content"] = _text(item.get("content"))  # the answer its reasoning led to
         else:
-            messages.append({"role": role, "content": _text(item.get("content"))})
+            messages.append({"role": role, "content": _message_content(item.get("content"))})
     elif kind == "reasoning":
         reasoning = _replayed_reasoning(item, sealer)
         if reasoning:
@@ -210,6 +210,23 @@ def _replayed_reasoning(item: dict[str, Any], sealer: Sealer) -> str:
         for part in parts
         if isinstance(part, dict) and part.get("type") == "reasoning_text" and isinstance(part.get("text"), str)
     )
+
+
+def _message_content(content: Any) -> str | list[dict[str, Any]]:
+    """A message item's text; with an `input_image`, its text and images as the pivot's parts."""
+    if not isinstance(content, list) or not any(_is_image(part) for part in content):
+        return _text(content)
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if _is_image(part):
+            parts.append({"type": "image_url", "image_url": {"url": part.get("image_url")}})
+        elif isinstance(part, dict) and part.get("type") in _INPUT_TEXT:
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+    return parts
+
+
+def _is_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "input_image"
 
 
 def _text(content: Any) -> str:

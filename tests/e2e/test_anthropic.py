@@ -113,11 +113,11 @@ def test_errors_speak_anthropics_shape(proxy, fake_tgi):
             model="c",
             max_tokens=5,
             messages=[
-                {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}
+                {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "http://x/y.pdf"}}]}
             ],
         )
     assert bad.value.body["error"]["type"] == "invalid_request_error"
-    assert "image blocks are not supported" in bad.value.body["error"]["message"]
+    assert "document blocks are not supported" in bad.value.body["error"]["message"]
     missing = httpx.post(f"{proxy.url}/v1/messages", json={"model": "c", "messages": HISTORY}, headers=auth())
     assert missing.status_code == 400
     assert missing.json()["error"]["message"] == "max_tokens: a positive integer is required"

@@ -12,23 +12,12 @@ import pytest
 
 from conftest import KEY, WEATHER, auth
 from support import DATA
+from support.routes import fronts_onto_tgi
 from support.tool_calls import openai_client, template_proxy
 
 QWEN3 = DATA / "reasoning-templates" / "Qwen-Qwen3-0.6B.jinja"
 COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen3", "tool_parser": "hermes"}
-ROUTES = {
-    "/chat/completions": {**COMMON, "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"},
-    "/messages": {
-        **COMMON,
-        "in": ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoTGI"],
-        "out": ["chatAnsTGItoOpenAI", "messagesAnsOpenAIToAnthropic"],
-    },
-    "/responses": {
-        **COMMON,
-        "in": ["responsesReqToOpenAI", "chatReqOpenAItoTGI"],
-        "out": ["chatAnsTGItoOpenAI", "responsesAnsOpenAIToResponses"],
-    },
-}
+ROUTES = fronts_onto_tgi(**COMMON)
 THOUGHT = "The user wants the weather. I should call get_weather."
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 ANSWER = f"<think>\n{THOUGHT}\n</think>\n\nLet me check.\n{CALL}"

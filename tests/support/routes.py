@@ -20,6 +20,22 @@ TRANSLATED = {
 }
 
 
+def fronts_onto_tgi(**settings: object) -> dict[str, dict]:
+    """OpenAI Chat, Anthropic Messages and Responses routes, chained onto TGI's /generate."""
+    chains = {
+        "/chat/completions": (["chatReqOpenAItoTGI"], ["chatAnsTGItoOpenAI"]),
+        "/messages": (
+            ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoTGI"],
+            ["chatAnsTGItoOpenAI", "messagesAnsOpenAIToAnthropic"],
+        ),
+        "/responses": (
+            ["responsesReqToOpenAI", "chatReqOpenAItoTGI"],
+            ["chatAnsTGItoOpenAI", "responsesAnsOpenAIToResponses"],
+        ),
+    }
+    return {path: {"path": "/generate", "in": ins, "out": outs, **settings} for path, (ins, outs) in chains.items()}
+
+
 def client(proxy, target: str = "tgi") -> OpenAI:
     return OpenAI(
         base_url=f"{proxy.url}/v1",

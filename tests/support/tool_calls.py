@@ -11,22 +11,13 @@ from openai import OpenAI
 
 from conftest import KEY, WEATHER, ProxyProcess, proxy_config
 from support.models import QWEN, model_folder
+from support.routes import fronts_onto_tgi
 
 COMMON = {"path": "/generate", "prompter": "chat_template", "template": "Qwen", "tool_parser": "hermes"}
 
 
 ROUTES = {
-    "/chat/completions": {**COMMON, "in": "chatReqOpenAItoTGI", "out": "chatAnsTGItoOpenAI"},
-    "/messages": {
-        **COMMON,
-        "in": ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoTGI"],
-        "out": ["chatAnsTGItoOpenAI", "messagesAnsOpenAIToAnthropic"],
-    },
-    "/responses": {
-        **COMMON,
-        "in": ["responsesReqToOpenAI", "chatReqOpenAItoTGI"],
-        "out": ["chatAnsTGItoOpenAI", "responsesAnsOpenAIToResponses"],
-    },
+    **fronts_onto_tgi(**COMMON),
     "/no-tools/chat/completions": {
         **COMMON,
         "template": "llama3",

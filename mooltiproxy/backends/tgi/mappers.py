@@ -23,6 +23,7 @@ from mooltiproxy.parsers.reasoning.base import ReasoningSplitter
 from mooltiproxy.parsers.tools import GRAMMAR, TOOL_PARSERS
 from mooltiproxy.serving.context import FanOut, MapperContext, Note, Streamed
 from mooltiproxy.translation.context_window import with_room
+from mooltiproxy.translation.images import image_url, with_images_ready
 from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_COMPLETIONS, TGI_GENERATE, TGI_TOKENIZE
 from mooltiproxy.translation.marks import mapper
 
@@ -191,7 +192,7 @@ def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, l
     if endpoint.prompter is None:  # the loader requires one (needs_prompter)
         raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
     tools = _tools(payload, endpoint)
-    messages = payload.get("messages")
+    messages = as_markdown_images(with_images_ready(payload.get("messages"), endpoint))
     if endpoint.tool_parser is not None:
         messages = TOOL_PARSERS[endpoint.tool_parser].prepare_messages(messages)
     renders_tools = endpoint.template is not None and endpoint.template.renders_tools
@@ -200,6 +201,28 @@ def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, l
     switches = {**endpoint.chat_template_kwargs, **_thinking_switches(payload.get("reasoning_effort"))}
     prompt, stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None, switches)
     return tools, prompt, list(stops)
+
+
+def as_markdown_images(messages: Any) -> Any:
+    """Image parts as TGI's own chat API writes them for a vision model (router/src/lib.rs,
+    `From<Message> for TextMessage`): each part's text, and `![](url)` for each image, joined;
+    TGI's /generate then reads the images from that markdown."""
+    if not isinstance(messages, list):
+        return messages
+    return [
+        {**message, "content": "".join(_markdown(part) for part in message["content"])}
+        if isinstance(message, dict)
+        and isinstance(message.get("content"), list)
+        and any(isinstance(part, dict) and part.get("type") == "image_url" for part in message["content"])
+        else message
+        for message in messages
+    ]
+
+
+def _markdown(part: Any) -> str:
+    if isinstance(part, dict) and part.get("type") == "image_url":
+        return f"![]({image_url(part)})"
+    return str(part.get("text", "")) if isinstance(part, dict) else ""
 
 
 # A request's effort as the templates' own switches: Qwen3's and GLM's enable_thinking, DeepSeek
