@@ -192,5 +192,8 @@ def stop_strings_of(eos_token: str, source: str, extra: Sequence[str] = ()) -> t
     stops = [*extra]
     if eos_token:
         stops.append(eos_token)
-    stops.extend(token for token in END_OF_TURN_TOKENS if token in source)
+    # gpt-oss's harmony ends each message of a turn with <|end|>; its turn ends at <|return|> or
+    # <|call|>, its end-of-sequence tokens.
+    harmony = "<|channel|>" in source
+    stops.extend(token for token in END_OF_TURN_TOKENS if token in source and not (harmony and token == "<|end|>"))
     return tuple(dict.fromkeys(stop for stop in stops if stop))

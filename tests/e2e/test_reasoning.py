@@ -183,3 +183,59 @@ def test_a_route_turns_thinking_off_and_a_requests_effort_turns_it_back_on(start
     assert message.content == "4" and getattr(message, "reasoning_content", None) is None
     openai_client(proxy).chat.completions.create(model="m", messages=ASK, reasoning_effort="low")
     assert fake_tgi.last.json()["inputs"].endswith("<|im_start|>assistant\n")
+
+
+GPT_OSS = DATA / "reasoning-templates" / "openai-gpt-oss-120b.jinja"
+HARMONY = {"<|start|>", "<|channel|>", "<|message|>", "<|constrain|>", "<|end|>", "<|call|>", "<|return|>"}
+HARMONY_CALL = (
+    "<|channel|>analysis<|message|>The user wants the weather; call get_weather.<|end|>"
+    "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+    '<|message|>{"city":"Paris"}<|call|>'
+)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_gpt_oss_harmony_answer_read_from_tgis_tokens_gives_reasoning_text_and_a_call(
+    start_proxy, fake_tgi, tmp_path, stream
+):
+    # On TGI harmony's markers are special tokens: generated_text leaves them out, the tokens keep them.
+    fake_tgi.special_tokens |= HARMONY
+    routes = fronts_onto_tgi(prompter="chat_template", template="GptOss", tool_parser="auto")
+    proxy = template_proxy(start_proxy, fake_tgi, tmp_path, GPT_OSS, routes, "GptOss", eos_token="<|return|>")
+    assert "auto picked gpt_oss" in proxy.log()
+    fake_tgi.reply = HARMONY_CALL
+    content, calls, finish_reason, reasoning = ask(proxy, stream)
+    assert reasoning == "The user wants the weather; call get_weather."
+    assert ([(name, arguments) for name, arguments in calls], finish_reason) == (
+        [("get_weather", {"city": "Paris"})],
+        "tool_calls",
+    )
+    assert not (content or "").strip()
+    fake_tgi.reply = (
+        "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>commentary<|message|>Checking."
+        "<|end|><|start|>assistant<|channel|>final<|message|>It is 4.<|return|>"
+    )
+    content, calls, finish_reason, reasoning = ask(proxy, stream)
+    assert (reasoning, content, calls, finish_reason) == ("Easy.", "Checking.\n\nIt is 4.", [], "stop")
+    # The system prompt's stop strings leave <|end|> to the turn it belongs to.
+    assert "<|end|>" not in fake_tgi.last.json()["parameters"].get("stop", [])
+
+
+def ask(proxy, stream: bool) -> tuple[str | None, list, str, str | None]:
+    """(content, [(name, arguments)], finish_reason, reasoning) of a chat request with WEATHER."""
+    kwargs = {"model": "m", "messages": ASK, "tools": [WEATHER]}
+    if not stream:
+        choice = openai_client(proxy).chat.completions.create(**kwargs).choices[0]
+        calls = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []]
+        return choice.message.content, calls, choice.finish_reason, getattr(choice.message, "reasoning_content", None)
+    chunks = list(openai_client(proxy).chat.completions.create(**kwargs, stream=True))
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    content = "".join(delta.content or "" for delta in deltas) or None
+    reasoning = "".join(getattr(delta, "reasoning_content", None) or "" for delta in deltas) or None
+    names = {call.index: call.function.name for delta in deltas for call in delta.tool_calls or [] if call.id}
+    arguments = {index: "" for index in names}
+    for delta in deltas:
+        for call in delta.tool_calls or []:
+            arguments[call.index] += call.function.arguments or ""
+    calls = [(names[index], json.loads(arguments[index])) for index in sorted(names)]
+    return content, calls, chunks[-1].choices[0].finish_reason, reasoning

@@ -92,6 +92,7 @@ def test_the_start_state_comes_from_the_rendered_prompts_tail():
 
 
 def test_auto_picks_the_parser_of_the_templates_markers():
+    assert detect((TEMPLATES / "openai-gpt-oss-120b.jinja").read_text()) == "gpt_oss"
     assert detect((TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text()) == "qwen3"
     assert detect((TEMPLATES / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja").read_text()) == "deepseek_r1"
     assert detect((DATA / "tool-templates" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()) is None

@@ -19,8 +19,9 @@ from mooltiproxy.backends.tgi.tool_prompts import without_tool_turns
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.parsers.reasoning import REASONING_PARSERS
-from mooltiproxy.parsers.reasoning.base import ReasoningSplitter
+from mooltiproxy.parsers.reasoning.base import ReasoningStream
 from mooltiproxy.parsers.tools import GRAMMAR, TOOL_PARSERS
+from mooltiproxy.parsers.tools.base import ToolParser
 from mooltiproxy.serving.context import FanOut, MapperContext, Note, Streamed
 from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.images import image_url, with_images_ready
@@ -77,10 +78,19 @@ def _chat_stream(endpoint: Endpoint, context: MapperContext) -> TGIStreamTransla
         tools=context.notes.get(_TOOLS) or (),
         one_call=context.notes.get(_ONE_CALL, False),
         reasoning=_reasoning_stream(endpoint, context),
+        kept_specials=kept_special_tokens(TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or ""), endpoint),
     )
 
 
-def _reasoning_stream(endpoint: Endpoint, context: MapperContext) -> ReasoningSplitter | None:
+def kept_special_tokens(tool_parser: ToolParser | None, endpoint: Endpoint) -> frozenset[str]:
+    """The special tokens whose text the answer keeps: the markers its parsers read."""
+    kept = tool_parser.special_tokens if tool_parser is not None else frozenset()
+    if endpoint.reasoning_parser is not None:
+        kept |= REASONING_PARSERS[endpoint.reasoning_parser].special_tokens
+    return kept
+
+
+def _reasoning_stream(endpoint: Endpoint, context: MapperContext) -> ReasoningStream | None:
     if endpoint.reasoning_parser is None:
         return None
     return REASONING_PARSERS[endpoint.reasoning_parser].stream(context.notes.get(_STARTS_IN_REASONING, False))
@@ -157,7 +167,7 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext)
     generated = 0
     for index, answer in enumerate(_answers(payload)):
         parser = TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or "")
-        kept_specials = parser.special_tokens if parser is not None else frozenset()
+        kept_specials = kept_special_tokens(parser, endpoint)
         text, finish_reason, tokens = choice_text(answer, context.notes.get(_STOPS, ()), kept_specials)
         reasoning = None
         if endpoint.reasoning_parser is not None:
@@ -195,6 +205,8 @@ def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, l
     messages = as_markdown_images(with_images_ready(payload.get("messages"), endpoint))
     if endpoint.tool_parser is not None:
         messages = TOOL_PARSERS[endpoint.tool_parser].prepare_messages(messages)
+    if endpoint.reasoning_parser is not None:
+        messages = REASONING_PARSERS[endpoint.reasoning_parser].prepare_messages(messages)
     renders_tools = endpoint.template is not None and endpoint.template.renders_tools
     if endpoint.tool_parser == GRAMMAR and not renders_tools:
         messages = without_tool_turns(messages, tools)

@@ -14,7 +14,7 @@ from mooltiproxy.backends.tgi.answer import FINISH_REASONS, usage
 from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.parsers.reasoning.base import ReasoningSplitter
+from mooltiproxy.parsers.reasoning.base import ReasoningStream
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 from mooltiproxy.translation.refusals import refusal_status
 from mooltiproxy.translation.sse import json_event
@@ -46,7 +46,8 @@ class TGIStreamTranslator(StreamTranslator):
         tool_parser: str | None = None,
         tools: Sequence[Any] = (),
         one_call: bool = False,
-        reasoning: ReasoningSplitter | None = None,
+        reasoning: ReasoningStream | None = None,
+        kept_specials: frozenset[str] = frozenset(),
     ):
         self._chat = kind == "chat"
         self._object = "chat.completion.chunk" if self._chat else "text_completion"
@@ -63,8 +64,8 @@ class TGIStreamTranslator(StreamTranslator):
         # Tool calls read from the text as it streams (chat only, when the request has tools).
         parser = TOOL_PARSERS[tool_parser] if tool_parser and self._chat else None
         self._tools = parser.stream(tools) if parser is not None else None
-        # Special tokens are left out of the answer, but for the tool parser's markers.
-        self._kept_specials = parser.special_tokens if parser is not None else frozenset()
+        # Special tokens are left out of the answer, but for the markers its parsers read.
+        self._kept_specials = kept_specials
         self._calls = 0
         self._one_call = one_call  # parallel_tool_calls: false, so calls after the first are dropped
 

@@ -4,9 +4,12 @@ whose markers a chat template shows, in this order (DeepSeek's before the generi
 from __future__ import annotations
 
 from mooltiproxy.parsers.reasoning.base import ReasoningParser
+from mooltiproxy.parsers.reasoning.harmony import GptOssParser
 from mooltiproxy.parsers.reasoning.think import DeepSeekR1Parser, Qwen3Parser
 
-REASONING_PARSERS: dict[str, ReasoningParser] = {parser.name: parser for parser in (DeepSeekR1Parser(), Qwen3Parser())}
+REASONING_PARSERS: dict[str, ReasoningParser] = {
+    parser.name: parser for parser in (GptOssParser(), DeepSeekR1Parser(), Qwen3Parser())
+}
 
 
 def detect(template_source: str) -> str | None:

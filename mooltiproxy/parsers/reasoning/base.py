@@ -12,11 +12,22 @@ the reasoning and at the start of the content are left out.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
+
+
+class ReasoningStream(Protocol):
+    """Streamed text in, (reasoning, content) released out; `flush` at the answer's end."""
+
+    def feed(self, text: str) -> tuple[str, str]: ...
+
+    def flush(self) -> tuple[str, str]: ...
 
 
 class ReasoningParser:
     name: ClassVar[str]
+    # Its markers that are special tokens: TGI leaves those out of generated_text, so the answer is
+    # read from its tokens, where these keep their text.
+    special_tokens: ClassVar[frozenset[str]] = frozenset()
     start: ClassVar[str] = "<think>"
     end: ClassVar[str] = "</think>"
     # Markers that end reasoning without its end marker, and begin the content (kept in it).
@@ -30,6 +41,10 @@ class ReasoningParser:
         """Whether the answer to this rendered prompt starts inside reasoning."""
         return prompt.rstrip().endswith(self.start)
 
+    def prepare_messages(self, messages: Any) -> Any:
+        """The conversation as its template must see it before rendering (its earlier reasoning)."""
+        return messages
+
     def parse(self, text: str, inside: bool) -> tuple[str | None, str]:
         """(reasoning, content) of a whole answer; None when it has no reasoning."""
         splitter = self.stream(inside)
@@ -37,7 +52,7 @@ class ReasoningParser:
         more_reasoning, more_content = splitter.flush()
         return (reasoning + more_reasoning) or None, content + more_content
 
-    def stream(self, inside: bool) -> ReasoningSplitter:
+    def stream(self, inside: bool) -> ReasoningStream:
         return ReasoningSplitter(self.start, self.end, self.implicit_ends, inside)
 
 
@@ -94,7 +109,7 @@ class ReasoningSplitter:
             self._buffer = buffer[at + len(marker) :] if marker == self._end else buffer[at:]
             self._state = _AFTER
             return self._released(released), True
-        held = max((_partial(buffer, marker) for marker in self._ends), default=0)
+        held = max((partial_marker(buffer, marker) for marker in self._ends), default=0)
         released = buffer[: len(buffer) - held]
         kept = released.rstrip()
         self._buffer = released[len(kept) :] + buffer[len(buffer) - held :]
@@ -117,7 +132,7 @@ class ReasoningSplitter:
         return "", ""
 
 
-def _partial(buffer: str, marker: str) -> int:
+def partial_marker(buffer: str, marker: str) -> int:
     """Length of the longest end of the buffer that begins the marker."""
     for length in range(min(len(marker) - 1, len(buffer)), 0, -1):
         if buffer.endswith(marker[:length]):

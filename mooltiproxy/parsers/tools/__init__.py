@@ -4,6 +4,7 @@ markers a chat template shows, in this order (Qwen3-Coder's before Hermes's, whi
 from __future__ import annotations
 
 from mooltiproxy.parsers.tools.base import ToolParser
+from mooltiproxy.parsers.tools.gpt_oss import GptOssParser
 from mooltiproxy.parsers.tools.grammar import GrammarParser
 from mooltiproxy.parsers.tools.hermes import HermesParser
 from mooltiproxy.parsers.tools.llama3_json import Llama3JsonParser
@@ -12,7 +13,14 @@ from mooltiproxy.parsers.tools.qwen3_coder import Qwen3CoderParser
 
 TOOL_PARSERS: dict[str, ToolParser] = {
     parser.name: parser
-    for parser in (MistralParser(), Qwen3CoderParser(), HermesParser(), Llama3JsonParser(), GrammarParser())
+    for parser in (
+        GptOssParser(),
+        MistralParser(),
+        Qwen3CoderParser(),
+        HermesParser(),
+        Llama3JsonParser(),
+        GrammarParser(),
+    )
 }
 GRAMMAR = GrammarParser.name  # the one that constrains generation rather than reading a model's own format
 
