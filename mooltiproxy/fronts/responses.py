@@ -136,7 +136,7 @@ def responsesReqToOpenAI(payload: dict, endpoint: Endpoint, context: MapperConte
     if isinstance(text_format, dict) and text_format.get("type") == "json_schema":
         schema = {"name": text_format.get("name", "answer"), "schema": text_format.get("schema")}
         request["response_format"] = {"type": "json_schema", "json_schema": schema}
-    tools = [tool for tool in (_function_tool(tool) for tool in payload.get("tools") or []) if tool]
+    tools = [function for tool in payload.get("tools") or [] for function in _function_tools(tool)]
     if tools:
         request["tools"] = tools
         choice = payload.get("tool_choice")
@@ -239,26 +239,34 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _function_tool(tool: Any) -> dict[str, Any] | None:
-    """A tool the target can run, as a chat function tool; None (and a log line) for the others."""
+def _function_tools(tool: Any) -> list[dict[str, Any]]:
+    """A tool the target can run, as chat function tools (a namespace's, flattened); none, and a
+    log line, for the others (hosted tools such as web_search)."""
     kind = tool.get("type") if isinstance(tool, dict) else None
     if kind == "function":
         function = {"name": tool.get("name"), "parameters": tool.get("parameters") or {"type": "object"}}
         if tool.get("description"):
             function["description"] = tool["description"]
-        return {"type": "function", "function": function}
-    if kind == "custom":  # free-form input: offered as a function of one string
+        return [{"type": "function", "function": function}]
+    if kind == "custom":  # free-form input (apply_patch's): offered as a function of one string
         parameters = {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
-        return {
-            "type": "function",
-            "function": {
-                "name": tool.get("name"),
-                "description": tool.get("description", ""),
-                "parameters": parameters,
-            },
-        }
+        function = {"name": tool.get("name"), "description": tool.get("description", ""), "parameters": parameters}
+        return [{"type": "function", "function": function}]
+    if kind == "namespace" and isinstance(tool.get("tools"), list):
+        return [function for inner in tool["tools"] for function in _function_tools(inner)]
     log.info("a %s tool cannot run on this target and is left out", kind)
-    return None
+    return []
+
+
+def _custom_names(tools: Any) -> frozenset[str]:
+    """The request's free-form tools, whose calls go back as custom_tool_call items."""
+    names: set[str] = set()
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, dict) and tool.get("type") == "custom" and isinstance(tool.get("name"), str):
+            names.add(tool["name"])
+        elif isinstance(tool, dict) and tool.get("type") == "namespace":
+            names |= _custom_names(tool.get("tools"))
+    return frozenset(names)
 
 
 def _stream(endpoint: Endpoint, context: MapperContext) -> ResponsesStream:
@@ -278,7 +286,7 @@ def responsesAnsOpenAIToResponses(payload: Any, endpoint: Endpoint, context: Map
         output.append(_message_item(new_id("msg_"), message["content"]))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        output.append(_call_item(new_id("fc_"), call.get("id") or new_id("call_"), function))
+        output.append(envelope.call_item(call.get("id") or new_id("call_"), function))
     response = envelope.response(output, choice.get("finish_reason"), payload.get("usage") or {})
     context.notes[FINAL] = response  # kept when the request asks it to be
     return response
@@ -289,15 +297,13 @@ def _message_item(item_id: str, text: str, status: str = "completed") -> dict[st
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": [part]}
 
 
-def _call_item(item_id: str, call_id: str, function: dict[str, Any], status: str = "completed") -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "status": status,
-        "call_id": call_id,
-        "name": function.get("name"),
-        "arguments": function.get("arguments") or "",
-    }
+def _input_of(arguments: str) -> str:
+    """A free-form tool's input, from the one-string function it was offered as."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    return str(value.get("input", "")) if isinstance(value, dict) else arguments
 
 
 class Envelope:
@@ -308,6 +314,23 @@ class Envelope:
         self.created_at = int(time.time())
         self._request: dict[str, Any] = context.notes.get(_REQUEST) or {}
         self._sealer = context.sealer
+        self._custom = _custom_names(self._request.get("tools"))
+
+    def call_item(self, call_id: str, function: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+        """A call as the request's tool asked to be called: a custom_tool_call with its `input` for a
+        free-form tool, else a function_call with its `arguments`."""
+        name, arguments = function.get("name"), function.get("arguments") or ""
+        if name in self._custom:
+            item = {"id": new_id("ctc_"), "type": "custom_tool_call", "status": status, "call_id": call_id}
+            return {**item, "name": name, "input": _input_of(arguments)}
+        return {
+            "id": new_id("fc_"),
+            "type": "function_call",
+            "status": status,
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+        }
 
     def reasoning_item(self, item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
         """A reasoning output item; with its text sealed in `encrypted_content` when the request
@@ -414,18 +437,16 @@ class ResponsesStream(StreamTranslator):
         out: list[bytes] = []
         function = call.get("function") or {}
         if call.get("index", 0) not in self._calls:
-            item = _call_item(new_id("fc_"), call.get("id") or new_id("call_"), function, "in_progress")
-            item["arguments"] = ""
+            item = self._envelope.call_item(
+                call.get("id") or new_id("call_"), {**function, "arguments": ""}, "in_progress"
+            )
             self._calls[call.get("index", 0)] = item
             out += self._open_item(item)
         if function.get("arguments"):
-            assert self._open is not None
-            self._open["arguments"] += function["arguments"]
-            out.append(
-                self._emit(
-                    "response.function_call_arguments.delta", item_id=self._open_id(), delta=function["arguments"]
-                )
-            )
+            self._text += function["arguments"]
+            if self._open is not None and self._open["type"] == "function_call":
+                delta = function["arguments"]
+                out.append(self._emit("response.function_call_arguments.delta", item_id=self._open_id(), delta=delta))
         return out
 
     def end(self) -> list[bytes]:
@@ -493,16 +514,16 @@ class ResponsesStream(StreamTranslator):
                 )
             )
             item = self._envelope.reasoning_item(item["id"], self._text)
+        elif item["type"] == "custom_tool_call":
+            # Its input, read from the one-string function it was offered as, once it is whole.
+            done = {"item_id": item["id"], "output_index": index}
+            item = {**item, "status": "completed", "input": _input_of(self._text)}
+            out.append(self._emit("response.custom_tool_call_input.delta", **done, delta=item["input"]))
+            out.append(self._emit("response.custom_tool_call_input.done", **done, input=item["input"]))
         else:
-            out.append(
-                self._emit(
-                    "response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    arguments=item["arguments"],
-                )
-            )
-            item = {**item, "status": "completed"}
+            item = {**item, "status": "completed", "arguments": self._text}
+            done = {"item_id": item["id"], "output_index": index, "arguments": self._text}
+            out.append(self._emit("response.function_call_arguments.done", **done))
         out.append(self._emit("response.output_item.done", output_index=index, item=item))
         self._output.append(item)
         self._open = None

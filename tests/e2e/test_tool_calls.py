@@ -333,3 +333,52 @@ def test_claude_codes_request_on_a_generate_route(start_proxy, fake_tgi, tmp_pat
     assert sent.json()["parameters"]["max_new_tokens"] == 4096 - message.usage.input_tokens
     assert sent.query == ""
     assert beta.count_tokens(**request).input_tokens == message.usage.input_tokens
+
+
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch"
+CODEX_TOOLS = [
+    {
+        "type": "custom",
+        "name": "apply_patch",
+        "description": "Edit files",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: /(.|\\n)+/"},
+    },
+    {
+        "type": "namespace",
+        "name": "mcp",
+        "description": "MCP tools",
+        "tools": [{"type": "function", **WEATHER["function"]}],
+    },
+    {"type": "web_search"},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_codexs_free_form_tool_is_called_back_as_it_was_offered(proxy, fake_tgi, stream):
+    """Codex's apply_patch is a `custom` tool: the model gets it as a function of one string, and
+    Codex gets a custom_tool_call with its `input`; namespaces are flattened, hosted tools dropped."""
+    fake_tgi.reply = (
+        "<tool_call>\n" + json.dumps({"name": "apply_patch", "arguments": {"input": PATCH}}) + "\n</tool_call>"
+    )
+    client = openai_client(proxy)
+    request = {"model": "m", "input": "Add hello.txt", "tools": CODEX_TOOLS, "store": False}
+    if stream:
+        events = list(client.responses.create(stream=True, **request))
+        kinds = [event.type for event in events]
+        assert "response.custom_tool_call_input.done" in kinds and kinds[-1] == "response.completed"
+        response = events[-1].response
+    else:
+        response = client.responses.create(**request)
+    (call,) = response.output
+    assert (call.type, call.name, call.input) == ("custom_tool_call", "apply_patch", PATCH)
+    listed = fake_tgi.last.json()["inputs"].split("<tools>\n")[1].split("\n</tools>")[0]
+    assert [json.loads(line)["function"]["name"] for line in listed.splitlines()] == ["apply_patch", "get_weather"]
+    # Codex sends the call and its output back on the next turn.
+    fake_tgi.reply = "Done."
+    history = [
+        {"role": "user", "content": "Add hello.txt"},
+        call.model_dump(exclude_none=True),
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Success."},
+    ]
+    assert client.responses.create(model="m", input=history, tools=CODEX_TOOLS, store=False).output_text == "Done."
+    assert "Success." in fake_tgi.last.json()["inputs"]
