@@ -259,6 +259,17 @@ def client_venv(name: str, *requirements: str) -> Path:
     return python
 
 
+def npm_tools(name: str, *packages: str) -> Path:
+    """The bin folder of npm packages (coding agents), installed once under .cache/ and kept."""
+    folder = REPO / ".cache" / name
+    if not (folder / "ready").exists():
+        subprocess.run(
+            ["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", *packages], check=True, timeout=900
+        )
+        (folder / "ready").touch()
+    return folder / "node_modules" / ".bin"
+
+
 def auth(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

@@ -129,6 +129,11 @@ class FakeTGI(ThreadedServer):
     def reset(self) -> None:
         self.received.clear()
         self.reply = "Hello! I am a fake model, and this is my answer."
+        # The next generations' replies, one each, before `reply` (an agent's turns, say).
+        self.replies: list[str] = []
+        # The deployment's limits (TGI's --max-input-tokens and --max-total-tokens).
+        self.max_input_tokens = MAX_INPUT_TOKENS
+        self.max_total_tokens = MAX_TOTAL_TOKENS
         self.token_delay = 0.0
         # (status, error, error_type): the next generations fail that way, as TGI reports it;
         # streams first send `fail_after_tokens` tokens.
@@ -203,23 +208,24 @@ class FakeTGI(ThreadedServer):
         if not body["inputs"]:
             raise ValidationFailure("`inputs` cannot be empty")
         truncate = p.get("truncate")
-        if truncate is not None and (truncate == 0 or truncate > MAX_INPUT_TOKENS):
+        if truncate is not None and (truncate == 0 or truncate > self.max_input_tokens):
             raise ValidationFailure(
-                f"`truncate` must be strictly positive and less than {MAX_INPUT_TOKENS}. Given: {truncate}"
+                f"`truncate` must be strictly positive and less than {self.max_input_tokens}. Given: {truncate}"
             )
         input_length = len(tokenize(body["inputs"])) + 1  # the tokenizer adds BOS
         if truncate is not None:
             input_length = min(input_length, truncate)
         max_new_tokens = p.get("max_new_tokens")
         if max_new_tokens is None:
-            max_new_tokens = min(MAX_TOTAL_TOKENS - input_length, DEFAULT_GENERATION_LENGTH)
-        if input_length + max_new_tokens > MAX_TOTAL_TOKENS:
+            max_new_tokens = min(self.max_total_tokens - input_length, DEFAULT_GENERATION_LENGTH)
+        if input_length + max_new_tokens > self.max_total_tokens:
             raise ValidationFailure(
-                f"`inputs` tokens + `max_new_tokens` must be <= {MAX_TOTAL_TOKENS}. "
+                f"`inputs` tokens + `max_new_tokens` must be <= {self.max_total_tokens}. "
                 f"Given: {input_length} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
             )
-        if input_length > MAX_INPUT_TOKENS:
-            raise ValidationFailure(f"`inputs` must have less than {MAX_INPUT_TOKENS} tokens. Given: {input_length}")
+        if input_length > self.max_input_tokens:
+            limit = self.max_input_tokens
+            raise ValidationFailure(f"`inputs` must have less than {limit} tokens. Given: {input_length}")
         if p.get("grammar") is not None:
             _validate_grammar(p["grammar"])
         if stream and best_of != 1:
@@ -244,6 +250,8 @@ class FakeTGI(ThreadedServer):
         return pieces
 
     def _generate(self, parameters: dict, input_length: int, max_new_tokens: int) -> Generation:
+        if self.replies:
+            self.reply = self.replies.pop(0)
         self._check_reply_follows(grammar_schema(parameters.get("grammar")))
         stops = parameters.get("stop") or []
         tokens: list[dict] = []
@@ -520,8 +528,8 @@ class FakeTGI(ThreadedServer):
                 "max_concurrent_requests": 128,
                 "max_best_of": MAX_BEST_OF,
                 "max_stop_sequences": self.max_stop_sequences,
-                "max_input_tokens": MAX_INPUT_TOKENS,
-                "max_total_tokens": MAX_TOTAL_TOKENS,
+                "max_input_tokens": self.max_input_tokens,
+                "max_total_tokens": self.max_total_tokens,
                 "validation_workers": 2,
                 "max_client_batch_size": 4,
                 "router": "text-generation-router",
