@@ -165,6 +165,8 @@ class Proxy:
         self._metrics.route(_target_of(context), route).record(
             status, elapsed, context.upstream_seconds, context.prompt_tokens, context.completion_tokens
         )
+        for event, amount in (context.events or {}).items():
+            self._metrics.add("mooltiproxy_translation_events_total", amount, route=route, event=event)
 
     async def _dispatch(
         self, state: RoutingState, request: web.BaseRequest, context: RequestContext, raw_target: str

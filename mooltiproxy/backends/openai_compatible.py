@@ -69,7 +69,7 @@ def chatReqOpenAItoCompatible(payload: dict, endpoint: Endpoint, context: Mapper
     beyond what the server takes (TGI's max_stop_sequences, from its /info) are enforced here."""
     request = dict(payload)
     if "messages" in payload:
-        request["messages"] = with_images_ready(payload["messages"], endpoint)
+        request["messages"] = with_images_ready(payload["messages"], endpoint, context)
     if context.target_info.source == TGIBackend.info_path:
         _within_tgis_ranges(request)
     stop, limit = payload.get("stop"), context.target_info.max_stop_sequences

@@ -35,6 +35,10 @@ DESCRIPTIONS = {
     "mooltiproxy_banned_addresses": ("gauge", "Addresses banned now."),
     "mooltiproxy_rate_limited_total": ("counter", "Requests refused by a rate limit, by client and limit."),
     "mooltiproxy_state_errors_total": ("counter", "Calls to the state store that failed or took too long."),
+    "mooltiproxy_translation_events_total": (
+        "counter",
+        "What translation did to requests, by route and event (images left out for a text-only model).",
+    ),
 }
 
 

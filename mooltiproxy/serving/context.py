@@ -103,6 +103,9 @@ class MapperContext(Protocol):
     @property
     def body(self) -> Any: ...
 
+    def count(self, event: str, amount: int = 1) -> None:
+        """Counts what a mapper did to the request, in the proxy's metrics (by route and event)."""
+
 
 class RequestContext:
     """The request as the engine carries it; mappers see it as a MapperContext."""
@@ -128,6 +131,7 @@ class RequestContext:
         "answer_headers",
         "notes",
         "sealer",
+        "events",
         "_body",
     )
 
@@ -155,6 +159,7 @@ class RequestContext:
         self.answer_headers: list[CIMultiDictProxy[str]] = []
         self.notes = Notes()
         self.sealer = sealer
+        self.events: dict[str, int] | None = None  # what mappers counted, made on the first count
         self._body: Any = _UNPARSED
 
     @property
@@ -163,6 +168,11 @@ class RequestContext:
         if self._body is _UNPARSED:
             self._body = parse_json_object(self.raw_body)
         return self._body
+
+    def count(self, event: str, amount: int = 1) -> None:
+        if self.events is None:
+            self.events = {}
+        self.events[event] = self.events.get(event, 0) + amount
 
     def keep_parsed_body_only(self) -> None:
         """For a request only mappers will read: its bytes are let go once parsed, rather than held

@@ -19,6 +19,7 @@ from typing import Any
 
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.serving.context import MapperContext
 
 log = logging.getLogger("mooltiproxy.images")
 
@@ -27,13 +28,16 @@ MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:([\w/+.-]+);base64,(.*)", re.S)
 
 
-def with_images_ready(messages: Any, endpoint: Endpoint) -> Any:
-    """The messages with their image parts as the route's `images` says; others as they are."""
+def with_images_ready(messages: Any, endpoint: Endpoint, context: MapperContext) -> Any:
+    """The messages with their image parts as the route's `images` says; others as they are. An
+    image left out is counted (`images_omitted`)."""
     if not isinstance(messages, list) or not any(_has_image(message) for message in messages):
         return messages
     ready = []
     for index, message in enumerate(messages):
         if _has_image(message):
+            if endpoint.images == "placeholder":
+                context.count("images_omitted", sum(map(_is_image, message["content"])))
             parts = [
                 _ready(part, endpoint, f"messages[{index}].content[{number}]")
                 for number, part in enumerate(message["content"])

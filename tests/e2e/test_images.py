@@ -90,6 +90,13 @@ def test_a_text_only_route_says_an_image_was_left_out_and_a_strict_one_refuses(p
     fake_tgi.reply = "I cannot see it."
     assert ask_openai(proxy, "text").status_code == 200
     assert "What is it?\n[image omitted: this model reads text only]" in fake_tgi.last.json()["inputs"]
+    metrics = httpx.get(f"{proxy.url}/_proxy/metrics", headers=auth()).text
+    counted = [line for line in metrics.splitlines() if 'event="images_omitted"' in line]
+    assert (
+        len(counted) == 1
+        and counted[0].startswith("mooltiproxy_translation_events_total{")
+        and counted[0].endswith(" 1")
+    )
     fake_tgi.forget()
     refused = ask_openai(proxy, "strict")
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_image"

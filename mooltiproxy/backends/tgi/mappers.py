@@ -133,7 +133,7 @@ def textAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext)
 @mapper(OPENAI_CHAT, TGI_GENERATE, needs_prompter=True)
 def chatReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext) -> Any:
     """An OpenAI chat request -> TGI /generate request(s), the prompt built by the endpoint's prompter."""
-    tools, prompt, prompt_stops = _prompt(payload, endpoint)
+    tools, prompt, prompt_stops = _prompt(payload, endpoint, context)
     stream = _streamed(payload, context)
     if endpoint.reasoning_parser is not None:
         context.notes[_STARTS_IN_REASONING] = REASONING_PARSERS[endpoint.reasoning_parser].starts_inside(prompt)
@@ -193,16 +193,16 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext)
 @mapper(OPENAI_CHAT, TGI_TOKENIZE, needs_prompter=True)
 def tokenizeReqOpenAItoTGI(payload: dict, endpoint: Endpoint, context: MapperContext) -> dict[str, Any]:
     """An OpenAI chat request -> TGI /tokenize of the prompt /generate would get: its token count."""
-    _, prompt, _ = _prompt(payload, endpoint)
+    _, prompt, _ = _prompt(payload, endpoint, context)
     return {"inputs": prompt}
 
 
-def _prompt(payload: dict, endpoint: Endpoint) -> tuple[list[Any] | None, str, list[str]]:
+def _prompt(payload: dict, endpoint: Endpoint, context: MapperContext) -> tuple[list[Any] | None, str, list[str]]:
     """(the tools to call, the prompt, its stop strings) of a chat request, by the endpoint's prompter."""
     if endpoint.prompter is None:  # the loader requires one (needs_prompter)
         raise ProxyError(500, "This endpoint has no prompter", code="mapper_error")
     tools = _tools(payload, endpoint)
-    messages = as_markdown_images(with_images_ready(payload.get("messages"), endpoint))
+    messages = as_markdown_images(with_images_ready(payload.get("messages"), endpoint, context))
     if endpoint.tool_parser is not None:
         messages = TOOL_PARSERS[endpoint.tool_parser].prepare_messages(messages)
     if endpoint.reasoning_parser is not None:
