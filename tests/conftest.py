@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from support.echo_upstream import EchoUpstream
+from support.fake_tei import FakeTEI
 from support.fake_tgi import FakeTGI
 from support.fake_vllm import FakeVLLM
 
@@ -134,6 +135,13 @@ def fake_tgi() -> Iterator[FakeTGI]:
 
 
 @pytest.fixture(scope="session")
+def fake_tei() -> Iterator[FakeTEI]:
+    server = FakeTEI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def fake_vllm() -> Iterator[FakeVLLM]:
     server = FakeVLLM().start()
     yield server
@@ -166,7 +174,7 @@ def start_proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Call
         started.append(proxy)
         # The proxy asks each target what it serves (/info, /v1/models) before it listens: the
         # test's own requests are what the fakes record from here on.
-        for name in ("fake_tgi", "fake_vllm", "echo", "scripted"):
+        for name in ("fake_tgi", "fake_vllm", "fake_tei", "echo", "scripted"):
             if name in request.fixturenames:
                 request.getfixturevalue(name).forget()
         return proxy

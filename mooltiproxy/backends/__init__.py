@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from mooltiproxy.backends.base import Backend
 from mooltiproxy.backends.openai_compatible import CompatibleBackend
+from mooltiproxy.backends.tei import TEIBackend
 from mooltiproxy.backends.tgi.backend import TGIBackend
 
-BACKENDS: tuple[type[Backend], ...] = (TGIBackend, CompatibleBackend)
+BACKENDS: tuple[type[Backend], ...] = (TGIBackend, TEIBackend, CompatibleBackend)

@@ -123,6 +123,7 @@ class TargetInfo:
     model_id: str | None = None
     context_length: int | None = None  # prompt and answer together
     max_stop_sequences: int | None = None
+    max_batch_size: int | None = None  # inputs one request may carry (TEI's max_client_batch_size)
     source: str = "nothing"  # where it was read: "/info", "/v1/models", "the config"
     reachable: bool = False  # the target answered (anything) when it was asked
 

@@ -95,36 +95,39 @@ class TargetInfos:
         # clients' requests.
         connector = aiohttp.TCPConnector(force_close=True, ssl=tls_context(target.verify))
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
-        answered: list[int] = []
+        answered: dict[str, bytes | None] = {}  # by path: each is asked once, whatever reads it
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             info = None
             for path, read in self._readers:
-                info = await self._ask(session, target, path, read, answered)
-                if info is not None or not answered:  # a target that answers nothing is not asked twice
+                if path not in answered:
+                    answered[path] = await self._ask(session, target, path)
+                info = _read(read, answered[path])
+                if info is not None or answered[path] is None:  # a target that answers nothing is asked once
                     break
-        info = replace(info or UNKNOWN, reachable=bool(answered))
+        info = replace(info or UNKNOWN, reachable=any(body is not None for body in answered.values()))
         if target.context_length is not None:
             info = replace(info, context_length=target.context_length, source="the config")
         self._answered[target.name] = info
         return info
 
-    async def _ask(
-        self,
-        session: aiohttp.ClientSession,
-        target: Target,
-        path: str,
-        read: Callable[[Any], TargetInfo | None],
-        answered: list[int],
-    ) -> TargetInfo | None:
-        """What the answer to GET `path` says, read by `read`; its status is added to `answered`."""
+    async def _ask(self, session: aiohttp.ClientSession, target: Target, path: str) -> bytes | None:
+        """The body of the target's 200 answer to GET `path` (b"" for another status), or None when
+        it answered nothing."""
         authorization = self._authorizations.get(target.name)
         headers = {"Authorization": authorization} if authorization else {}
         url = self._pool.balancer(target.name).pick() + path
         try:
             async with session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as answer:
-                answered.append(answer.status)
-                body = await answer.read() if answer.status == 200 else b""
-            info: TargetInfo | None = read(loads(body)) if body else None
-        except (*UPSTREAM_ERRORS, TimeoutError, ValueError, TypeError, AttributeError, KeyError, IndexError):
+                return await answer.read() if answer.status == 200 else b""
+        except (*UPSTREAM_ERRORS, TimeoutError):
             return None
-        return info
+
+
+def _read(read: Callable[[Any], TargetInfo | None], body: bytes | None) -> TargetInfo | None:
+    """What a backend reads in an answer; None for an answer that is not its kind."""
+    if not body:
+        return None
+    try:
+        return read(loads(body))
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+        return None

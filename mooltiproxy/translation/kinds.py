@@ -11,3 +11,7 @@ ANTHROPIC_MESSAGES = "anthropic.messages"
 ANTHROPIC_COUNT = "anthropic.count"
 TGI_GENERATE = "tgi.generate"
 TGI_TOKENIZE = "tgi.tokenize"
+OPENAI_EMBEDDINGS = "openai.embeddings"
+RERANK = "rerank"  # Cohere's and Jina's: query, documents, top_n
+TEI_EMBED = "tei.embed"
+TEI_RERANK = "tei.rerank"
