@@ -85,7 +85,7 @@ def routing_state(
         for path, endpoint in target.endpoints.items()
         if endpoint.front in by_kind
     }
-    spoken = {id(front): front for front in front_paths.values()}.values()
+    spoken = dict.fromkeys(front_paths.values())  # each front once, in the order routes name them
     return RoutingState(
         config=config,
         guard=guard,
@@ -177,11 +177,7 @@ class Proxy:
         caller = _admitted_caller(state.guard, request, context)
         if is_preflight(request):
             return preflight_response(request)
-        if (
-            request.method == "HEAD"
-            and raw_target in state.probes
-            and not state.guard.presents_credentials(request.headers)
-        ):
+        if _is_probe(state, request, raw_target):
             return web.Response()
         client = await state.guard.authenticate(caller, request.headers)
         context.client_name = client.name
@@ -247,6 +243,15 @@ class Proxy:
                 await front.after(context)
             return response
         raise AssertionError("the last candidate cannot fall back")
+
+
+def _is_probe(state: RoutingState, request: web.BaseRequest, raw_target: str) -> bool:
+    """A client's HEAD to see the proxy is up, sent without a key, which a front declared."""
+    return (
+        request.method == "HEAD"
+        and raw_target in state.probes
+        and not state.guard.presents_credentials(request.headers)
+    )
 
 
 def _admitted_caller(guard: Guard, request: web.BaseRequest, context: RequestContext) -> Caller:
