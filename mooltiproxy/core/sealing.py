@@ -38,6 +38,6 @@ class Sealer:
         except (ValueError, binascii.Error, InvalidTag, UnicodeError):
             return None
 
-    def vouches(self, token: object, text: str) -> bool:
+    def vouches(self, token: object, text: object) -> bool:
         """Whether `token` is this proxy's seal of exactly `text`."""
-        return self.open(token) == text
+        return isinstance(text, str) and self.open(token) == text

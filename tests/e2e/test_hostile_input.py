@@ -18,7 +18,7 @@ from mooltiproxy.parsers.tools import TOOL_PARSERS
 
 from conftest import KEY, ProxyProcess, auth, proxy_config
 from support.models import PARSERS, template_entry
-from support.routes import TRANSLATED
+from support.routes import TRANSLATED, fronts_onto_tgi
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -473,3 +473,91 @@ def test_generated_yaml_text(tmp_path_factory, text):
         load_config(path, environ={})
     except ConfigError:
         pass
+
+
+@pytest.fixture(scope="module")
+def agents_proxy(tmp_path_factory, fake_tgi, fake_tei):
+    """Embeddings and rerank onto TEI; Anthropic's and Responses' fronts onto a vision route."""
+    onto_tgi = fronts_onto_tgi(prompter="chat_template", template="llama3", images="vision", image_urls=True)
+    tei = {
+        "/embeddings": {"path": "/embed", "in": "embeddingsReqOpenAItoTEI", "out": "embeddingsAnsTEItoOpenAI"},
+        "/rerank": {"path": "/rerank", "in": "rerankReqToTEI", "out": "rerankAnsTEIToRerank"},
+    }
+    config = proxy_config(
+        {"tgi": {"url": fake_tgi.url, "mapping": onto_tgi}, "tei": {"url": fake_tei.url, "mapping": tei}},
+        cerbere={"max_tries": 10**6},
+    )
+    process = ProxyProcess(config, tmp_path_factory.mktemp("hostile-agents"))
+    yield process
+    assert process.process.poll() is None, "the proxy died"
+    process.stop()
+    assert "Traceback" not in process.log(), process.log()
+
+
+blocks = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "image", "thinking", "redacted_thinking", "tool_use", "tool_result"])},
+    optional={
+        "text": st.text(max_size=20) | json_values,
+        "thinking": st.text(max_size=20) | json_values,
+        "signature": st.text(max_size=30) | json_values,
+        "source": json_values
+        | st.fixed_dictionaries(
+            {"type": st.sampled_from(["base64", "url"]) | json_values},
+            optional={"media_type": st.text(max_size=12) | json_values, "data": st.text(max_size=20) | json_values},
+        ),
+        "content": json_values,
+    },
+)
+items = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "reasoning", "function_call", "custom_tool_call"]) | json_values},
+    optional={
+        "role": st.sampled_from(["user", "assistant"]) | json_values,
+        "content": json_values,
+        "encrypted_content": st.text(max_size=30) | json_values,
+        "call_id": st.text(max_size=8) | json_values,
+    },
+)
+
+
+@SETTINGS
+@given(
+    body=st.fixed_dictionaries(
+        {"max_tokens": st.integers(1, 50) | json_values},
+        optional={
+            "messages": st.lists(
+                st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": st.lists(blocks)})
+            )
+            | json_values,
+            "thinking": json_values,
+            "output_config": json_values,
+        },
+    )
+)
+def test_anthropic_bodies_with_images_and_thinking(agents_proxy, fake_tgi, body):
+    assert_not_the_proxys_5xx(httpx.post(f"{agents_proxy.url}/v1/messages", json=body, headers=auth()))
+
+
+@SETTINGS
+@given(body=st.fixed_dictionaries({}, optional={"input": st.lists(items) | json_values, "reasoning": json_values}))
+def test_responses_bodies_with_reasoning_items(agents_proxy, fake_tgi, body):
+    assert_not_the_proxys_5xx(httpx.post(f"{agents_proxy.url}/v1/responses", json=body, headers=auth()))
+
+
+@SETTINGS
+@given(
+    route=st.sampled_from(["/v1/embeddings", "/v1/rerank"]),
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "input": json_values,
+            "dimensions": json_values,
+            "encoding_format": json_values,
+            "query": json_values,
+            "documents": json_values,
+            "top_n": json_values,
+        },
+    ),
+)
+def test_embedding_and_rerank_bodies(agents_proxy, fake_tei, route, body):
+    answer = httpx.post(f"{agents_proxy.url}{route}", json=body, headers={**auth(), "target": "tei"})
+    assert_not_the_proxys_5xx(answer)
