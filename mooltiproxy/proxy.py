@@ -54,6 +54,7 @@ class RoutingState:
     authorizations: dict[str, str | None]
     model_routes: dict[str, str]
     fronts: dict[str, Front]  # by the kind their request mappers take
+    hooked: dict[str, Front]  # those of them with hooks around a call
     front_paths: dict[str, Front]  # incoming path -> the front its clients speak, when not the pivot's
     own_routes: OwnRoutes  # the admin API's, then those of the fronts some route speaks
     probes: frozenset[str]  # paths clients HEAD without a key, to see the proxy is up
@@ -106,6 +107,7 @@ def routing_state(
         authorizations=authorizations,
         model_routes={model: name for name, target in config.targets.items() for model in target.models},
         fronts=by_kind,
+        hooked={kind: front for kind, front in by_kind.items() if front.has_hooks},
         front_paths=front_paths,
         own_routes=OwnRoutes([*admin.routes(), *(route for front in spoken for route in front.own_routes())]),
         probes=frozenset(path for front in fronts for path in front.probes),
@@ -212,7 +214,7 @@ class Proxy:
         caller: Caller,
     ) -> web.StreamResponse:
         """Through the route's front, to the target, then to its fallbacks in order while they fail."""
-        front = state.fronts.get(candidates[0][1].front or "")
+        front = state.hooked.get(candidates[0][1].front or "")
         if all(endpoint.request_mapper is not None for _, endpoint in candidates):
             context.keep_parsed_body_only()
             _apply_model_alias(context, candidates[0][0])

@@ -54,6 +54,11 @@ class Front:
         """Routes it answers itself, with no target behind them."""
         return ()
 
+    @property
+    def has_hooks(self) -> bool:
+        """Whether it does anything around a call (most fronts do not, and cost nothing there)."""
+        return type(self).before is not Front.before or type(self).after is not Front.after
+
     async def before(self, context: MapperContext) -> None:
         """Runs once the request is admitted, before its mappers."""
 

@@ -210,7 +210,9 @@ def _prompt(payload: dict, endpoint: Endpoint, context: MapperContext) -> tuple[
     renders_tools = endpoint.template is not None and endpoint.template.renders_tools
     if endpoint.tool_parser == GRAMMAR and not renders_tools:
         messages = without_tool_turns(messages, tools)
-    switches = {**endpoint.chat_template_kwargs, **_thinking_switches(payload.get("reasoning_effort"))}
+    switches = _thinking_switches(payload.get("reasoning_effort"))
+    if endpoint.chat_template_kwargs:
+        switches = {**endpoint.chat_template_kwargs, **switches}
     prompt, stops = endpoint.prompter(messages, endpoint, tools if renders_tools else None, switches)
     return tools, prompt, list(stops)
 
