@@ -13,7 +13,7 @@ import voluptuous as vol
 import yaml
 
 from mooltiproxy.config.chains import chained_mapper, chained_translators
-from mooltiproxy.config.declared import section_values
+from mooltiproxy.config.declared import default_of, section_values
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
 from mooltiproxy.config.registry import RegistryError, find_mappers, find_prompters, positional_arity
 from mooltiproxy.config.schema import build_schema
@@ -58,7 +58,10 @@ def _plugin_folder(raw: dict, source: Path) -> Path:
     """`system.plugins`, read before the rest: the mappers and prompters it holds are names the
     schema checks."""
     system = raw.get("system")
-    folder = system.get("plugins", ".") if isinstance(system, dict) else "."
+    folder = system.get("plugins") if isinstance(system, dict) else None
+    if folder is None:
+        default: Path = default_of(SystemSettings, "plugins")
+        return source.parent / default
     if not isinstance(folder, str):
         raise ConfigError(["system.plugins: expected the path of a folder"])
     return source.parent / folder

@@ -22,6 +22,7 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.parsers.reasoning.harmony import GptOssParser
 
 # End-of-turn tokens of common chat formats: a stop string whenever the template uses one.
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<end_of_turn>", "<|im_end|>", "<|end|>", "<|endoftext|>", "<|EOT|>")
@@ -194,6 +195,6 @@ def stop_strings_of(eos_token: str, source: str, extra: Sequence[str] = ()) -> t
         stops.append(eos_token)
     # gpt-oss's harmony ends each message of a turn with <|end|>; its turn ends at <|return|> or
     # <|call|>, its end-of-sequence tokens.
-    harmony = "<|channel|>" in source
+    harmony = GptOssParser().detect(source)
     stops.extend(token for token in END_OF_TURN_TOKENS if token in source and not (harmony and token == "<|end|>"))
     return tuple(dict.fromkeys(stop for stop in stops if stop))

@@ -31,6 +31,7 @@ from mooltiproxy.serving.own_routes import OwnRoute
 from mooltiproxy.translation.chat_completions import first_choice
 from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_RESPONSES
 from mooltiproxy.translation.marks import mapper
+from mooltiproxy.translation.prompting import parsed_arguments
 from mooltiproxy.translation.sse import named_event
 
 log = logging.getLogger("mooltiproxy.responses")
@@ -299,10 +300,7 @@ def _message_item(item_id: str, text: str, status: str = "completed") -> dict[st
 
 def _input_of(arguments: str) -> str:
     """A free-form tool's input, from the one-string function it was offered as."""
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return arguments
+    value = parsed_arguments(arguments or "{}")
     return str(value.get("input", "")) if isinstance(value, dict) else arguments
 
 
@@ -332,10 +330,10 @@ class Envelope:
             "arguments": arguments,
         }
 
-    def reasoning_item(self, item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    def reasoning_item(self, item_id: str, text: str) -> dict[str, Any]:
         """A reasoning output item; with its text sealed in `encrypted_content` when the request
         asks for it (Codex does, with `store: false`, and sends the item back on the next turn)."""
-        item: dict[str, Any] = {"id": item_id, "type": "reasoning", "status": status, "summary": []}
+        item: dict[str, Any] = {"id": item_id, "type": "reasoning", "status": "completed", "summary": []}
         item["content"] = [{"type": "reasoning_text", "text": text}]
         include = self._request.get("include")
         if isinstance(include, list) and "reasoning.encrypted_content" in include:
@@ -485,34 +483,14 @@ class ResponsesStream(StreamTranslator):
             return []
         index = len(self._output)
         out: list[bytes] = []
+        text = {"item_id": item["id"], "output_index": index, "content_index": 0}
         if item["type"] == "message":
             part = {"type": "output_text", "text": self._text, "annotations": [], "logprobs": []}
-            out.append(
-                self._emit(
-                    "response.output_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=self._text,
-                    logprobs=[],
-                )
-            )
-            out.append(
-                self._emit(
-                    "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
-                )
-            )
+            out.append(self._emit("response.output_text.done", **text, text=self._text, logprobs=[]))
+            out.append(self._emit("response.content_part.done", **text, part=part))
             item = _message_item(item["id"], self._text)
         elif item["type"] == "reasoning":
-            out.append(
-                self._emit(
-                    "response.reasoning_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=self._text,
-                )
-            )
+            out.append(self._emit("response.reasoning_text.done", **text, text=self._text))
             item = self._envelope.reasoning_item(item["id"], self._text)
         elif item["type"] == "custom_tool_call":
             # Its input, read from the one-string function it was offered as, once it is whole.

@@ -10,14 +10,9 @@ import yaml
 
 from conftest import KEY, auth, proxy_config, run_cli
 from support.fake_tgi import tokenize
+from support.routes import fronts_onto_tgi
 
-MESSAGES_ROUTE = {
-    "path": "/generate",
-    "in": ["messagesReqAnthropicToOpenAI", "chatReqOpenAItoTGI"],
-    "out": ["chatAnsTGItoOpenAI", "messagesAnsOpenAIToAnthropic"],
-    "prompter": "chat_template",
-    "template": "llama3",
-}
+MESSAGES_ROUTE = fronts_onto_tgi(prompter="chat_template", template="llama3")["/messages"]
 COUNT_ROUTE = {
     "path": "/tokenize",
     "in": ["countReqAnthropicToOpenAI", "tokenizeReqOpenAItoTGI"],

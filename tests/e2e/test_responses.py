@@ -12,15 +12,9 @@ from openai import OpenAI
 
 from conftest import KEY, proxy_config
 from support.fake_tgi import MAX_TOTAL_TOKENS, MODEL_ID
-from support.routes import client
+from support.routes import client, fronts_onto_tgi
 
-ON_TGI = {
-    "path": "/generate",
-    "in": ["responsesReqToOpenAI", "chatReqOpenAItoTGI"],
-    "out": ["chatAnsTGItoOpenAI", "responsesAnsOpenAIToResponses"],
-    "prompter": "chat_template",
-    "template": "llama3",
-}
+ON_TGI = fronts_onto_tgi(prompter="chat_template", template="llama3")["/responses"]
 ON_SERVER = {
     "path": "/v1/chat/completions",
     "in": ["responsesReqToOpenAI", "chatReqOpenAItoCompatible"],

@@ -78,11 +78,11 @@ def _chat_stream(endpoint: Endpoint, context: MapperContext) -> TGIStreamTransla
         tools=context.notes.get(_TOOLS) or (),
         one_call=context.notes.get(_ONE_CALL, False),
         reasoning=_reasoning_stream(endpoint, context),
-        kept_specials=kept_special_tokens(TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or ""), endpoint),
+        kept_specials=_kept_special_tokens(TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or ""), endpoint),
     )
 
 
-def kept_special_tokens(tool_parser: ToolParser | None, endpoint: Endpoint) -> frozenset[str]:
+def _kept_special_tokens(tool_parser: ToolParser | None, endpoint: Endpoint) -> frozenset[str]:
     """The special tokens whose text the answer keeps: the markers its parsers read."""
     kept = tool_parser.special_tokens if tool_parser is not None else frozenset()
     if endpoint.reasoning_parser is not None:
@@ -165,14 +165,15 @@ def chatAnsTGItoOpenAI(payload: Any, endpoint: Endpoint, context: MapperContext)
     """TGI /generate answer(s) -> an OpenAI `chat.completion`."""
     choices = []
     generated = 0
+    parser = TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or "")
+    kept_specials = _kept_special_tokens(parser, endpoint)
+    thinker = REASONING_PARSERS[endpoint.reasoning_parser] if endpoint.reasoning_parser else None
+    inside = context.notes.get(_STARTS_IN_REASONING, False)
     for index, answer in enumerate(_answers(payload)):
-        parser = TOOL_PARSERS.get(context.notes.get(_TOOL_PARSER) or "")
-        kept_specials = kept_special_tokens(parser, endpoint)
         text, finish_reason, tokens = choice_text(answer, context.notes.get(_STOPS, ()), kept_specials)
         reasoning = None
-        if endpoint.reasoning_parser is not None:
-            inside = context.notes.get(_STARTS_IN_REASONING, False)
-            reasoning, text = REASONING_PARSERS[endpoint.reasoning_parser].parse(text, inside)
+        if thinker is not None:
+            reasoning, text = thinker.parse(text, inside)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parser is not None:
             content, calls = parser.parse(text, context.notes.get(_TOOLS) or ())

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol
 
+from mooltiproxy.parsers.markers import partial_marker
+
 
 class ReasoningStream(Protocol):
     """Streamed text in, (reasoning, content) released out; `flush` at the answer's end."""
@@ -130,11 +132,3 @@ class ReasoningSplitter:
         if state == _DECIDING:
             return "", rest.strip()
         return "", ""
-
-
-def partial_marker(buffer: str, marker: str) -> int:
-    """Length of the longest end of the buffer that begins the marker."""
-    for length in range(min(len(marker) - 1, len(buffer)), 0, -1):
-        if buffer.endswith(marker[:length]):
-            return length
-    return 0

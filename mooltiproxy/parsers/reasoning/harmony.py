@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mooltiproxy.parsers.reasoning.base import ReasoningParser, partial_marker
+from mooltiproxy.parsers.markers import partial_marker
+from mooltiproxy.parsers.reasoning.base import ReasoningParser
 
 MESSAGE = "<|message|>"
 TERMINATORS = ("<|end|>", "<|call|>", "<|return|>")

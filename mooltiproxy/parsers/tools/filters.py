@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from mooltiproxy.parsers.markers import partial_marker
+
 Calls = list[dict[str, Any]]  # OpenAI tool calls: {"id", "type": "function", "function": {"name", "arguments"}}
 
 
@@ -78,7 +80,7 @@ class MarkedCallFilter:
             if not self._inside:
                 start = self._buffer.find(self._open)
                 if start < 0:
-                    held = _held_back(self._buffer, self._open)
+                    held = partial_marker(self._buffer, self._open)
                     released += self._buffer[: len(self._buffer) - held]
                     self._buffer = self._buffer[len(self._buffer) - held :]
                     break
@@ -122,11 +124,3 @@ class MarkedCallFilter:
             released, calls = self._read(rest, "")
             return ("" if self._after_call and not released.strip() else released), calls
         return ("" if self._after_call and not rest.strip() else rest), []
-
-
-def _held_back(buffer: str, marker: str) -> int:
-    """Length of the longest end of the buffer that begins the marker."""
-    for length in range(min(len(marker) - 1, len(buffer)), 0, -1):
-        if buffer.endswith(marker[:length]):
-            return length
-    return 0
