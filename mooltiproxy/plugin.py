@@ -4,7 +4,8 @@ from here and nowhere else of ours, which tests/unit/test_architecture.py checks
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec, StreamTranslator
 from mooltiproxy.config.settings import Endpoint, TargetInfo
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.serving.context import FanOut, MapperContext, Note, Streamed
+from mooltiproxy.core.mapping import FanOut, Note, Streamed
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.translation.kinds import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,

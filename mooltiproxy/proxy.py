@@ -22,6 +22,7 @@ from mooltiproxy.forwarding.upstream import UpstreamPool
 from mooltiproxy.fronts.base import Front
 from mooltiproxy.guard.gate import Caller, Guard
 from mooltiproxy.guard.limits import Grant, Limiter, openai_headers
+from mooltiproxy.guardrails.classifier import Classifiers
 from mooltiproxy.operations.admin import Admin
 from mooltiproxy.operations.logs import log_access
 from mooltiproxy.serving.context import RequestContext
@@ -75,6 +76,7 @@ def routing_state(
     fronts: Sequence[Front],
     info_readers: Sequence[InfoReader],
     sealer: Sealer,
+    classifiers: Classifiers,
 ) -> RoutingState:
     # Precomputed so that the hot path only looks things up.
     authorizations = {name: f"Bearer {t.key}" if t.key else None for name, t in config.targets.items()}
@@ -99,6 +101,7 @@ def routing_state(
             metrics,
             config.system,
             config.guard.client_address_header,
+            classifiers,
             guard.key_headers,
         ),
         catalog=ModelCatalog(config.targets, config.default_target, infos),
@@ -169,6 +172,8 @@ class Proxy:
         )
         for event, amount in (context.events or {}).items():
             self._metrics.add("mooltiproxy_translation_events_total", amount, route=route, event=event)
+        for (guard, action), hits in (context.guard_hits or {}).items():
+            self._metrics.add("mooltiproxy_guard_hits_total", hits, guard=guard, action=action, route=route)
 
     async def _dispatch(
         self, state: RoutingState, request: web.BaseRequest, context: RequestContext, raw_target: str

@@ -30,6 +30,7 @@ from mooltiproxy.fronts.base import FrontServices
 from mooltiproxy.guard.gate import Guard
 from mooltiproxy.guard.keys import keyring
 from mooltiproxy.guard.limits import Limiter
+from mooltiproxy.guardrails.classifier import Classifiers
 from mooltiproxy.operations.admin import Admin
 from mooltiproxy.operations.admin_socket import AdminSocket
 from mooltiproxy.operations.logs import setup_logging
@@ -56,6 +57,7 @@ class Runtime:
         self.metrics = Metrics()
         self.store = state_store(config.system, config.guard, os.environ, self._state_error)
         self.limiter = Limiter(self.store, self.metrics)
+        self.classifiers = Classifiers()  # the guards' HTTP client, which reloads keep
         # With several workers, metrics are summed across processes through the shared file.
         shared_file = config.guard.ban_file if config.system.workers > 1 else None
         self.shared_metrics = SharedMetrics(shared_file, self.metrics) if shared_file is not None else None
@@ -73,10 +75,13 @@ class Runtime:
             partial(self._limits_report, config, guard),
             self._readiness,
             route_table(config),
+            [guard.described() for guard in config.guards.values()],
             config.system.metrics_public,
         )
         readers = [(backend.info_path, backend.read_info) for backend in BACKENDS]
-        return routing_state(config, guard, admin, pool, self.metrics, self.limiter, fronts, readers, self.sealer)
+        return routing_state(
+            config, guard, admin, pool, self.metrics, self.limiter, fronts, readers, self.sealer, self.classifiers
+        )
 
     def _readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether the default target answers, and what each target said when last asked (asked
@@ -123,6 +128,7 @@ class Runtime:
     async def close(self) -> None:
         await self.limiter.stop()
         await self.proxy.state.pool.close()
+        await self.classifiers.close()
         if self.shared_metrics is not None:
             await self.shared_metrics.close()
         await self.store.close()

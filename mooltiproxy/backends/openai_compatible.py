@@ -27,7 +27,8 @@ from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint, TargetInfo
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.serving.context import MapperContext, Note, Streamed
+from mooltiproxy.core.mapping import Note, Streamed
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.images import with_images_ready
 from mooltiproxy.translation.kinds import ANTHROPIC_COUNT, COMPATIBLE_TOKENIZE, OPENAI_CHAT, OPENAI_COMPATIBLE

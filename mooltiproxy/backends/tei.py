@@ -26,7 +26,8 @@ from mooltiproxy.backends.base import Backend
 from mooltiproxy.config.settings import Endpoint, TargetInfo
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
-from mooltiproxy.serving.context import FanOut, MapperContext, Note
+from mooltiproxy.core.mapping import FanOut, Note
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.translation.kinds import OPENAI_EMBEDDINGS, RERANK, TEI_EMBED, TEI_RERANK
 from mooltiproxy.translation.marks import mapper
 

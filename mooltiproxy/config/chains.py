@@ -31,15 +31,16 @@ def chained_translators(factories: Sequence[StreamTranslatorFactory]) -> StreamT
 
 class ChainedTranslator(StreamTranslator):
     """The first link reads the target's events; each next one translates what the one before
-    made. The last decides how the stream is framed and ends, and what it says of errors and
-    silence."""
+    made. The last that frames (guards only screen) decides how the stream is framed and ends, and
+    what it says of errors and silence."""
 
     def __init__(self, links: Sequence[StreamTranslator]):
         self._links = links
-        self.done, self.ping = links[-1].done, links[-1].ping
+        self._framing = next(link for link in reversed(links) if link.frames)
+        self.done, self.ping = self._framing.done, self._framing.ping
 
     def error_frame(self, error: ProxyError) -> bytes:
-        return self._links[-1].error_frame(error)
+        return self._framing.error_frame(error)
 
     def event(self, data: str) -> list[Any]:
         first = self._links[0]

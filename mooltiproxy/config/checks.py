@@ -177,3 +177,12 @@ TGI_DEFAULTS = vol.Schema(
 
 # What a template may be given: names Jinja can read, and values YAML writes.
 TEMPLATE_VARIABLES = vol.Schema({vol.Match(r"^[A-Za-z_][A-Za-z0-9_]*$"): vol.Any(str, int, float, bool, None)})
+
+
+def names(value: Any) -> tuple[str, ...]:
+    """A list of names (of guards, say), each once; whether they exist is checked beside."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise vol.Invalid("expected a list of names")
+    if len(set(value)) != len(value):
+        raise vol.Invalid("a name is listed twice")
+    return tuple(value)

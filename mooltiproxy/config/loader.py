@@ -14,6 +14,7 @@ import yaml
 
 from mooltiproxy.config.chains import chained_mapper, chained_translators
 from mooltiproxy.config.declared import default_of, section_values
+from mooltiproxy.config.guarded_routes import guarded_chains, pass_through_view, pivot_position, route_guards
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
 from mooltiproxy.config.registry import RegistryError, find_mappers, find_prompters, positional_arity
 from mooltiproxy.config.schema import build_schema
@@ -24,7 +25,6 @@ from mooltiproxy.config.settings import (
     Config,
     Endpoint,
     GuardSettings,
-    Mapper,
     StreamTranslatorFactory,
     SystemSettings,
     Target,
@@ -35,6 +35,8 @@ from mooltiproxy.config.template_entries import builtin_templates
 from mooltiproxy.config.templates import PromptTemplate
 from mooltiproxy.config.yaml_shape import check_yaml_shape
 from mooltiproxy.core.errors import ConfigError
+from mooltiproxy.guardrails.route import RouteGuards
+from mooltiproxy.guardrails.views import PIVOT_VIEW
 
 
 def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
@@ -154,14 +156,18 @@ class _Builder:
         }
         targets_section = dict(self.document["targets"])
         default = targets_section.pop("default")
+        self.guards = self.document["guards"]
+        system = self._system(self.document["system"])
+        self.system_guards = system.guards
         return Config(
             source=self.source,
-            system=self._system(self.document["system"]),
+            system=system,
             guard=self._guard(self.document["cerbere"]),
             default_target=default,
             targets={name: self._target(name, entry) for name, entry in targets_section.items()},
             templates=self.templates,
             clients=self._clients(self.document["clients"]),
+            guards=self.guards,
             warnings=tuple(self.warnings),
             notes=tuple(self.notes),
         )
@@ -201,7 +207,7 @@ class _Builder:
             key=key,
             verify=entry["verify"] if isinstance(entry["verify"], bool) else self.source.parent / entry["verify"],
             endpoints={
-                incoming: self._endpoint(f"targets.{name}.mapping.{incoming}", incoming, spec)
+                incoming: self._endpoint(f"targets.{name}.mapping.{incoming}", incoming, spec, entry.get("guards", ()))
                 for incoming, spec in entry["mapping"].items()
             },
             fallback=tuple(entry["fallback"]),
@@ -212,7 +218,7 @@ class _Builder:
             **section_values(Target, entry, self.source.parent),
         )
 
-    def _endpoint(self, where: str, incoming: str, spec: dict) -> Endpoint:
+    def _endpoint(self, where: str, incoming: str, spec: dict, target_guards: tuple[str, ...]) -> Endpoint:
         upstream_path = spec.get("path", incoming)
         template_name = spec.get("template")
         prompter_name = spec.get("prompter")
@@ -230,25 +236,85 @@ class _Builder:
             methods = frozenset(spec["methods"])
         else:
             methods = TRANSLATED_METHODS if translated else PASS_THROUGH_METHODS
+        request_links = [_adapt(self.mappers[name].function, 3) for name in ins]
+        answer_links = [_adapt(self.mappers[name].function, 3) for name in outs]
+        translators = self._translators(outs)
+        guarding = self._guarding(where, incoming, upstream_path, spec, ins, outs, target_guards)
+        if guarding is not None:
+            request_links, answer_links, translators = guarded_chains(
+                guarding, request_links, answer_links, translators, self._pivots(ins, outs)
+            )
         return Endpoint(
             incoming_path=incoming,
             upstream_path=upstream_path,
             methods=methods,
             stream_path=stream_path,
-            stream_translator=self._translators(outs),
+            stream_translator=chained_translators(translators) if translators else None,
             # The link facing the target has a say on its errors.
             error_hook=self.mappers[outs[0]].error_hook if outs else None,
             front=self.mappers[ins[0]].takes if ins else None,
             request_mapper_name=" > ".join(ins) or "identity",
             answer_mapper_name=" > ".join(outs) or "identity",
-            request_mapper=self._mapper(ins),
-            answer_mapper=self._mapper(outs),
+            # None is identity: the bytes relayed, never parsed.
+            request_mapper=chained_mapper(request_links) if request_links else None,
+            answer_mapper=chained_mapper(answer_links) if answer_links else None,
             prompter_name=prompter_name,
             prompter=_adapt(self.prompters[prompter_name].function, 4) if prompter_name else None,
             template=template,
             **section_values(Endpoint, spec, self.source.parent),
             tool_parser=self._tool_parser(where, spec.get("tool_parser"), template),
             reasoning_parser=self._reasoning_parser(where, spec["reasoning_parser"], template),
+            guarding=guarding,
+        )
+
+    def _pivots(self, ins: list[str], outs: list[str]) -> tuple[int, int] | None:
+        """Where the pivot is in the request chain and in the answer chain; None when a chain
+        never carries it (or the route passes through)."""
+        at_request = pivot_position([(self.mappers[name].takes, self.mappers[name].gives) for name in ins])
+        at_answer = pivot_position([(self.mappers[name].takes, self.mappers[name].gives) for name in outs])
+        return None if at_request is None or at_answer is None else (at_request, at_answer)
+
+    def _guarding(
+        self,
+        where: str,
+        incoming: str,
+        upstream_path: str,
+        spec: dict,
+        ins: list[str],
+        outs: list[str],
+        target_guards: tuple[str, ...],
+    ) -> RouteGuards | None:
+        """The proxy's, the target's and the route's guards, in that order, where they can read
+        the route's text; a route's own guards where they cannot are an error."""
+        names = list(dict.fromkeys([*self.system_guards, *target_guards, *spec.get("guards", ())]))
+        choosable = {name: self.guards[name] for name in spec.get("client_guards", ())}
+        if not names and not choosable:
+            return None
+        pivots = self._pivots(ins, outs)
+        view = PIVOT_VIEW if pivots is not None else None
+        if not (ins or outs):
+            view = pass_through_view(incoming, upstream_path)
+        if view is None:
+            if spec.get("guards") or choosable:
+                raise ConfigError(
+                    [
+                        f"{where}.guards: guards read OpenAI Chat (a translated route's pivot, or a relayed "
+                        "/chat/completions) or TGI's /generate, and this route carries neither"
+                    ]
+                )
+            self.notes.append(f"{where}: guards {', '.join(names)} do not apply (no text they read)")
+            return None
+        guards = tuple(self.guards[name] for name in names)
+        if pivots is None:
+            return route_guards(guards, choosable, view)
+        at_answer = pivots[1]
+        factories = [self.mappers[name].stream_translator for name in outs[at_answer:]]
+        return route_guards(
+            guards,
+            choosable,
+            view,
+            [_adapt(self.mappers[name].function, 3) for name in outs[at_answer:]],
+            [factory for factory in factories if factory is not None] if None not in factories else (),
         )
 
     def _reasoning_parser(self, where: str, parser: str, template: PromptTemplate | None) -> str | None:
@@ -274,13 +340,10 @@ class _Builder:
         )
         return "grammar"
 
-    def _mapper(self, names: list[str]) -> Mapper | None:
-        """The chain as one mapper; None for identity (bytes relayed, never parsed)."""
-        return chained_mapper([_adapt(self.mappers[name].function, 3) for name in names]) if names else None
-
-    def _translators(self, names: list[str]) -> StreamTranslatorFactory | None:
-        """The stream translator of an answer chain: one per link, each fed by the one before."""
+    def _translators(self, names: list[str]) -> list[StreamTranslatorFactory] | None:
+        """The stream translators of an answer chain, one per link, each fed by the one before;
+        None when a link has none (the route does not stream)."""
         factories = [self.mappers[name].stream_translator for name in names]
         if not factories or None in factories:
             return None
-        return chained_translators([factory for factory in factories if factory is not None])
+        return [factory for factory in factories if factory is not None]

@@ -47,6 +47,7 @@ class StreamTranslator:
     done: bytes = b"data: [DONE]\n\n"  # what ends the stream
     # What a quiet stream is sent: an SSE comment, which every client's parser skips.
     ping: bytes = b": keep-alive\n\n"
+    frames: bool = True  # False: a link that only screens what passes, framed by the links around it
 
     def event(self, data: Any) -> list[Any]:
         raise NotImplementedError

@@ -14,6 +14,7 @@ import voluptuous as vol
 from mooltiproxy.config import checks
 from mooltiproxy.config.checks import CheckContext
 from mooltiproxy.config.declared import default_of, section_schema
+from mooltiproxy.config.guards import guards_section
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
 from mooltiproxy.config.settings import (
     MASTER,
@@ -317,8 +318,35 @@ def build_schema(
         client_key_source,
     )
 
-    return vol.Schema(
+    guard_names = _names(raw.get("guards"))
+
+    def guards_known(document: dict) -> list[vol.Invalid]:
+        """Every list of guards names guards of `guards:`."""
+        lists: list[tuple[list[Any], Any]] = []
+        system, targets = document.get("system"), document.get("targets")
+        if isinstance(system, dict):
+            lists.append((["system", "guards"], system.get("guards")))
+        for name, target in targets.items() if isinstance(targets, dict) else ():
+            if not isinstance(target, dict):
+                continue
+            lists.append((["targets", name, "guards"], target.get("guards")))
+            mapping = target.get("mapping")
+            for path, entry in mapping.items() if isinstance(mapping, dict) else ():
+                for key in ("guards", "client_guards"):
+                    value = entry.get(key) if isinstance(entry, dict) else None
+                    lists.append((["targets", name, "mapping", path, key], value))
+        return [
+            vol.Invalid(f"unknown guard '{guard}' (guards: {', '.join(guard_names) or 'none defined'})", path=where)
+            for where, value in lists
+            if isinstance(value, list)
+            for guard in value
+            if isinstance(guard, str) and guard not in guard_names
+        ]
+
+    document = vol.Schema(
         {
+            # Named guards on what goes in and comes out; system, targets and routes list them.
+            vol.Optional("guards", default=None): guards_section(context),
             vol.Optional("system", default=None): checks.section(
                 vol.All(section_schema(SystemSettings, context), _inflight_covers_a_body)
             ),
@@ -338,3 +366,4 @@ def build_schema(
             ),
         }
     )
+    return vol.Schema(_checked(document, guards_known))

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 from mooltiproxy.config import checks
 from mooltiproxy.config.declared import setting
 from mooltiproxy.config.templates import PromptTemplate
+from mooltiproxy.guardrails.guard import Guard
+from mooltiproxy.guardrails.route import RouteGuards
 from mooltiproxy.parsers.reasoning import REASONING_PARSERS
 from mooltiproxy.parsers.tools import TOOL_PARSERS
 
@@ -111,6 +113,12 @@ class Endpoint:
     stream_translator: StreamTranslatorFactory | None = None
     # The API the client speaks here (what the request chain takes), for errors in its shape.
     front: str | None = None
+    # Guards of `guards:` applied here, after the proxy's and the target's; and those a client may
+    # add to a request by name (its body's `guards`).
+    guards: tuple[str, ...] = setting((), checks.names)
+    client_guards: tuple[str, ...] = setting((), checks.names)
+    # What those guards do on this route, ready (None: no guard applies).
+    guarding: RouteGuards | None = None
     # The answer mapper's say on an upstream error.
     error_hook: ErrorHook | None = None
 
@@ -218,6 +226,8 @@ class Target:
     keepalive: bool = setting(True, bool)
     # For all the target's callers together.
     limits: Limits = setting(NO_LIMITS, _LIMITS, read=limits_of)
+    # Guards of `guards:` applied on every route of the target that they can read, after the proxy's.
+    guards: tuple[str, ...] = setting((), checks.names)
     # Tokens of prompt and answer together; None: as the target says (TGI's /info, /v1/models).
     context_length: int | None = setting(None, checks.optional(checks.integer(2)))
 
@@ -291,6 +301,8 @@ class SystemSettings:
     masterkey: str | None = setting(None, checks.optional(str))
     # The folder whose mappers/ and prompters/ hold the operator's own plug-ins.
     plugins: Path = setting(Path("."), str, path=True)
+    # Guards of `guards:` applied on every route that they can read, first.
+    guards: tuple[str, ...] = setting((), checks.names)
     # The operator's Unix socket for listing and lifting bans (None: none).
     admin_socket: Path | None = setting(Path("run/mooltiproxy.sock"), checks.optional(str), path=True, restart=True)
 
@@ -308,6 +320,7 @@ class Config:
     targets: Mapping[str, Target]
     templates: Mapping[str, PromptTemplate]
     clients: tuple[ClientKey, ...] = ()
+    guards: Mapping[str, Guard] = field(default_factory=dict)  # `guards:`, by name
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what the loader chose for the config (tool_parser: auto, say)
 

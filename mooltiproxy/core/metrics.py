@@ -39,6 +39,10 @@ DESCRIPTIONS = {
         "counter",
         "What translation did to requests, by route and event (images left out for a text-only model).",
     ),
+    "mooltiproxy_guard_hits_total": (
+        "counter",
+        "What guards found, by guard, action and route (a classifier that failed: action classifier_error).",
+    ),
 }
 
 

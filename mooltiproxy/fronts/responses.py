@@ -22,11 +22,12 @@ from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
+from mooltiproxy.core.mapping import Note, Notes
 from mooltiproxy.core.sealing import Sealer
 from mooltiproxy.forwarding.models import ListedModel
 from mooltiproxy.fronts.base import Front, FrontServices
 from mooltiproxy.fronts.stored_responses import FINAL, ROUTE, StoredResponses
-from mooltiproxy.serving.context import MapperContext, Note, Notes
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.serving.own_routes import OwnRoute
 from mooltiproxy.translation.chat_completions import first_choice
 from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_RESPONSES

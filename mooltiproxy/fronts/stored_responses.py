@@ -16,7 +16,8 @@ from aiohttp import web
 from mooltiproxy.config.settings import ClientKey
 from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError
-from mooltiproxy.serving.context import MapperContext, Note
+from mooltiproxy.core.mapping import Note
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.serving.responses import json_response
 from mooltiproxy.state.store import StateStore
 

@@ -3,7 +3,8 @@
 GET health answers without a key and tells nothing of the internals; GET ready says whether the
 default target answers (503 when it does not), and with the proxy key what each target said when
 last asked; metrics, the ban list, lifting a ban, the limits' usage and the route table need the
-proxy key itself (metrics are open with system.metrics_public).
+proxy key itself (metrics are open with system.metrics_public), and so does the list of guards
+(each route's own are in the route table).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ class Admin:
         limits: Callable[[], Awaitable[dict[str, Any]]],
         readiness: Callable[[], tuple[bool, dict[str, Any]]],
         routes: list[dict[str, Any]],
+        guards: list[dict[str, Any]],
         metrics_public: bool,
     ):
+        self._guards = guards
         self.prefix = prefix
         self.health_path = prefix + "health"
         self.ready_path = prefix + "ready"
@@ -91,6 +94,7 @@ class Admin:
             route("bans/(.*)", self._lift, "DELETE"),
             route("limits", self._limits_usage, "GET"),
             route("routes", self._route_table, "GET"),
+            route("guards", self._guard_list, "GET"),
             route("health", self._health),
             route("ready", self._ready, "GET"),
             route("metrics", self._metrics_text, "GET"),
@@ -113,6 +117,9 @@ class Admin:
 
     async def _route_table(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
         return json_response({"routes": self._routes})
+
+    async def _guard_list(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
+        return json_response({"guards": self._guards})
 
     async def _health(self, request: web.BaseRequest, found: re.Match[str], client: ClientKey) -> web.Response:
         return self.health()

@@ -12,7 +12,8 @@ def route_table(config: Config) -> list[dict[str, Any]]:
     rows = []
     for name, target in config.targets.items():
         for path, endpoint in target.endpoints.items():
-            translated = endpoint.request_mapper is not None
+            translated = endpoint.request_mapper_name != "identity"
+            guarding = endpoint.guarding
             rows.append(
                 {
                     "path": path,
@@ -22,10 +23,12 @@ def route_table(config: Config) -> list[dict[str, Any]]:
                     "stream_upstream": endpoint.stream_path if endpoint.stream_translator is not None else None,
                     "methods": sorted(endpoint.methods),
                     "in": endpoint.request_mapper_name if translated else None,
-                    "out": endpoint.answer_mapper_name if endpoint.answer_mapper is not None else None,
+                    "out": endpoint.answer_mapper_name if translated else None,
                     "prompter": endpoint.prompter_name,
                     "template": endpoint.template.name if endpoint.template is not None else None,
                     "tool_parser": endpoint.tool_parser,
+                    "guards": guarding.names if guarding is not None else [],
+                    "client_guards": list(guarding.choosable) if guarding is not None else [],
                 }
             )
     return rows
@@ -36,8 +39,9 @@ def route_lines(config: Config) -> list[str]:
     lines = []
     for row in route_table(config):
         where = f"{row['path']} -> {row['target']}{' (default)' if row['default'] else ''} {row['upstream']}"
+        guarded = f"; guards {', '.join(row['guards'])}" if row["guards"] else ""
         if row["in"] is None:
-            lines.append(f"{where}: passed through ({', '.join(row['methods'])})")
+            lines.append(f"{where}: passed through ({', '.join(row['methods'])}){guarded}")
             continue
         parts = [f"in {row['in']}", f"out {row['out']}"]
         if row["prompter"]:
@@ -48,5 +52,5 @@ def route_lines(config: Config) -> list[str]:
             parts.append(f"tool_parser {row['tool_parser']}")
         if row["stream_upstream"]:
             parts.append(f"streams to {row['stream_upstream']}")
-        lines.append(f"{where}: " + "; ".join(parts))
+        lines.append(f"{where}: " + "; ".join(parts) + guarded)
     return lines

@@ -4,78 +4,17 @@ argument)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import Any, Protocol
 
 from multidict import CIMultiDictProxy
 
 from mooltiproxy.config.settings import UNKNOWN, Endpoint, Target, TargetInfo
 from mooltiproxy.core.accelerators import loads
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.mapping import Notes
 from mooltiproxy.core.sealing import Sealer
 
 _UNPARSED = object()
-
-
-class FanOut(list):
-    """Returned by a request mapper: send each payload upstream, in parallel.
-
-    The answer mapper then receives a FanOut of the parsed answers, in the same order, and
-    `context.answer_headers` holds each answer's headers.
-    """
-
-
-class Streamed(dict):
-    """Returned by a request mapper: send this payload to the endpoint's stream path and translate
-    the answer's events with the answer mapper's `stream_translator`."""
-
-
-T = TypeVar("T")
-D = TypeVar("D")
-T_co = TypeVar("T_co", covariant=True)
-
-
-class Note(Generic[T_co]):
-    """A typed key of a request's notes, as aiohttp's RequestKey: `STOPS = Note[list[str]]("stops")`.
-    Each key is its own object, so two modules' notes never collide, whatever their names."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"Note({self.name!r})"
-
-
-class Notes:
-    """What a request mapper leaves for the answer mapper of the same request, by typed key."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self) -> None:
-        self._values: dict[Note[Any], Any] = {}
-
-    def __setitem__(self, key: Note[T], value: T) -> None:
-        self._values[key] = value
-
-    def __getitem__(self, key: Note[T]) -> T:
-        value: T = self._values[key]
-        return value
-
-    def __contains__(self, key: Note[Any]) -> bool:
-        return key in self._values
-
-    @overload
-    def get(self, key: Note[T]) -> T | None: ...
-
-    @overload
-    def get(self, key: Note[T], default: D) -> T | D: ...
-
-    def get(self, key: Note[Any], default: Any = None) -> Any:
-        return self._values.get(key, default)
-
-    def clear(self) -> None:
-        self._values.clear()
 
 
 class MapperContext(Protocol):
@@ -132,6 +71,7 @@ class RequestContext:
         "notes",
         "sealer",
         "events",
+        "guard_hits",
         "_body",
     )
 
@@ -160,6 +100,7 @@ class RequestContext:
         self.notes = Notes()
         self.sealer = sealer
         self.events: dict[str, int] | None = None  # what mappers counted, made on the first count
+        self.guard_hits: dict[tuple[str, str], int] | None = None  # (guard, action) -> hits
         self._body: Any = _UNPARSED
 
     @property
@@ -173,6 +114,11 @@ class RequestContext:
         if self.events is None:
             self.events = {}
         self.events[event] = self.events.get(event, 0) + amount
+
+    def guard_hit(self, guard: str, action: str) -> None:
+        if self.guard_hits is None:
+            self.guard_hits = {}
+        self.guard_hits[guard, action] = self.guard_hits.get((guard, action), 0) + 1
 
     def keep_parsed_body_only(self) -> None:
         """For a request only mappers will read: its bytes are let go once parsed, rather than held

@@ -10,9 +10,11 @@ from typing import Any, NamedTuple
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from mooltiproxy.config.guarded_routes import SCREENING, hits_of
 from mooltiproxy.config.settings import Endpoint, Mapper, StreamTranslatorFactory, SystemSettings, Target
 from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.mapping import FanOut, Streamed
 from mooltiproxy.core.metrics import Metrics
 from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.headers import forwarding, never_forwarded, upstream_request_headers
@@ -20,9 +22,12 @@ from mooltiproxy.forwarding.relay import relay
 from mooltiproxy.forwarding.target_info import TargetInfos
 from mooltiproxy.forwarding.upstream import UpstreamPool
 from mooltiproxy.forwarding.usage import UsageTail
-from mooltiproxy.serving.context import FanOut, RequestContext, Streamed
+from mooltiproxy.guardrails.classifier import ClassifierFailed, Classifiers
+from mooltiproxy.guardrails.guard import BLOCK, GuardBlocked
+from mooltiproxy.guardrails.route import RouteGuards, Screening
+from mooltiproxy.serving.context import RequestContext
 from mooltiproxy.translation.refusals import upstream_error
-from mooltiproxy.translation.streaming import stream_translated
+from mooltiproxy.translation.streaming import stream_events, stream_translated
 
 log = logging.getLogger("mooltiproxy.proxy")
 
@@ -45,9 +50,11 @@ class Forwarder:
         metrics: Metrics,
         system: SystemSettings,
         chain_header: str,
+        classifiers: Classifiers,
         key_headers: tuple[str, ...] = (),
     ):
         self._pool = pool
+        self._classifiers = classifiers
         self._dropped = never_forwarded(key_headers)
         self._infos = infos
         self._chain_header = chain_header  # where trusted proxies name the client
@@ -73,7 +80,15 @@ class Forwarder:
         context.notes.clear()  # a fallback target maps the request afresh
         if endpoint.request_mapper is not None:
             context.target_info = self._infos.last_known(target.name)
-        call = self._map_request(context, endpoint)
+        try:
+            call = self._map_request(context, endpoint)
+            screening = context.notes.get(SCREENING)
+            if screening is not None and screening.classify:
+                await self._classify(screening, context)
+        except GuardBlocked as block:
+            if not block.guard.answer_blocks or endpoint.guarding is None:
+                raise
+            return await self._answer_blocked(request, context, endpoint, endpoint.guarding, block)
         headers = upstream_request_headers(
             request.headers,
             self._authorizations[target.name],
@@ -201,6 +216,7 @@ class Forwarder:
             bodies = [self._encode(endpoint, retry)]
         context.upstream_status, context.upstream_headers = answers[0].status, answers[0].headers
         context.answer_headers = [answer.headers for answer in answers]
+        _tokens_from_headers(context, answers[0].headers)  # what the answer's usage says wins
         payloads = [self._parse_answer(answer.body, endpoint, exchange.target) for answer in answers]
         payload = FanOut(payloads) if call.fanned_out else payloads[0]
         mapped = self._apply(endpoint.answer_mapper_name, answer_mapper, payload, endpoint, context)
@@ -213,6 +229,53 @@ class Forwarder:
         body = dumps(mapped)
         self._debug_body("answer mapped by %s", endpoint.answer_mapper_name, body)
         return web.Response(status=answers[0].status, body=body, content_type="application/json")
+
+    async def _classify(self, screening: Screening, context: RequestContext) -> None:
+        """The classifier guards, in order: a flagged text blocks (or is only logged); a classifier
+        that fails blocks or lets through as its guard says."""
+        hit = hits_of(context)
+        for guard, texts in screening.classify:
+            classifier = guard.classifier
+            assert classifier is not None
+            try:
+                flagged = await self._classifiers.flagged(classifier, texts)
+            except ClassifierFailed as failure:
+                what = "refused (on_error: closed)" if classifier.fail_closed else "let through (on_error: open)"
+                log.warning("guard %s: its classifier failed (%s); the request is %s", guard.name, failure, what)
+                context.guard_hit(guard.name, "classifier_error")
+                if classifier.fail_closed:
+                    raise ProxyError(
+                        503,
+                        f"Guard '{guard.name}' could not check this request: its classifier did not answer",
+                        code="guard_unavailable",
+                    ) from None
+                continue
+            if flagged:
+                hit(guard, "classifier")
+                if guard.action == BLOCK:
+                    raise guard.blocked(screening.streamed)
+
+    async def _answer_blocked(
+        self,
+        request: web.BaseRequest,
+        context: RequestContext,
+        endpoint: Endpoint,
+        guarding: RouteGuards,
+        block: GuardBlocked,
+    ) -> web.StreamResponse:
+        """A guard's message as the assistant's reply, written in the client's API by the rest of
+        the answer chain; the target is never called."""
+        screening = context.notes.get(SCREENING)
+        view, message = guarding.view, block.guard.message
+        model = screening.model if screening is not None else ""
+        if block.streamed:
+            events = view.blocked_events(message, model, screening is not None and screening.counts_usage)
+            translator = guarding.stream_tail(endpoint, context)
+            return await stream_events(request, context, translator, events, self._client_timeout)
+        payload = view.blocked_answer(message, model)
+        if guarding.answer_tail is not None:
+            payload = self._apply(endpoint.answer_mapper_name, guarding.answer_tail, payload, endpoint, context)
+        return web.Response(body=dumps(payload), content_type="application/json")
 
     def _on_error(
         self, endpoint: Endpoint, error: ProxyError, call: UpstreamCall, sent: bytes | None, context: RequestContext

@@ -77,12 +77,13 @@ async def stream_translated(
                 chunks, failure = _translate(translator, batch)
             if not translator.complete:
                 raise ProxyError(500, f"Target '{target.name}' ended the stream early", code="incomplete_generation")
+            last = b"".join(map(frame, translator.end())) + translator.done  # a guard may still refuse it
         except ProxyError as error:
             await _end_with_error(stream, target, error, translator)
             return response
         finally:
             stream.stop_keep_alive()
-        await stream.end(b"".join(map(frame, translator.end())) + translator.done)
+        await stream.end(last)
         return response
     finally:
         # A stream left unread (client gone, stop string reached) closes its connection at once,
@@ -90,12 +91,29 @@ async def stream_translated(
         upstream.release()
 
 
+async def stream_events(
+    request: web.BaseRequest,
+    context: RequestContext,
+    translator: StreamTranslator,
+    events: list[Any],
+    client_timeout: float,
+) -> web.StreamResponse:
+    """A stream the proxy writes itself (a guard's answer): the events, through the translator."""
+    chunks = [chunk for event in events for chunk in translator.event(event)] + translator.end()
+    response = web.StreamResponse(headers=STREAM_HEADERS)
+    stamp(request, context, response)
+    stream = ClientStream(request, response, client_timeout)
+    await stream.start()
+    await stream.end(b"".join(map(frame, chunks)) + translator.done)
+    return response
+
+
 async def _end_with_error(
     stream: ClientStream, target: Target, error: ProxyError, translator: StreamTranslator
 ) -> None:
     """An error once the stream has started: an error event (in the client's API's shape), then the
     end of the stream."""
-    log.warning("stream from target %s failed: %s", target.name, error.message)
+    log.warning("stream from target %s cut short: %s", target.name, error.message)
     await stream.end(translator.error_frame(error))
 
 

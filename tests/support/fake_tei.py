@@ -37,7 +37,7 @@ class TEIError(Exception):
         self.message, self.error_type = message, error_type
 
 
-_STATUSES = {"Empty": 400, "Validation": 422, "Tokenizer": 422}
+_STATUSES = {"Empty": 400, "Validation": 422, "Tokenizer": 422, "Backend": 424}  # server.rs: ErrorType's
 
 
 @web.middleware
@@ -58,10 +58,19 @@ def vector(text: str, size: int = DIMENSIONS, normalize: bool = True) -> list[fl
     return [value / norm for value in values] if normalize else values
 
 
+# A sequence classifier's labels, Prompt-Guard's way; the fake flags this phrase as an injection.
+LABELS = {"0": "BENIGN", "1": "INJECTION"}
+FLAGGED = "ignore previous instructions"
+
+
 class FakeTEI(ThreadedServer):
-    def __init__(self, port: int = 0) -> None:
+    """An embedding model's TEI, or with `classifier` a sequence classifier's (Prompt-Guard): each
+    refuses what the other serves, as core/src/infer.rs does."""
+
+    def __init__(self, port: int = 0, classifier: bool = False) -> None:
         super().__init__(port)
         self.max_client_batch_size = MAX_CLIENT_BATCH_SIZE
+        self.classifier = classifier
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[_tei_errors])
@@ -79,7 +88,9 @@ class FakeTEI(ThreadedServer):
                 "model_id": MODEL_ID,
                 "model_sha": None,
                 "model_dtype": "float32",
-                "model_type": {"embedding": {"pooling": "cls"}},
+                "model_type": {"classifier": {"id2label": LABELS}}
+                if self.classifier
+                else {"embedding": {"pooling": "cls"}},
                 "max_concurrent_requests": 512,
                 "max_input_length": MAX_INPUT_LENGTH,
                 "max_batch_tokens": 16384,
@@ -95,6 +106,8 @@ class FakeTEI(ThreadedServer):
         return web.Response()
 
     async def embed(self, request: web.Request) -> web.Response:
+        if self.classifier:
+            raise TEIError("Model is not an embedding model", "Backend")
         body = await request.json()
         texts = self._batch(body.get("inputs"), "`inputs` cannot be empty", body.get("truncate"))
         normalize = body.get("normalize", True)
@@ -118,11 +131,19 @@ class FakeTEI(ThreadedServer):
         return web.json_response(ranks, headers=_compute(texts, tokens))
 
     async def predict(self, request: web.Request) -> web.Response:
+        """types.rs PredictInput: a string or a pair is one input; a list of lists ([s] or [a, b])
+        is a batch, answered with a list of predictions each (highest score first)."""
+        if not self.classifier:
+            raise TEIError("Model is not a classifier model", "Backend")
         body = await request.json()
-        (text,) = self._batch(body.get("inputs"), "`inputs` cannot be empty", body.get("truncate"))
-        flagged = "ignore previous instructions" in text.lower()
-        scores = [{"score": 0.9995, "label": "INJECTION"}, {"score": 0.0005, "label": "BENIGN"}]
-        return web.json_response(scores if flagged else scores[::-1])
+        inputs = body.get("inputs")
+        batched = isinstance(inputs, list) and bool(inputs) and all(isinstance(item, list) for item in inputs)
+        sequences = inputs if batched else [inputs if isinstance(inputs, list) else [inputs]]
+        if not all(isinstance(item, list) and len(item) in (1, 2) for item in sequences):
+            raise TEIError("data did not match any variant of untagged enum PredictInput", "Validation")
+        texts = self._batch([" ".join(item) for item in sequences], "`inputs` cannot be empty", body.get("truncate"))
+        predictions = [_prediction(text) for text in texts]
+        return web.json_response(predictions if batched else predictions[0])
 
     async def tokenize(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -156,6 +177,12 @@ class FakeTEI(ThreadedServer):
                 raise TEIError(f"`inputs` must have less than {MAX_INPUT_LENGTH} tokens. Given: {length}", "Validation")
             texts.append(item)
         return texts
+
+
+def _prediction(text: str) -> list[dict[str, Any]]:
+    flagged = FLAGGED in text.lower()
+    scores = {"INJECTION": 0.9995 if flagged else 0.0005, "BENIGN": 0.0005 if flagged else 0.9995}
+    return sorted(({"score": score, "label": label} for label, score in scores.items()), key=lambda p: -p["score"])
 
 
 def _compute(texts: list[str], tokens: int) -> dict[str, str]:

@@ -128,9 +128,9 @@ class FakeTGI(ThreadedServer):
 
     def reset(self) -> None:
         self.received.clear()
-        self.reply = "Hello! I am a fake model, and this is my answer."
+        self.reply: str | list[str] = "Hello! I am a fake model, and this is my answer."
         # The next generations' replies, one each, before `reply` (an agent's turns, say).
-        self.replies: list[str] = []
+        self.replies: list[str | list[str]] = []
         # The deployment's limits (TGI's --max-input-tokens and --max-total-tokens).
         self.max_input_tokens = MAX_INPUT_TOKENS
         self.max_total_tokens = MAX_TOTAL_TOKENS
@@ -237,7 +237,10 @@ class FakeTGI(ThreadedServer):
         return p, input_length, max_new_tokens
 
     def _pieces(self) -> list[tuple[str, bool]]:
-        """The reply's tokens, as (text, special)."""
+        """The reply's tokens, as (text, special); a reply given as a list is its tokens already
+        (a real tokenizer's pieces, which split words)."""
+        if isinstance(self.reply, list):
+            return [(piece, piece in self.special_tokens) for piece in self.reply]
         if not self.special_tokens:
             return [(piece, False) for piece in tokenize(self.reply)]
         specials = "|".join(map(re.escape, sorted(self.special_tokens, key=len, reverse=True)))

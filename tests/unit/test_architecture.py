@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 LAYERS = (
     "mooltiproxy.core",
     "mooltiproxy.parsers",  # what reads generated text: pure, below the configuration that names them
+    "mooltiproxy.guardrails",  # what guards look for in a text, and where the text is: pure as well
     "mooltiproxy.config",
     "mooltiproxy.state",
     "mooltiproxy.serving",

@@ -18,11 +18,12 @@ from mooltiproxy.backends.tgi.stream import TGIStreamTranslator
 from mooltiproxy.backends.tgi.tool_prompts import without_tool_turns
 from mooltiproxy.config.settings import Endpoint
 from mooltiproxy.core.errors import ProxyError
+from mooltiproxy.core.mapping import FanOut, Note, Streamed
 from mooltiproxy.parsers.reasoning import REASONING_PARSERS
 from mooltiproxy.parsers.reasoning.base import ReasoningStream
 from mooltiproxy.parsers.tools import GRAMMAR, TOOL_PARSERS
 from mooltiproxy.parsers.tools.base import ToolParser
-from mooltiproxy.serving.context import FanOut, MapperContext, Note, Streamed
+from mooltiproxy.serving.context import MapperContext
 from mooltiproxy.translation.context_window import with_room
 from mooltiproxy.translation.images import image_url, with_images_ready
 from mooltiproxy.translation.kinds import OPENAI_CHAT, OPENAI_COMPLETIONS, TGI_GENERATE, TGI_TOKENIZE
