@@ -111,7 +111,10 @@ def answer_link(route: RouteGuards) -> Mapper:
                 continue
             try:
                 for holder, key in list(view.answer_places(payload)):
-                    holder[key] = screen(guard, holder[key], hit)
+                    given = holder[key]
+                    holder[key] = screen(guard, given, hit)
+                    if holder[key] != given:
+                        view.scrub(payload)
             except GuardBlocked:
                 if not guard.answer_blocks:
                     raise

@@ -16,10 +16,11 @@ class Found:
     rule: str
 
 
-def findings(rules: Sequence[Rule], text: str) -> list[Found]:
-    """Every rule's matches, leftmost first; of overlapping ones the first (and longest) wins."""
+def findings(rules: Sequence[Rule], text: str, start: int = 0) -> list[Found]:
+    """Every rule's matches beginning at `start` or after, leftmost first; of overlapping ones the
+    first (and longest) wins. What comes before `start` is context only (for a `\b`)."""
     found = sorted(
-        (Found(start, end, rule.name) for rule in rules for start, end in rule.spans(text)),
+        (Found(begin, end, rule.name) for rule in rules for begin, end in rule.spans(text) if begin >= start),
         key=lambda match: (match.start, -match.end),
     )
     kept: list[Found] = []
@@ -41,29 +42,41 @@ def masked(text: str, found: Sequence[Found], mask: str) -> str:
 
 class StreamScan:
     """One guard's rules over one streamed text, fed piece by piece: what `feed` gives back is
-    decided (no match can still begin in it or grow out of it), and what may be is held."""
+    decided (no match can still begin in it or grow out of it), and what may be is held. The last
+    character given back stays as context, so that a match after it is found as in the whole
+    text (`\b` needs to see it)."""
 
-    __slots__ = ("_rules", "_held")
+    __slots__ = ("_rules", "_held", "_before")
 
     def __init__(self, rules: Sequence[Rule]):
         self._rules = rules
         self._held = ""
+        self._before = ""
 
     def feed(self, text: str) -> tuple[str, list[Found]]:
-        buffer = self._held + text
-        cut = min(rule.hold(buffer) for rule in self._rules)
+        before = len(self._before)
+        buffer = self._before + self._held + text
+        cut = max(before, min(rule.hold(buffer) for rule in self._rules))
         decided = []
-        for match in findings(self._rules, buffer):
+        for match in findings(self._rules, buffer, before):
             if match.start >= cut:
                 break
             if match.end > cut:  # not whole yet: held from its start
                 cut = match.start
                 break
-            decided.append(match)
+            decided.append(Found(match.start - before, match.end - before, match.rule))
         self._held = buffer[cut:]
-        return buffer[:cut], decided
+        if cut > before:
+            self._before = buffer[cut - 1]
+        return buffer[before:cut], decided
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     def flush(self) -> tuple[str, list[Found]]:
         """The text's end: what was held, and the matches in it."""
-        rest, self._held = self._held, ""
-        return rest, findings(self._rules, rest)
+        before = len(self._before)
+        buffer, self._held, self._before = self._before + self._held, "", ""
+        found = findings(self._rules, buffer, before)
+        return buffer[before:], [Found(match.start - before, match.end - before, match.rule) for match in found]

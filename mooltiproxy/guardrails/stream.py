@@ -26,14 +26,16 @@ class StreamScreen:
         return bool(self._guards)
 
     def chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        view, out = self._view, []
+        view, out, altered = self._view, [], False
         self._last = chunk
         for slot, (holder, key) in list(view.chunk_places(chunk)):
             current = self._current.get(slot[0])
             if current is not None and current != slot:
                 out += self._let_go(current, chunk)
             self._current[slot[0]] = slot
-            released = self._feed(slot, holder[key])
+            given = holder[key]
+            released = self._feed(slot, given)
+            altered = altered or released != given
             if released or key not in view.droppable:
                 holder[key] = released
             else:
@@ -46,8 +48,12 @@ class StreamScreen:
             if rest and not view.add_text(chunk, ending, rest):
                 out += self._made(ending, chunk, rest)  # before the chunk that ends its choice
         for holder, key in list(view.whole_places(chunk)):
+            given = holder[key]
             for guard in self._guards:
                 holder[key] = screen(guard, holder[key], self._hit, streamed=True)
+            altered = altered or holder[key] != given
+        if altered:
+            view.scrub(chunk)
         return out if view.empty(chunk) else [*out, chunk]
 
     def end(self) -> list[dict[str, Any]]:

@@ -69,6 +69,13 @@ class View:
         for choice in payload.get("choices") or ():
             choice["message"] = {"role": "assistant", "content": message}
             choice["finish_reason"] = "stop"
+        self.scrub(payload)
+
+    def scrub(self, payload: dict) -> None:
+        """What else tells the text a guard changed, removed: the tokens' logprobs."""
+        for choice in payload.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("logprobs") is not None:
+                choice["logprobs"] = None
 
     def blocked_answer(self, message: str, model: str) -> dict[str, Any]:
         return {
@@ -213,6 +220,21 @@ class TGIView(View):
     def answer_with(self, payload: dict, message: str) -> None:
         for holder, key in list(self.answer_places(payload)):
             holder[key] = message
+        self.scrub(payload)
+
+    def scrub(self, payload: dict) -> None:
+        """The tokens' ids and texts tell what a guard changed: an event's token keeps its (changed)
+        text only, and an answer's details keep their counts, not their tokens."""
+        token = payload.get("token")
+        if isinstance(token, dict):
+            token["id"], token["logprob"] = 0, 0.0
+            payload["top_tokens"] = None
+        details = payload.get("details")
+        for holder in [details, *(details.get("best_of_sequences") or ())] if isinstance(details, dict) else ():
+            if isinstance(holder, dict):
+                for key in ("prefill", "tokens", "top_tokens"):
+                    if holder.get(key):
+                        holder[key] = []
 
     def blocked_answer(self, message: str, model: str) -> dict[str, Any]:
         return {"generated_text": message}

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import KEY, auth, proxy_config, run_cli
 from support.fake_tei import FakeTEI
-from support.fake_tgi import MODEL_ID
+from support.fake_tgi import MODEL_ID, token_id
 from support.routes import client, fronts_onto_tgi
 
 SECRET = "Project Nightingale"
@@ -63,9 +63,9 @@ def tgi_events(response: httpx.Response) -> list[dict]:
     return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
 
 
-def generate(proxy, text: str, stream: bool = False) -> httpx.Response:
+def generate(proxy, text: str, stream: bool = False, details: bool = False) -> httpx.Response:
     path = "/generate_stream" if stream else "/generate"
-    body = {"inputs": text, "parameters": {"max_new_tokens": 20}}
+    body = {"inputs": text, "parameters": {"max_new_tokens": 20, "details": details}}
     return httpx.post(f"{proxy.url}{path}", json=body, headers={**auth(), "target": "tgi"}, timeout=30)
 
 
@@ -160,9 +160,13 @@ def test_a_pii_guard_redacts_an_email_split_across_three_tokens_before_it_leaves
     texts = [event["token"]["text"] for event in events]
     assert texts == ["", "Write ", "to ", "", "", "[REDACTED:email] ", "today.", "</s>"]
     assert events[-1]["generated_text"] == redacted
+    # The ids of the address's tokens would tell it: a token whose text changed has none.
+    assert not {token_id(piece) for piece in tokens[2:5]} & {event["token"]["id"] for event in events}
     whole = client(proxy).chat.completions.create(model="m", messages=asking("Hi"))
     assert whole.choices[0].message.content == redacted
-    assert generate(proxy, "Hi").json()["generated_text"] == redacted
+    answer = generate(proxy, "Hi", details=True).json()
+    assert answer["generated_text"] == redacted
+    assert answer["details"]["tokens"] == [] and answer["details"]["generated_tokens"] == len(tokens) + 1
 
 
 def test_hits_are_counted_listed_and_never_logged_with_what_they_matched(start_proxy, fake_tgi):
