@@ -20,6 +20,11 @@ Slot = tuple[Any, ...]
 _USER_CONTROLLED = ("user", "tool", "function")
 
 
+def _list(value: Any) -> list[Any]:
+    """A list a payload holds, or none: a client's `"tool_calls": 5` is skipped, not a crash."""
+    return value if isinstance(value, list) else []
+
+
 class View:
     """The pivot's: OpenAI Chat Completions requests, answers and chunks."""
 
@@ -30,7 +35,7 @@ class View:
     # ---- requests ----
     def request_places(self, payload: dict) -> Iterator[tuple[Place, str]]:
         """Every text the model will read, with its message's role."""
-        for message in payload.get("messages") or ():
+        for message in _list(payload.get("messages")):
             if not isinstance(message, dict):
                 continue
             role = str(message.get("role"))
@@ -41,7 +46,7 @@ class View:
                 for part in content:
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
                         yield (part, "text"), role
-            for call in message.get("tool_calls") or ():
+            for call in _list(message.get("tool_calls")):
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                     yield (function, "arguments"), role
@@ -59,21 +64,23 @@ class View:
 
     # ---- answers ----
     def answer_places(self, payload: Any) -> Iterator[Place]:
-        for choice in payload.get("choices") or () if isinstance(payload, dict) else ():
+        for choice in _list(payload.get("choices")) if isinstance(payload, dict) else ():
             message = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(message, dict):
                 yield from ((holder, key) for holder, key, _ in self._texts_of(message))
 
     def answer_with(self, payload: dict, message: str) -> None:
         """The answer becomes the message, as the assistant's whole reply."""
-        for choice in payload.get("choices") or ():
+        for choice in _list(payload.get("choices")):
+            if not isinstance(choice, dict):
+                continue
             choice["message"] = {"role": "assistant", "content": message}
             choice["finish_reason"] = "stop"
         self.scrub(payload)
 
     def scrub(self, payload: dict) -> None:
         """What else tells the text a guard changed, removed: the tokens' logprobs."""
-        for choice in payload.get("choices") or ():
+        for choice in _list(payload.get("choices")):
             if isinstance(choice, dict) and choice.get("logprobs") is not None:
                 choice["logprobs"] = None
 
@@ -117,7 +124,7 @@ class View:
 
     # ---- streams ----
     def chunk_places(self, chunk: dict) -> Iterator[tuple[Slot, Place]]:
-        for choice in chunk.get("choices") or ():
+        for choice in _list(chunk.get("choices")):
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
                 index = choice.get("index", 0)
@@ -129,7 +136,11 @@ class View:
 
     def ended(self, chunk: dict) -> list[Any]:
         """The choices this chunk ends."""
-        return [choice.get("index", 0) for choice in chunk.get("choices") or () if choice.get("finish_reason")]
+        return [
+            choice.get("index", 0)
+            for choice in _list(chunk.get("choices"))
+            if isinstance(choice, dict) and choice.get("finish_reason")
+        ]
 
     def add_text(self, chunk: dict, slot: Slot, text: str) -> bool:
         """Text held back of a slot, added after the text of a chunk of the same choice."""
@@ -154,11 +165,14 @@ class View:
 
     def empty(self, chunk: dict) -> bool:
         """A chunk left with nothing to say once its text was held back."""
-        choices = chunk.get("choices") or []
+        choices = _list(chunk.get("choices"))
         return (
             bool(choices)
             and "usage" not in chunk
-            and all(not choice.get("delta") and choice.get("finish_reason") is None for choice in choices)
+            and all(
+                isinstance(choice, dict) and not choice.get("delta") and choice.get("finish_reason") is None
+                for choice in choices
+            )
         )
 
     # ---- a pass-through route's own stream ----
@@ -184,7 +198,7 @@ class View:
         for key in ("reasoning_content", "content"):
             if isinstance(message.get(key), str) and message[key]:
                 yield message, key, None
-        for position, call in enumerate(message.get("tool_calls") or ()):
+        for position, call in enumerate(_list(message.get("tool_calls"))):
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str) and function["arguments"]:
                 yield function, "arguments", call.get("index", position)
@@ -213,7 +227,7 @@ class TGIView(View):
             yield payload, "generated_text"
             details = payload.get("details")
             sequences = details.get("best_of_sequences") if isinstance(details, dict) else None
-            for sequence in sequences or ():
+            for sequence in _list(sequences):
                 if isinstance(sequence, dict) and isinstance(sequence.get("generated_text"), str):
                     yield sequence, "generated_text"
 
@@ -230,7 +244,7 @@ class TGIView(View):
             token["id"], token["logprob"] = 0, 0.0
             payload["top_tokens"] = None
         details = payload.get("details")
-        for holder in [details, *(details.get("best_of_sequences") or ())] if isinstance(details, dict) else ():
+        for holder in [details, *_list(details.get("best_of_sequences"))] if isinstance(details, dict) else ():
             if isinstance(holder, dict):
                 for key in ("prefill", "tokens", "top_tokens"):
                     if holder.get(key):

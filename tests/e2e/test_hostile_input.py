@@ -76,6 +76,13 @@ openai_fields = {
     "repetition_penalty": numbers,
     "truncate": numbers,
     "logit_bias": json_values,
+    "guards": st.lists(st.sampled_from(["pii", "words", "other"]), max_size=3) | json_values,
+}
+# Guards on every route they read, which a client may choose among on the chat route: the text of
+# hostile bodies goes through them too.
+GUARDS = {
+    "pii": {"type": "pii", "action": "redact"},
+    "words": {"type": "regex", "patterns": [r"(?i)\bforbidden\b", "a{2,5}b"], "block_as": "answer"},
 }
 chat_bodies = st.fixed_dictionaries({}, optional={**openai_fields, "messages": messages | json_values})
 completion_bodies = st.fixed_dictionaries(
@@ -100,10 +107,18 @@ def proxy(tmp_path_factory, fake_tgi):
         {
             "tgi": {
                 "url": fake_tgi.url,
-                "mapping": {**TRANSLATED, "/generate": None, "/generate_stream": None, "/info": None},
+                "guards": ["pii"],
+                "mapping": {
+                    **TRANSLATED,
+                    "/chat/completions": {**TRANSLATED["/chat/completions"], "client_guards": ["words"]},
+                    "/generate": None,
+                    "/generate_stream": None,
+                    "/info": None,
+                },
             }
         },
         cerbere={"max_tries": 10**6},
+        guards=GUARDS,
     )
     process = ProxyProcess(config, tmp_path_factory.mktemp("hostile"))
     yield process
@@ -486,6 +501,8 @@ def agents_proxy(tmp_path_factory, fake_tgi, fake_tei):
     config = proxy_config(
         {"tgi": {"url": fake_tgi.url, "mapping": onto_tgi}, "tei": {"url": fake_tei.url, "mapping": tei}},
         cerbere={"max_tries": 10**6},
+        guards=GUARDS,
+        system={"guards": ["pii", "words"]},
     )
     process = ProxyProcess(config, tmp_path_factory.mktemp("hostile-agents"))
     yield process
