@@ -110,3 +110,24 @@ def test_a_cohere_style_rerank(proxy, fake_tei):
     assert fake_tei.last.json()["texts"] == ["a cat sat", "deep learning models", "learning to cook"]
     refused = httpx.post(f"{proxy.url}/v1/rerank", json={**body, "documents": []}, headers=auth())
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "documents"
+
+
+def test_teis_own_openai_embeddings_pass_through_and_token_limits_count_embedding_tokens(start_proxy, fake_tei):
+    routes = {**ROUTES, "/v1/openai/embeddings": {"path": "/v1/embeddings"}}
+    clients = {"indexer": {"envkey": "INDEXER_KEY", "limits": {"tokens_per_minute": 12}}}
+    config = proxy_config({"tei": {"url": fake_tei.url, "models": [MODEL_ID], "mapping": routes}}, clients=clients)
+    proxy = start_proxy(config, env={"INDEXER_KEY": "indexer-key-0123456789"})
+    relayed = openai.OpenAI(base_url=f"{proxy.url}/v1/openai", api_key=KEY, max_retries=0)
+    answer = relayed.embeddings.create(model=MODEL_ID, input=["deep learning", "a cat"], encoding_format="float")
+    assert close(answer.data[1].embedding, vector("a cat")) and answer.usage.prompt_tokens == 4
+    assert fake_tei.last.path == "/v1/embeddings"
+    # A key limited to 12 tokens a minute: the translated route's and the relayed one's usage
+    # (TEI's x-compute-tokens, OpenAI's usage) both count.
+    indexer = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="indexer-key-0123456789", max_retries=0)
+    indexer.embeddings.create(model=MODEL_ID, input=["one two three", "four five six"], encoding_format="float")
+    relayed_indexer = openai.OpenAI(base_url=f"{proxy.url}/v1/openai", api_key="indexer-key-0123456789", max_retries=0)
+    relayed_indexer.embeddings.create(
+        model=MODEL_ID, input="seven eight nine ten eleven twelve", encoding_format="float"
+    )
+    with pytest.raises(openai.RateLimitError):
+        indexer.embeddings.create(model=MODEL_ID, input="thirteen", encoding_format="float")

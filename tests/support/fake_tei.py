@@ -8,15 +8,20 @@
   with TEI's `x-compute-*` headers;
 - `POST /rerank` takes `query` and `texts` under the same batch rules ("`texts` cannot be empty"),
   and answers `[{index, score, text?}]`, best first;
-- `POST /predict`, `POST /tokenize` and `GET /info` as TEI answers them.
+- `POST /predict`, `POST /tokenize` and `GET /info` as TEI answers them;
+- `POST /v1/embeddings`, TEI's OpenAI-compatible embeddings (`openai_embed`): `input` under the
+  same rules, `encoding_format` float or base64, `dimensions`, and OpenAI's `usage`.
 
-Errors are `{"error", "error_type"}` with TEI's statuses (Empty 400, Validation and Tokenizer 422).
+Errors are `{"error", "error_type"}` with TEI's statuses (Empty 400, Validation and Tokenizer 422,
+Backend 424); on `/v1/embeddings` they are `{"message", "code", "type"}` (OpenAICompatErrorResponse).
 The vectors are deterministic (a hash of each word), so a test can compute what it expects.
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import struct
 import zlib
 from typing import Any
 
@@ -79,6 +84,7 @@ class FakeTEI(ThreadedServer):
         app.router.add_post("/embed", self.embed)
         app.router.add_post("/rerank", self.rerank)
         app.router.add_post("/predict", self.predict)
+        app.router.add_post("/v1/embeddings", self.openai_embed)
         app.router.add_post("/tokenize", self.tokenize)
         return app
 
@@ -113,6 +119,37 @@ class FakeTEI(ThreadedServer):
         normalize = body.get("normalize", True)
         tokens = sum(len(tokenize(text)) for text in texts)
         return web.json_response([vector(text, normalize=normalize) for text in texts], headers=_compute(texts, tokens))
+
+    async def openai_embed(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            if self.classifier:
+                raise TEIError("Model is not an embedding model", "Backend")
+            texts = self._batch(body.get("input"), "`input` cannot be empty", False)  # info.auto_truncate
+        except TEIError as error:
+            status = _STATUSES[error.error_type]
+            return web.json_response(
+                {"message": error.message, "code": status, "type": error.error_type}, status=status
+            )
+        dimensions = body.get("dimensions")
+        data = []
+        for index, text in enumerate(texts):
+            values = vector(text)
+            if isinstance(dimensions, int):  # a Matryoshka model's vector cut, then normalised again
+                norm = math.sqrt(sum(value * value for value in values[:dimensions])) or 1.0
+                values = [value / norm for value in values[:dimensions]]
+            embedding: Any = values
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+            data.append({"object": "embedding", "embedding": embedding, "index": index})
+        tokens = sum(len(tokenize(text)) for text in texts)
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": MODEL_ID,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return web.json_response(answer, headers=_compute(texts, tokens))
 
     async def rerank(self, request: web.Request) -> web.Response:
         body = await request.json()
