@@ -2,18 +2,21 @@
 
 It answers like TGI does: /generate with JSON (details when
 asked, the x-prompt-tokens / x-generated-tokens headers), /generate_stream with `data:{json}`
-events over chunked transfer, the last one with details; /health. Usage: fast_tgi.py PORT
+events over chunked transfer, the last one with details, as many tokens as `max_new_tokens` asks
+(16, 64 or 256; 64 otherwise); /health. Usage: fast_tgi.py PORT [aiohttp|raw]
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 
-STREAM_TOKENS = 64
-TOKEN_TEXTS = [f" w{index}" for index in range(STREAM_TOKENS)]
+STREAM_LENGTHS = (16, 64, 256)
+TOKEN_TEXTS = [f" w{index}" for index in range(max(STREAM_LENGTHS))]
 GENERATED = "".join(TOKEN_TEXTS[:16])
+_MAX_NEW_TOKENS = re.compile(rb'"max_new_tokens":\s*(\d+)')
 
 
 def _response(status: bytes, content_type: bytes, body: bytes, extra: bytes = b"") -> bytes:
@@ -48,16 +51,16 @@ def _generate(details: bool) -> bytes:
     return _response(b"200 OK", b"application/json", json.dumps(payload).encode(), headers)
 
 
-def _stream() -> bytes:
+def _stream(tokens: int) -> bytes:
     chunks = []
-    for index, text in enumerate(TOKEN_TEXTS, start=1):
-        last = index == STREAM_TOKENS
+    for index, text in enumerate(TOKEN_TEXTS[:tokens], start=1):
+        last = index == tokens
         event = {
             "index": index,
             "token": {"id": index, "text": text, "logprob": -0.1, "special": False},
             "top_tokens": [],
-            "generated_text": "".join(TOKEN_TEXTS) if last else None,
-            "details": {"finish_reason": "length", "generated_tokens": STREAM_TOKENS, "input_length": 12, "seed": None}
+            "generated_text": "".join(TOKEN_TEXTS[:tokens]) if last else None,
+            "details": {"finish_reason": "length", "generated_tokens": tokens, "input_length": 12, "seed": None}
             if last
             else None,
         }
@@ -70,11 +73,18 @@ def _stream() -> bytes:
 ANSWERS = {
     (b"POST", b"/generate", False): _generate(False),
     (b"POST", b"/generate", True): _generate(True),
-    (b"POST", b"/generate_stream", False): _stream(),
-    (b"POST", b"/generate_stream", True): _stream(),
     (b"GET", b"/health", False): _response(b"200 OK", b"text/plain", b""),
 }
+STREAMS = {tokens: _stream(tokens) for tokens in STREAM_LENGTHS}
 NOT_FOUND = _response(b"404 Not Found", b"text/plain", b"")
+
+
+def answer(method: bytes, path: bytes, body: bytes) -> bytes:
+    if path == b"/generate_stream" and method == b"POST":
+        asked = _MAX_NEW_TOKENS.search(body)
+        return STREAMS.get(int(asked.group(1)) if asked else 64, STREAMS[64])
+    details = b'"details": true' in body or b'"details":true' in body
+    return ANSWERS.get((method, path, details), NOT_FOUND)
 
 
 class FastTGI(asyncio.Protocol):
@@ -101,8 +111,7 @@ class FastTGI(asyncio.Protocol):
             body = self.buffer[head_end + 4 : total]
             self.buffer = self.buffer[total:]
             method, path = head.split(b" ", 2)[:2]
-            details = b'"details": true' in body or b'"details":true' in body
-            self.transport.write(ANSWERS.get((method, path.split(b"?", 1)[0], details), NOT_FOUND))
+            self.transport.write(answer(method, path.split(b"?", 1)[0], body))
 
 
 async def serve_raw(port: int) -> None:
@@ -116,9 +125,7 @@ async def serve_aiohttp(port: int) -> None:
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
-        details = b'"details": true' in body or b'"details":true' in body
-        answer = ANSWERS.get((request.method.encode(), request.path.encode(), details), NOT_FOUND)
-        head, _, payload = answer.partition(b"\r\n\r\n")
+        head, _, payload = answer(request.method.encode(), request.path.encode(), body).partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])
         headers = dict(line.decode().split(": ", 1) for line in lines[1:])

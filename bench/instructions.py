@@ -1,32 +1,54 @@
-"""The proxy's own instructions per request, counted by valgrind's callgrind.
+"""The proxy's own instructions per request, and per streamed token, counted by valgrind's
+callgrind, beside the bare relay's doing the same upstream work.
 
-    .venv/bin/python bench/instructions.py [--duration 8]
+    .venv/bin/python bench/instructions.py [--duration 8] [--only proxy|relay]
 
 Throughput on a shared or virtual machine moves by several percent from one run to the next;
 an instruction count does not (the same code gives the same figure within about 1 %), so it tells
 whether a change made the hot path cheaper. It counts user-space work only: the system calls'
 kernel time, the same four per request whatever the code, is not in it.
 
-The proxy runs under callgrind with counting off; for each scenario the script warms it up, counts
-while wrk drives it at concurrency 32, and divides by the requests served. Under valgrind the proxy
-runs some fifty times slower, so the figures are for comparing versions, not timings.
+The proxy (then the relay) runs under callgrind with counting off; for each scenario the script
+warms it up, counts while wrk drives it at concurrency 32, and divides by the requests served.
+Streams of 16, 64 and 256 tokens separate what a stream costs once from what each token costs (the
+slope). Under valgrind the proxy runs some fifty times slower, so the figures are for comparing
+versions, not timings.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from run import CHAT, CHAT_STREAM, GENERATE, KEY, REPO, ensure_wrk, free_port, load, start_proxy, stop, wait_for_port
+import yaml
 
+from run import (
+    CHAT,
+    GENERATE,
+    KEY,
+    REPO,
+    bench_config,
+    ensure_wrk,
+    free_port,
+    load,
+    stop,
+    upstream_request,
+    wait_for_port,
+)
+
+STREAMED = (16, 64, 256)
 SCENARIOS = [
     ("pass-through /generate", "/generate", GENERATE),
-    ("translated /v1/chat/completions", "/v1/chat/completions", CHAT),
-    ("streamed chat (64 tokens)", "/v1/chat/completions", CHAT_STREAM),
+    ("translated chat", "/v1/chat/completions", CHAT),
+    *(
+        (f"streamed chat ({tokens} tokens)", "/v1/chat/completions", {**CHAT, "max_tokens": tokens, "stream": True})
+        for tokens in STREAMED
+    ),
 ]
 
 
@@ -38,38 +60,87 @@ def control(*arguments: str) -> None:
     subprocess.run(["callgrind_control", *arguments], check=True, capture_output=True)
 
 
+def count(
+    wrk: str,
+    command: list[str],
+    port: int,
+    folder: Path,
+    scenarios: list[tuple[str, str, dict]],
+    duration: float,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """Instructions per request of each scenario, the process under callgrind."""
+    out = folder / f"callgrind-{port}.out"
+    valgrind = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
+    process = subprocess.Popen(
+        [*valgrind, *command],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    figures = {}
+    try:
+        wait_for_port(port, process, command[1], 120)
+        for dump, (name, path, body) in enumerate(scenarios, start=1):
+            url = f"http://127.0.0.1:{port}{path}"
+            load(wrk, url, body, KEY, 32, 3)  # warm-up, not counted
+            control("--zero", str(process.pid))
+            control("--instr=on", str(process.pid))
+            requests = load(wrk, url, body, KEY, 32, duration)[3]
+            control("--instr=off", str(process.pid))
+            control("--dump", str(process.pid))
+            figures[name] = callgrind_total(Path(f"{out}.{dump}")) / requests
+    finally:
+        stop(process)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=8, help="seconds of counted load per scenario")
+    parser.add_argument("--only", choices=["proxy", "relay"], help="count one of the two only")
     args = parser.parse_args()
     wrk = ensure_wrk()
     if not (wrk and shutil.which("valgrind") and shutil.which("callgrind_control")):
         raise SystemExit("needs wrk and valgrind (Debian: apt-get install wrk valgrind)")
     folder = Path(tempfile.mkdtemp(prefix="mooltiproxy-instructions-"))
-    tgi_port, port = free_port(), free_port()
+    tgi_port = free_port()
     tgi = subprocess.Popen([sys.executable, str(REPO / "bench" / "fast_tgi.py"), str(tgi_port)])
-    proxy = None
+    tgi_url = f"http://127.0.0.1:{tgi_port}"
+    results: dict[str, dict[str, float]] = {}
     try:
         wait_for_port(tgi_port, tgi, "the stand-in TGI")
-        out = folder / "callgrind.out"
-        valgrind = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
-        proxy = start_proxy(f"http://127.0.0.1:{tgi_port}", port, 1, False, folder, valgrind)
-        print(f"{'scenario':<36}{'requests':>10}{'instructions / request':>26}")
-        for dump, (name, path, body) in enumerate(SCENARIOS, start=1):
-            url = f"http://127.0.0.1:{port}{path}"
-            load(wrk, url, body, KEY, 32, 3)  # warm-up, not counted
-            control("--zero", str(proxy.pid))
-            control("--instr=on", str(proxy.pid))
-            requests = load(wrk, url, body, KEY, 32, args.duration)[3]
-            control("--instr=off", str(proxy.pid))
-            control("--dump", str(proxy.pid))
-            total = callgrind_total(Path(f"{out}.{dump}"))
-            print(f"{name:<36}{requests:>10}{total / requests:>26,.0f}")
+        if args.only != "relay":
+            port = free_port()
+            config = folder / "bench-config.yaml"
+            config.write_text(yaml.safe_dump(bench_config(tgi_url, port)))
+            command = [sys.executable, "-m", "main", "--config", str(config)]
+            results["proxy"] = count(wrk, command, port, folder, SCENARIOS, args.duration, {"MOOLTIPROXY_KEY": KEY})
+        if args.only != "proxy":
+            # The relay does each scenario's upstream work: TGI's own API, or the translated body.
+            relayed = []
+            for name, path, body in SCENARIOS:
+                relayed.append((name, path, body) if path == "/generate" else (name, *upstream_request(tgi_url, body)))
+            port = free_port()
+            command = [sys.executable, str(REPO / "bench" / "plain_relay.py"), str(port), tgi_url, KEY]
+            results["relay"] = count(wrk, command, port, folder, relayed, args.duration)
     finally:
-        if proxy is not None:
-            stop(proxy)
         stop(tgi)
         shutil.rmtree(folder, ignore_errors=True)
+    report(results)
+
+
+def report(results: dict[str, dict[str, float]]) -> None:
+    sides = list(results)
+    print(f"{'scenario':<32}" + "".join(f"{side + ' / request':>20}" for side in sides))
+    for name, _, _ in SCENARIOS:
+        print(f"{name:<32}" + "".join(f"{results[side][name]:>20,.0f}" for side in sides))
+    low, high = STREAMED[0], STREAMED[-1]
+    for side in sides:
+        first, last = results[side][f"streamed chat ({low} tokens)"], results[side][f"streamed chat ({high} tokens)"]
+        slope = (last - first) / (high - low)
+        print(f"{side}: {slope:,.0f} instructions per streamed token; a stream's own cost {first - low * slope:,.0f}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""The proxy's cost, measured against a direct call to the same upstream in the same run.
+"""The proxy's cost, measured against a bare aiohttp relay doing the same upstream work, in the
+same run, interleaved.
 
-    .venv/bin/python bench/run.py [--duration 10] [--concurrency 1,32] [--workers N]
+    .venv/bin/python bench/run.py [--duration 10] [--rounds 3] [--concurrency 1,32] [--workers N]
                                   [--rss-requests 100000] [--soak SECONDS] [--compare-accelerators]
                                   [--proxy-url URL --proxy-key KEY]
 
-Starts a fast stand-in TGI (bench/fast_tgi.py, no artificial delay) and the proxy, drives them
-with wrk (installed with apt-get when missing and possible; else a Python load generator) and
-prints, per scenario and concurrency: requests per second, p50 / p99 latency, each throughput as a
-ratio of the direct figure, and the proxy's resident memory. `--proxy-url` measures another proxy
-on the same work instead (it must route /generate, /generate_stream and /v1/chat/completions to
-the stand-in, whose URL the script prints).
+Starts a fast stand-in TGI (bench/fast_tgi.py, no artificial delay), the proxy, and the ceiling:
+bench/plain_relay.py, a bare relay. Each proxy path is paired with the relay carrying the very
+body the proxy sends upstream (a translated chat request's prompt and parameters, so the same
+tokens come back); the two are driven in turns, `--rounds` times, with wrk (installed with apt-get
+when missing and possible; else a Python load generator). It prints, per path and concurrency:
+requests per second of each, the ratio, the latency the proxy adds at p50 and p99, then the time
+to first streamed token and the proxy's resident memory. `--proxy-url` measures another proxy on
+the same work instead (it must route /generate, /generate_stream and /v1/chat/completions to the
+stand-in, whose URL the script prints).
 """
 
 from __future__ import annotations
@@ -44,21 +48,12 @@ CHAT = {
     "temperature": 0,
 }
 CHAT_STREAM = {**CHAT, "max_tokens": 64, "stream": True}
+# What each path is expected to reach, as a ratio of the relay's throughput (docs/performance.md).
+GOALS = {"pass-through /generate": 0.95, "translated chat": 0.85, "streamed chat (64 tokens)": 0.90}
 
 
 class ScenarioFailed(Exception):
     """The target answered errors: a proxy that does not support this scenario."""
-
-
-@dataclass
-class Result:
-    name: str
-    concurrency: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    rss_mb: float | None = None
 
 
 def free_port() -> int:
@@ -195,25 +190,16 @@ async def _first_chunk_ms(url: str, body: dict, key: str | None, samples: int) -
     return statistics.median(timings)
 
 
-def time_to_first_token(tgi: str, proxy: str, key: str | None, samples: int = 300) -> tuple[float, float]:
-    direct = asyncio.run(_first_chunk_ms(f"{tgi}/generate_stream", {**GENERATE, "stream": True}, None, samples))
+def time_to_first_token(tgi: str, relay: str, proxy: str, key: str | None, samples: int = 300) -> tuple[float, float]:
+    path, body = upstream_request(tgi, CHAT_STREAM)
+    direct = asyncio.run(_first_chunk_ms(f"{relay}{path}", body, KEY, samples))
     through = asyncio.run(_first_chunk_ms(f"{proxy}/v1/chat/completions", CHAT_STREAM, key, samples))
     return direct, through
 
 
-def start_proxy(
-    tgi_url: str,
-    port: int,
-    workers: int,
-    pure: bool,
-    folder: Path,
-    under: tuple[str, ...] = (),
-    state: str | None = None,
-) -> subprocess.Popen:
-    """The proxy on `port`, routing to the stand-in; `under`: a command it runs under (valgrind);
-    `state`: a state store, with a client key whose (unreachable) limits are checked in it."""
-    config = {
-        "system": {"host": "127.0.0.1", "port": port, "workers": workers},
+def bench_config(tgi_url: str, port: int, workers: int = 1, state: str | None = None) -> dict:
+    config: dict = {
+        "system": {"host": "127.0.0.1", "port": port},
         "cerbere": {"max_tries": 1000000},
         "targets": {
             "default": "tgi",
@@ -232,14 +218,48 @@ def start_proxy(
             },
         },
     }
-    if workers == 1:
-        del config["system"]["workers"]
+    if workers > 1:
+        config["system"]["workers"] = workers
     if state:
         config["system"]["state"] = state
         limits = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12}
         config["clients"] = {"limited": {"envkey": "BENCH_LIMITED_KEY", "limits": limits}}
+    return config
+
+
+def upstream_request(tgi_url: str, body: dict) -> tuple[str, dict]:
+    """The path and body the proxy sends the stand-in for this chat request, made by the proxy's
+    own mappers: what the bare relay carries, so that both ask the same tokens."""
+    from mooltiproxy.config.loader import load_config
+    from mooltiproxy.core.sealing import Sealer
+    from mooltiproxy.serving.context import RequestContext
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml.safe_dump(bench_config(tgi_url, 0)))
+        config = load_config(path, {"MOOLTIPROXY_KEY": KEY})
+    target = config.targets["tgi"]
+    endpoint = target.endpoints["/chat/completions"]
+    assert endpoint.request_mapper is not None and endpoint.stream_path is not None
+    context = RequestContext("-", "bench", Sealer(KEY, b"reasoning"))
+    context.raw_body, context.target, context.endpoint = json.dumps(body).encode(), target, endpoint
+    mapped = endpoint.request_mapper(context.body, endpoint, context)
+    return (endpoint.stream_path if body.get("stream") else endpoint.upstream_path), dict(mapped)
+
+
+def start_proxy(
+    tgi_url: str,
+    port: int,
+    workers: int,
+    pure: bool,
+    folder: Path,
+    under: tuple[str, ...] = (),
+    state: str | None = None,
+) -> subprocess.Popen:
+    """The proxy on `port`, routing to the stand-in; `under`: a command it runs under (valgrind);
+    `state`: a state store, with a client key whose (unreachable) limits are checked in it."""
     path = folder / "bench-config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(bench_config(tgi_url, port, workers, state)))
     env = {**os.environ, "MOOLTIPROXY_KEY": KEY, "BENCH_LIMITED_KEY": LIMITED_KEY}
     if pure:
         env["MOOLTIPROXY_PURE_PYTHON"] = "1"
@@ -264,80 +284,97 @@ def stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
-def table(results: list[Result], direct: dict[int, float], relay: dict[int, float]) -> str:
-    header = f"{'scenario':<46}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x direct':>10}{'x relay':>9}"
-    lines = [header + f"{'RSS MB':>8}"]
-    for result in results:
-        ratio = result.rps / direct[result.concurrency] if direct.get(result.concurrency) else float("nan")
-        of_relay = result.rps / relay[result.concurrency] if relay.get(result.concurrency) else float("nan")
-        rss = f"{result.rss_mb:.0f}" if result.rss_mb is not None else "-"
-        lines.append(
-            f"{result.name:<46}{result.concurrency:>5}{result.rps:>10.0f}{result.p50_ms:>9.2f}"
-            f"{result.p99_ms:>9.2f}{ratio:>10.2f}{of_relay:>9.2f}{rss:>8}"
-        )
-    return "\n".join(lines)
+@dataclass
+class Pair:
+    """A path through the proxy and the relay doing the same upstream work."""
+
+    name: str
+    proxy: tuple[str, dict, str | None]  # url, body, key
+    relay: tuple[str, dict, str | None]
+    runs: dict[str, list[tuple]] | None = None  # side -> the (rps, p50, p99, requests, seconds) of each turn
+
+    def rps(self, side: str) -> float:
+        turns = (self.runs or {}).get(side, [])
+        seconds = sum(turn[4] for turn in turns)
+        return sum(turn[3] for turn in turns) / seconds if seconds else float("nan")
+
+    def latency(self, side: str, index: int) -> float:
+        turns = (self.runs or {}).get(side, [])
+        return statistics.median(turn[index] for turn in turns) if turns else float("nan")
 
 
-def measure(args, wrk, tgi_url, proxy_url, key, pids, label="", relay_url=None) -> list[Result]:
-    results = []
-    scenarios = [
-        ("direct /generate", f"{tgi_url}/generate", GENERATE, None),
-        ("pass-through /generate", f"{proxy_url}/generate", GENERATE, key),
-        ("translated /v1/chat/completions", f"{proxy_url}/v1/chat/completions", CHAT, key),
-        ("direct /generate_stream (64 tokens)", f"{tgi_url}/generate_stream", GENERATE, None),
-        ("streamed chat (64 tokens)", f"{proxy_url}/v1/chat/completions", CHAT_STREAM, key),
+def pairs(args, tgi_url: str, proxy_url: str, relay_url: str, key: str) -> list[Pair]:
+    chat_path, chat_body = upstream_request(tgi_url, CHAT)
+    stream_path, stream_body = upstream_request(tgi_url, CHAT_STREAM)
+    found = [
+        Pair(
+            "pass-through /generate", (f"{proxy_url}/generate", GENERATE, key), (f"{relay_url}/generate", GENERATE, KEY)
+        ),
+        Pair(
+            "translated chat",
+            (f"{proxy_url}/v1/chat/completions", CHAT, key),
+            (f"{relay_url}{chat_path}", chat_body, KEY),
+        ),
+        Pair(
+            "streamed chat (64 tokens)",
+            (f"{proxy_url}/v1/chat/completions", CHAT_STREAM, key),
+            (f"{relay_url}{stream_path}", stream_body, KEY),
+        ),
     ]
     if args.state:
         store = "redis" if args.state.startswith("redis") else "sqlite"
-        scenarios[2:2] = [
-            (f"pass-through /generate, limited key ({store})", f"{proxy_url}/generate", GENERATE, LIMITED_KEY),
-            (f"translated chat, limited key ({store})", f"{proxy_url}/v1/chat/completions", CHAT, LIMITED_KEY),
-        ]
-    if relay_url:
-        scenarios[1:1] = [("bare relay /generate", f"{relay_url}/generate", GENERATE, KEY)]
-        scenarios[-1:-1] = [
-            (
-                "bare relay /generate_stream (64 tokens)",
-                f"{relay_url}/generate_stream",
-                {**GENERATE, "stream": True},
-                KEY,
+        found.insert(
+            1,
+            Pair(
+                f"pass-through /generate, limited key ({store})",
+                (f"{proxy_url}/generate", GENERATE, LIMITED_KEY),
+                (f"{relay_url}/generate", GENERATE, KEY),
+            ),
+        )
+    return found
+
+
+def measure(args, wrk, found: list[Pair], concurrency: int) -> list[Pair]:
+    """Each pair's relay and proxy driven in turns, `rounds` times, the order swapped each round,
+    so that the machine's drift weighs on both alike."""
+    turn = args.duration / args.rounds
+    measured = []
+    for pair in found:
+        runs: dict[str, list[tuple]] = {"relay": [], "proxy": []}
+        try:
+            for side in ("relay", "proxy"):
+                load(wrk, *getattr(pair, side), concurrency, 1)  # warm-up: connections, caches
+            for round_ in range(args.rounds):
+                for side in ("relay", "proxy") if round_ % 2 == 0 else ("proxy", "relay"):
+                    rps, p50, p99, requests = load(wrk, *getattr(pair, side), concurrency, turn)
+                    runs[side].append((rps, p50, p99, requests, requests / rps if rps else 0.0))
+        except ScenarioFailed as failure:
+            print(f"{pair.name} at concurrency {concurrency}: not measured, {failure}")
+            continue
+        measured.append(Pair(pair.name, pair.proxy, pair.relay, runs))
+    return measured
+
+
+def report(results: dict[int, list[Pair]], label: str = "") -> None:
+    print(
+        f"{'path' + label:<52}{'conc':>5}{'relay/s':>10}{'proxy/s':>10}{'x relay':>9}{'goal':>6}"
+        f"{'+p50 ms':>9}{'+p99 ms':>9}"
+    )
+    for concurrency, measured in results.items():
+        for pair in measured:
+            relay, proxy = pair.rps("relay"), pair.rps("proxy")
+            goal = GOALS.get(pair.name)
+            print(
+                f"{pair.name:<52}{concurrency:>5}{relay:>10.0f}{proxy:>10.0f}{proxy / relay:>9.2f}"
+                f"{f'{goal:.2f}' if goal else '':>6}{pair.latency('proxy', 1) - pair.latency('relay', 1):>9.3f}"
+                f"{pair.latency('proxy', 2) - pair.latency('relay', 2):>9.3f}"
             )
-        ]
-    for concurrency in args.concurrency:
-        for name, url, body, auth_key in scenarios:
-            try:
-                load(wrk, url, body, auth_key, concurrency, 1)  # warm-up: connections, caches
-                rps, p50, p99, requests = load(wrk, url, body, auth_key, concurrency, args.duration)
-            except ScenarioFailed as failure:
-                print(f"{name} at concurrency {concurrency}: not measured, {failure}")
-                continue
-            rss = memory_mb(pids)[0] if auth_key and pids and not name.startswith("bare") else None
-            results.append(Result(name + label, concurrency, rps, p50, p99, requests, rss))
-    return results
-
-
-def report(results: list[Result]) -> None:
-    direct = {r.concurrency: r.rps for r in results if r.name == "direct /generate"}
-    direct_stream = {r.concurrency: r.rps for r in results if r.name.startswith("direct /generate_stream")}
-    relay = {r.concurrency: r.rps for r in results if r.name == "bare relay /generate"}
-    relay_stream = {r.concurrency: r.rps for r in results if r.name.startswith("bare relay /generate_stream")}
-    plain = [r for r in results if "stream" not in r.name]
-    streams = [r for r in results if "stream" in r.name]
-    print(table(plain, direct, relay))
-    print()
-    print(table(streams, direct_stream, relay_stream))
-    by_name = {(r.name, r.concurrency): r for r in results}
-    if ("direct /generate", 1) in by_name and ("pass-through /generate", 1) in by_name:
-        added = by_name[("pass-through /generate", 1)].p50_ms - by_name[("direct /generate", 1)].p50_ms
-        print(f"\nadded p50 latency at concurrency 1: pass-through {added:.3f} ms")
-    if ("direct /generate", 1) in by_name and ("translated /v1/chat/completions", 1) in by_name:
-        added = by_name[("translated /v1/chat/completions", 1)].p50_ms - by_name[("direct /generate", 1)].p50_ms
-        print(f"added p50 latency at concurrency 1: translated chat {added:.3f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--duration", type=float, default=10, help="seconds per path and side, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of relay and proxy per path")
     parser.add_argument("--concurrency", type=lambda text: [int(c) for c in text.split(",")], default=[1, 32])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rss-requests", type=int, default=0, help="then drive this many requests and report RSS")
@@ -394,9 +431,10 @@ def main() -> None:
         proxies.append(relay)
         wait_for_port(relay_port, relay, "the bare aiohttp relay")
         relay_url = f"http://127.0.0.1:{relay_port}"
-        results = measure(args, wrk, tgi_url, proxy_url, args.proxy_key, pids, relay_url=relay_url)
+        found = pairs(args, tgi_url, proxy_url, relay_url, args.proxy_key)
+        results = {concurrency: measure(args, wrk, found, concurrency) for concurrency in args.concurrency}
         try:
-            direct_ttft, proxy_ttft = time_to_first_token(tgi_url, proxy_url, args.proxy_key)
+            direct_ttft, proxy_ttft = time_to_first_token(tgi_url, relay_url, proxy_url, args.proxy_key)
         except (ScenarioFailed, aiohttp.ClientError):
             direct_ttft = proxy_ttft = float("nan")
         if pids:
@@ -418,12 +456,13 @@ def main() -> None:
             stop(proxies.pop())
             port = free_port()
             proxies.append(start_proxy(tgi_url, port, args.workers, True, folder))
-            pure_pids = process_tree(proxies[-1].pid)
-            pure = measure(args, wrk, tgi_url, f"http://127.0.0.1:{port}", args.proxy_key, pure_pids, " [pure Python]")
-            results += [r for r in pure if not r.name.startswith("direct")]
+            pure_found = pairs(args, tgi_url, f"http://127.0.0.1:{port}", relay_url, args.proxy_key)
+            pure = {concurrency: measure(args, wrk, pure_found, concurrency) for concurrency in args.concurrency}
         report(results)
+        if args.compare_accelerators and not args.proxy_url:
+            report(pure, " [pure Python]")
         print(
-            f"time to first streamed token (median of 300): direct {direct_ttft:.3f} ms, through the proxy "
+            f"time to first streamed token (median of 300): bare relay {direct_ttft:.3f} ms, through the proxy "
             f"{proxy_ttft:.3f} ms (+{proxy_ttft - direct_ttft:.3f} ms)"
         )
         if pids:
