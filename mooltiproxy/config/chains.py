@@ -36,6 +36,8 @@ class ChainedTranslator(StreamTranslator):
 
     def __init__(self, links: Sequence[StreamTranslator]):
         self._links = links
+        for link in links[:-1]:
+            link.last = False  # the next link reads its chunks as dicts
         self._framing = next(link for link in reversed(links) if link.frames)
         self.done, self.ping = self._framing.done, self._framing.ping
 

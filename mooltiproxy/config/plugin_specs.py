@@ -48,6 +48,8 @@ class StreamTranslator:
     # What a quiet stream is sent: an SSE comment, which every client's parser skips.
     ping: bytes = b": keep-alive\n\n"
     frames: bool = True  # False: a link that only screens what passes, framed by the links around it
+    # No link of a chain comes after this one: it may give chunks framed already, as bytes.
+    last: bool = True
 
     def event(self, data: Any) -> list[Any]:
         raise NotImplementedError

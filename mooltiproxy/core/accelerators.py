@@ -35,7 +35,7 @@ def dumps(value: Any) -> bytes:
             return encoded
         except TypeError:  # what orjson does not take (integers beyond 64 bits, ...): the stdlib does
             pass
-    return json.dumps(value).encode()
+    return json.dumps(value, separators=(",", ":")).encode()  # compact, as orjson writes it
 
 
 def loads(data: bytes | str) -> Any:

@@ -14,6 +14,7 @@ from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.sealing import Sealer
 from mooltiproxy.fronts.anthropic import AnthropicStream, messagesAnsOpenAIToAnthropic
 from mooltiproxy.translation.kinds import OPENAI_CHAT, TGI_GENERATE
+from mooltiproxy.translation.sse import frame
 
 
 def tgi_event(text: str, last: bool = False) -> str:
@@ -33,9 +34,14 @@ def test_the_base_speaks_openais_stream_end_and_errors():
     assert frame.startswith(b"data: {") and json.loads(frame[6:])["error"]["message"] == "down"
 
 
+def chunk_of(chunk: dict | bytes) -> dict:
+    """A chunk as a dict, whether a translator gave it as one or framed already."""
+    return json.loads(chunk[len(b"data: ") :]) if isinstance(chunk, bytes) else chunk
+
+
 def test_tgis_events_become_openais_chunks_and_say_when_the_stream_is_done():
     translator = TGIStreamTranslator("chat", "m", stops=(), include_usage=True)
-    first = translator.event(tgi_event("Hel"))
+    first = [chunk_of(chunk) for chunk in translator.event(tgi_event("Hel"))]
     assert [chunk["choices"][0]["delta"] for chunk in first] == [
         {"role": "assistant", "content": ""},
         {"content": "Hel"},
@@ -46,6 +52,17 @@ def test_tgis_events_become_openais_chunks_and_say_when_the_stream_is_done():
     assert translator.usage == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
     ending = translator.end()
     assert ending[0]["choices"][0]["finish_reason"] == "stop" and ending[-1]["usage"]["total_tokens"] == 6
+
+
+def test_a_last_link_frames_its_text_chunks_as_the_dicts_would_be_framed():
+    framed, chained = (TGIStreamTranslator("chat", "m", stops=(), include_usage=False) for _ in range(2))
+    chained.last = False
+    text = 'He said "hi" \\ \n\u2028 ünï'
+    for translator in (framed, chained):
+        translator._created, translator._id = 1, "chatcmpl-1"
+    bytes_out = framed.event(tgi_event(text))[1]
+    dict_out = chained.event(tgi_event(text))[1]
+    assert isinstance(bytes_out, bytes) and bytes_out == frame(dict_out)
 
 
 def test_a_chain_reads_the_target_with_its_first_link_and_speaks_with_its_last():

@@ -12,6 +12,7 @@ from typing import Any
 
 from mooltiproxy.backends.tgi.answer import FINISH_REASONS, usage
 from mooltiproxy.config.plugin_specs import StreamTranslator
+from mooltiproxy.core.accelerators import dumps
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.ids import new_id
 from mooltiproxy.parsers.reasoning.base import ReasoningStream
@@ -68,8 +69,10 @@ class TGIStreamTranslator(StreamTranslator):
         self._kept_specials = kept_specials
         self._calls = 0
         self._one_call = one_call  # parallel_tool_calls: false, so calls after the first are dropped
+        # A delta's event as bytes around its JSON-escaped text, by field: made once per stream.
+        self._frames: dict[str, tuple[bytes, bytes]] = {}
 
-    def event(self, data: str) -> list[dict[str, Any]]:
+    def event(self, data: str) -> list[Any]:
         """The chunks for one upstream event; an error event raises its ProxyError."""
         event = json_event(data)
         error = event_error(event)
@@ -98,24 +101,36 @@ class TGIStreamTranslator(StreamTranslator):
         self.finished = ended or (self._filter.stopped and not self._include_usage)
         return chunks
 
-    def _release(self, text: str) -> list[dict[str, Any]]:
+    def _release(self, text: str) -> list[Any]:
         """The chunks of released text: reasoning, content, and tool calls as OpenAI streams them
         (the call with its name first, then its arguments)."""
         if self._reasoning is None:
             return self._answer(text)
         return self._reasoned(*self._reasoning.feed(text))
 
-    def _reasoned(self, reasoning: str, text: str) -> list[dict[str, Any]]:
-        chunks = [self._chunk({"reasoning_content": reasoning})] if reasoning else []
+    def _reasoned(self, reasoning: str, text: str) -> list[Any]:
+        chunks = [self._delta("reasoning_content", reasoning)] if reasoning else []
         return chunks + self._answer(text)
 
-    def _answer(self, text: str) -> list[dict[str, Any]]:
+    def _answer(self, text: str) -> list[Any]:
         if self._tools is None:
-            return [self._chunk({"content": text} if self._chat else text)] if text else []
+            return [self._delta("content", text) if self._chat else self._chunk(text)] if text else []
         return self._tool_chunks(*self._tools.feed(text))
 
-    def _tool_chunks(self, content: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        chunks = [self._chunk({"content": content})] if content else []
+    def _delta(self, field: str, text: str) -> Any:
+        """A chunk of text, the stream's most frequent event: when no link follows, framed here as
+        bytes, the envelope serialised once per stream and only the text escaped for each token."""
+        if not self.last:
+            return self._chunk({field: text})
+        frame = self._frames.get(field)
+        if frame is None:
+            head = b"data: " + dumps(self._chunk({field: ""})) + b"\n\n"
+            before, after = head.split(b'"%s":""' % field.encode(), 1)
+            frame = self._frames[field] = (before + b'"%s":' % field.encode(), after)
+        return frame[0] + dumps(text) + frame[1]
+
+    def _tool_chunks(self, content: str, calls: list[dict[str, Any]]) -> list[Any]:
+        chunks = [self._delta("content", content)] if content else []
         if self._one_call:
             calls = calls[: max(0, 1 - self._calls)]
         for call in calls:
@@ -128,7 +143,7 @@ class TGIStreamTranslator(StreamTranslator):
             )
         return chunks
 
-    def end(self) -> list[dict[str, Any]]:
+    def end(self) -> list[Any]:
         chunks = self._release(self._filter.flush())
         if self._reasoning is not None:
             chunks += self._reasoned(*self._reasoning.flush())
