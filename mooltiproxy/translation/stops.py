@@ -23,6 +23,8 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 class StopFilter:
     def __init__(self, stops: Sequence[str]):
         self._stops = [stop for stop in stops if stop]
+        # What may begin each stop string at the text's end: all of it but its last character.
+        self._heads = [(stop, stop[:-1]) for stop in self._stops]
         self._pending = ""
         self.stopped = False
 
@@ -30,14 +32,18 @@ class StopFilter:
         """The text that can be released now."""
         if self.stopped or not text:
             return ""
-        buffer = self._pending + text
-        before, found = cut_at_stop(buffer, self._stops)
-        if found:
-            self.stopped = True
+        buffer = self._pending + text if self._pending else text
+        for stop in self._stops:
+            if stop in buffer:
+                before, _ = cut_at_stop(buffer, self._stops)
+                self.stopped = True
+                self._pending = ""
+                return before
+        held = self._held_back(buffer) if self._stops else 0
+        if not held:
             self._pending = ""
-            return before
-        held = self._held_back(buffer)
-        self._pending = buffer[len(buffer) - held :] if held else ""
+            return buffer
+        self._pending = buffer[len(buffer) - held :]
         return buffer[: len(buffer) - held]
 
     def flush(self) -> str:
@@ -49,8 +55,8 @@ class StopFilter:
         that may yet become one."""
         held = 0
         last = buffer[-1]
-        for stop in self._stops:
-            if last not in stop[:-1]:  # the usual case, one test per token: no end of the buffer begins it
+        for stop, head in self._heads:
+            if last not in head:  # the usual case, one test per token: no end of the buffer begins it
                 continue
             for length in range(min(len(stop) - 1, len(buffer)), held, -1):
                 if buffer.endswith(stop[:length]):

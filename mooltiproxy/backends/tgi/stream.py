@@ -75,31 +75,41 @@ class TGIStreamTranslator(StreamTranslator):
     def event(self, data: str) -> list[Any]:
         """The chunks for one upstream event; an error event raises its ProxyError."""
         event = json_event(data)
-        error = event_error(event)
-        if error is not None:
-            raise error
-        chunks = []
-        if not self._started:
-            self._started = True
-            if self._chat:
-                chunks.append(self._chunk({"role": "assistant", "content": ""}))
-            elif self._prefix:
-                chunks.append(self._chunk(self._prefix))
-        token = event.get("token") or {}
-        text = str(token.get("text", ""))
-        if token.get("special") and text not in self._kept_specials:
-            text = ""
-        chunks += self._release(self._filter.feed(text))
+        if "error" in event:
+            error = event_error(event)
+            if error is not None:
+                raise error
+        chunks = [] if self._started else self._opening()
+        token, text = event.get("token"), ""
+        if isinstance(token, dict):
+            text = token.get("text", "")
+            if not isinstance(text, str):
+                text = str(text)
+            if text and token.get("special") and text not in self._kept_specials:
+                text = ""
+        released = self._filter.feed(text)
+        if self._reasoning is None and self._tools is None:  # the usual case, one token's text at a time
+            if released:
+                chunks.append(self._delta("content", released) if self._chat else self._chunk(released))
+        else:
+            chunks += self._release(released)
         details = event.get("details")
-        if isinstance(details, dict):
+        if details is not None and isinstance(details, dict):
             self._finish_reason = FINISH_REASONS.get(str(details.get("finish_reason")), "stop")
             self.usage = usage(int(details.get("input_length") or 0), int(details.get("generated_tokens") or 0))
         ended = event.get("generated_text") is not None
         # Nothing more to read once TGI's last event came, or a stop string ended the text (but
         # for the usage, which only the last event says).
-        self.complete = ended or self._filter.stopped
-        self.finished = ended or (self._filter.stopped and not self._include_usage)
+        stopped = self._filter.stopped
+        self.complete = ended or stopped
+        self.finished = ended or (stopped and not self._include_usage)
         return chunks
+
+    def _opening(self) -> list[Any]:
+        self._started = True
+        if self._chat:
+            return [self._chunk({"role": "assistant", "content": ""})]
+        return [self._chunk(self._prefix)] if self._prefix else []
 
     def _release(self, text: str) -> list[Any]:
         """The chunks of released text: reasoning, content, and tool calls as OpenAI streams them
