@@ -1,7 +1,7 @@
 """The proxy's own instructions per request, and per streamed token, counted by valgrind's
 callgrind, beside the bare relay's doing the same upstream work.
 
-    .venv/bin/python bench/instructions.py [--duration 8] [--only proxy|relay]
+    .venv/bin/python bench/instructions.py [--duration 8] [--only proxy|relay] [--repo PATH] [--no-access-log]
 
 Throughput on a shared or virtual machine moves by several percent from one run to the next;
 an instruction count does not (the same code gives the same figure within about 1 %), so it tells
@@ -11,8 +11,12 @@ kernel time, the same four per request whatever the code, is not in it.
 The proxy (then the relay) runs under callgrind with counting off; for each scenario the script
 warms it up, counts while wrk drives it at concurrency 32, and divides by the requests served.
 Streams of 16, 64 and 256 tokens separate what a stream costs once from what each token costs (the
-slope). Under valgrind the proxy runs some fifty times slower, so the figures are for comparing
-versions, not timings.
+slope). The stand-in writes each answer in one piece (its raw server), so that how many events one
+read brings does not depend on timing: the slope is the cost of translating a token, without the
+cost of a read and a write per token that a real stream adds (bench/run.py measures that one).
+`--repo` counts the proxy of another checkout (an older commit, say) with this script. Under
+valgrind the proxy runs some fifty times slower, so the figures are for comparing versions, not
+timings.
 """
 
 from __future__ import annotations
@@ -68,13 +72,14 @@ def count(
     scenarios: list[tuple[str, str, dict]],
     duration: float,
     env: dict[str, str] | None = None,
+    cwd: Path = REPO,
 ) -> dict[str, float]:
     """Instructions per request of each scenario, the process under callgrind."""
     out = folder / f"callgrind-{port}.out"
     valgrind = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
     process = subprocess.Popen(
         [*valgrind, *command],
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -100,13 +105,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=8, help="seconds of counted load per scenario")
     parser.add_argument("--only", choices=["proxy", "relay"], help="count one of the two only")
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose proxy is counted")
+    parser.add_argument("--no-access-log", action="store_true", help="the proxy with system.log_access: false")
     args = parser.parse_args()
     wrk = ensure_wrk()
     if not (wrk and shutil.which("valgrind") and shutil.which("callgrind_control")):
         raise SystemExit("needs wrk and valgrind (Debian: apt-get install wrk valgrind)")
     folder = Path(tempfile.mkdtemp(prefix="mooltiproxy-instructions-"))
     tgi_port = free_port()
-    tgi = subprocess.Popen([sys.executable, str(REPO / "bench" / "fast_tgi.py"), str(tgi_port)])
+    tgi = subprocess.Popen([sys.executable, str(REPO / "bench" / "fast_tgi.py"), str(tgi_port), "raw"])
     tgi_url = f"http://127.0.0.1:{tgi_port}"
     results: dict[str, dict[str, float]] = {}
     try:
@@ -114,9 +121,13 @@ def main() -> None:
         if args.only != "relay":
             port = free_port()
             config = folder / "bench-config.yaml"
-            config.write_text(yaml.safe_dump(bench_config(tgi_url, port)))
+            settings = bench_config(tgi_url, port)
+            if args.no_access_log:
+                settings["system"]["log_access"] = False
+            config.write_text(yaml.safe_dump(settings))
             command = [sys.executable, "-m", "main", "--config", str(config)]
-            results["proxy"] = count(wrk, command, port, folder, SCENARIOS, args.duration, {"MOOLTIPROXY_KEY": KEY})
+            environment = {"MOOLTIPROXY_KEY": KEY}
+            results["proxy"] = count(wrk, command, port, folder, SCENARIOS, args.duration, environment, args.repo)
         if args.only != "proxy":
             # The relay does each scenario's upstream work: TGI's own API, or the translated body.
             relayed = []
