@@ -55,7 +55,12 @@ class Exchange:
         self._headers = headers
         self._can_fall_back = can_fall_back
         self.seconds: float | None = None  # how long the upstream took to answer
-        self.tried = ""  # the last request sent, for error messages: "POST http://host/path"
+        self._last_url = ""  # the last request's URL
+
+    @property
+    def tried(self) -> str:
+        """The last request sent, for error messages: "POST http://host/path" (made when one needs it)."""
+        return f"{self._method} {shown_url(self._last_url)}" if self._last_url else ""
 
     async def open(self, body: bytes | None, *, decompress: bool = False) -> UpstreamAnswer:
         """The response with its body unread (decoded as it is read, when `decompress`); the caller
@@ -69,13 +74,13 @@ class Exchange:
         for attempt in range(attempts):
             last = attempt + 1 == attempts
             base = self._balancer.pick()
-            self.tried = f"{self._method} {shown_url(base + self._path)}"
+            url = self._last_url = base + self._path
             try:
                 response = await send(
                     self._client,
                     self.target,
                     self._method,
-                    base + self._path,
+                    url,
                     self._headers,
                     body,
                     decompress=decompress,
