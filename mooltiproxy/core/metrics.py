@@ -74,6 +74,10 @@ class Metrics:
     def add(self, metric: str, amount: float = 1, **labels: str) -> None:
         self._values[metric][_rendered(tuple(labels.items()))] += amount
 
+    def series(self, metric: str, **labels: str) -> Series:
+        """One labelled value, for a caller that updates it often: its labels rendered once."""
+        return Series(self._values[metric], _rendered(tuple(labels.items())))
+
     def counter(self, metric: str) -> dict[str, float]:
         """The values of one counter or gauge, by rendered labels."""
         return self._values[metric]
@@ -100,6 +104,16 @@ class Metrics:
                 for metric, series in self._histograms.items()
             },
         }
+
+
+class Series:
+    __slots__ = ("_values", "_key")
+
+    def __init__(self, values: dict[str, float], key: str):
+        self._values, self._key = values, key
+
+    def add(self, amount: float = 1) -> None:
+        self._values[self._key] += amount
 
 
 class RouteSeries:

@@ -15,7 +15,7 @@ from mooltiproxy.config.settings import Endpoint, Mapper, StreamTranslatorFactor
 from mooltiproxy.core.accelerators import dumps, loads
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.mapping import FanOut, Streamed
-from mooltiproxy.core.metrics import Metrics
+from mooltiproxy.core.metrics import Metrics, Series
 from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.headers import forwarding, never_forwarded, upstream_request_headers
 from mooltiproxy.forwarding.relay import relay
@@ -60,6 +60,7 @@ class Forwarder:
         self._chain_header = chain_header  # where trusted proxies name the client
         self._authorizations = authorizations
         self._metrics = metrics
+        self._active_streams: dict[str, Series] = {}  # by target
         self._debug = system.debug
         self._client_timeout = system.client_timeout
         self._keep_alive = system.stream_keep_alive
@@ -147,7 +148,7 @@ class Forwarder:
         # (not .content_type, which parses the header every time it is read)
         streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if streaming:
-            self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
+            self._streams_of(exchange.target.name).add(1)
         # A key with a token limit: the usage the answer reports is read from its last bytes.
         reported = context.prompt_tokens is not None or context.completion_tokens is not None
         encoded = "Content-Encoding" in upstream.headers
@@ -157,7 +158,7 @@ class Forwarder:
         finally:
             upstream.release()
             if streaming:
-                self._metrics.add("mooltiproxy_active_streams", -1, target=exchange.target.name)
+                self._streams_of(exchange.target.name).add(-1)
             if tail is not None:
                 context.prompt_tokens, context.completion_tokens = tail.tokens()
 
@@ -173,7 +174,7 @@ class Forwarder:
         body = call.bodies[0]
         for last_try in (False, True):
             translator = translators(endpoint, context)
-            self._metrics.add("mooltiproxy_active_streams", 1, target=exchange.target.name)
+            self._streams_of(exchange.target.name).add(1)
             try:
                 response = await stream_translated(
                     request, context, exchange, body, translator, self._client_timeout, self._keep_alive
@@ -185,7 +186,7 @@ class Forwarder:
                 body = self._encode(endpoint, retry)
                 continue
             finally:
-                self._metrics.add("mooltiproxy_active_streams", -1, target=exchange.target.name)
+                self._streams_of(exchange.target.name).add(-1)
                 context.upstream_seconds = exchange.seconds
             usage = translator.usage
             if usage:
@@ -276,6 +277,13 @@ class Forwarder:
         if guarding.answer_tail is not None:
             payload = self._apply(endpoint.answer_mapper_name, guarding.answer_tail, payload, endpoint, context)
         return web.Response(body=dumps(payload), content_type="application/json")
+
+    def _streams_of(self, target: str) -> Series:
+        """The target's gauge of streams in flight, its labels rendered once."""
+        series = self._active_streams.get(target)
+        if series is None:
+            series = self._active_streams[target] = self._metrics.series("mooltiproxy_active_streams", target=target)
+        return series
 
     def _on_error(
         self, endpoint: Endpoint, error: ProxyError, call: UpstreamCall, sent: bytes | None, context: RequestContext
