@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         report(args.config, error)
         return 1
-    setup_logging(debug=config.system.debug, json_lines=config.system.log_format == "json")
+    setup_logging(config.system.debug, config.system.log_format == "json", config.system.log_access)
     if args.command is not None:
         status: int = accelerators.run(ban_commands.run(config, args.command, args.address))
         return status

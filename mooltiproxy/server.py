@@ -147,7 +147,7 @@ class Runtime:
             for problem in error.problems:
                 log.error("  %s", problem)
             return
-        setup_logging(config.system.debug, config.system.log_format == "json")
+        setup_logging(config.system.debug, config.system.log_format == "json", config.system.log_access)
         self.proxy.state = new_state
         self.config = config
         # Connections of changed or removed targets close once their in-flight answers are done.

@@ -283,6 +283,8 @@ class SystemSettings:
     # Seconds in-flight requests and streams get to finish when the proxy stops.
     shutdown_grace: float = setting(30.0, checks.number(0, exclusive=False))
     log_format: str = setting("text", checks.one_of("text", "json"))  # json: one JSON object per line
+    # One access line per request (false: none; the metrics still count every request).
+    log_access: bool = setting(True, bool)
     # GET {admin_prefix}metrics without the proxy key.
     metrics_public: bool = setting(False, bool)
     # Where strikes, bans and limits live: None (memory, or cerbere.ban_file's SQLite file),

@@ -106,7 +106,8 @@ def _stderr() -> _CoalescingStream:
     return _CoalescingStream(sys.stderr)
 
 
-def setup_logging(debug: bool, json_lines: bool = False) -> None:
+def setup_logging(debug: bool, json_lines: bool = False, access: bool = True) -> None:
+    """`access`: one access line per request (system.log_access)."""
     # What the format does not show is not collected (the logging HOWTO's "Optimization"): the
     # caller's frame, thread, process and task names would cost more than the line itself.
     logging._srcfile = None
@@ -118,7 +119,7 @@ def setup_logging(debug: bool, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(_stderr())
     handler.setFormatter(formatter)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
-    _access_formatter = formatter if access_log.isEnabledFor(logging.INFO) else None
+    _access_formatter = formatter if access and access_log.isEnabledFor(logging.INFO) else None
     if debug:
         # Debug output is about the proxy's traffic, not the event loop's internals.
         logging.getLogger("asyncio").setLevel(logging.INFO)

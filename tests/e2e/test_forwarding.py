@@ -283,6 +283,15 @@ def test_access_log_names_target_and_status_without_secrets(echo_proxy):
         assert secret not in log
 
 
+def test_log_access_false_writes_no_access_line_and_the_metrics_still_count(start_proxy, echo):
+    config = proxy_config({"echo": {"url": echo.url, "mapping": {"/echo": None}}}, system={"log_access": False})
+    proxy = start_proxy(config)
+    assert httpx.get(f"{proxy.url}/echo", headers=auth()).status_code == 200
+    metrics = httpx.get(f"{proxy.url}/_proxy/metrics", headers=auth()).text
+    assert 'mooltiproxy_requests_total{target="echo",route="/echo",status="200"} 1' in metrics
+    assert "mooltiproxy.access" not in proxy.log()
+
+
 def test_debug_logs_bodies(start_proxy, echo):
     config = proxy_config({"echo": {"url": echo.url, "mapping": {"/echo": None}}}, system={"debug": True})
     proxy = start_proxy(config)
