@@ -68,48 +68,61 @@ class ClientStream:
     """A streamed answer: each write bounded as `bounded` says; the usual write, which cannot wait,
     is made directly (a stream makes one per token)."""
 
-    __slots__ = ("response", "_request", "_seconds", "_loop", "_last_write", "_keeper")
+    __slots__ = ("response", "_request", "_seconds", "_loop", "last_write")
 
     def __init__(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float):
         self._request = request
         self.response = response
         self._seconds = seconds
         self._loop = asyncio.get_running_loop()
-        self._last_write = self._loop.time()
-        self._keeper: asyncio.Future[None] | None = None
+        self.last_write = self._loop.time()
 
     async def start(self) -> None:
         await bounded(self._request, lambda: self.response.prepare(self._request), 0, self._seconds)
-        self._last_write = self._loop.time()
-
-    def keep_alive(self, frame: bytes, seconds: float) -> None:
-        """Until the stream ends, writes `frame` whenever nothing was written for `seconds` (0: never)."""
-        if seconds:
-            self._keeper = asyncio.ensure_future(self._keep_alive(frame, seconds))
-
-    def stop_keep_alive(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            self._keeper = None
-
-    async def _keep_alive(self, frame: bytes, seconds: float) -> None:
-        try:
-            while True:
-                quiet = self._loop.time() - self._last_write
-                if quiet >= seconds:
-                    await self.write(frame)
-                    quiet = 0
-                await asyncio.sleep(seconds - quiet)
-        except OSError:
-            return  # the client is gone or stopped reading: the stream's own next write says so
+        self.last_write = self._loop.time()
 
     async def write(self, data: bytes) -> None:
-        self._last_write = self._loop.time()
+        self.last_write = self._loop.time()
         if _may_block(self._request.transport, len(data)):
             await bounded(self._request, lambda: self.response.write(data), len(data), self._seconds)
         else:
             await self.response.write(data)
 
+    async def ping(self, frame: bytes) -> None:
+        try:
+            await self.write(frame)
+        except OSError:
+            pass  # the client is gone or stopped reading: the stream's own next write says so
+
     async def end(self, data: bytes = b"") -> None:
-        self.stop_keep_alive()
         await bounded(self._request, lambda: self.response.write_eof(data), len(data), self._seconds)
+
+
+class KeepAlives:
+    """Keep-alives for every quiet stream, from one timer rather than a task per stream: a stream
+    that has written nothing for `seconds` is sent its ping at the next sweep, the sweeps a quarter
+    of `seconds` apart while some stream is watched."""
+
+    def __init__(self, seconds: float):
+        self._seconds = seconds
+        self._streams: dict[ClientStream, bytes] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._pings: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+
+    def watch(self, stream: ClientStream, ping: bytes) -> None:
+        self._streams[stream] = ping
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._seconds / 4, self._sweep)
+
+    def forget(self, stream: ClientStream) -> None:
+        self._streams.pop(stream, None)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for stream, ping in self._streams.items():
+            if now - stream.last_write >= self._seconds:
+                stream.last_write = now  # one ping per quiet spell, however long its write takes
+                self._pings.add(task := loop.create_task(stream.ping(ping)))
+                task.add_done_callback(self._pings.discard)
+        self._timer = loop.call_later(self._seconds / 4, self._sweep) if self._streams else None

@@ -26,6 +26,7 @@ from mooltiproxy.guardrails.classifier import ClassifierFailed, Classifiers
 from mooltiproxy.guardrails.guard import BLOCK, GuardBlocked
 from mooltiproxy.guardrails.route import RouteGuards, Screening
 from mooltiproxy.serving.context import RequestContext
+from mooltiproxy.serving.responses import KeepAlives
 from mooltiproxy.translation.refusals import upstream_error
 from mooltiproxy.translation.streaming import stream_events, stream_translated
 
@@ -63,7 +64,8 @@ class Forwarder:
         self._active_streams: dict[str, Series] = {}  # by target
         self._debug = system.debug
         self._client_timeout = system.client_timeout
-        self._keep_alive = system.stream_keep_alive
+        # One timer for the keep-alives of every stream (None: system.stream_keep_alive 0, never).
+        self._keep_alives = KeepAlives(system.stream_keep_alive) if system.stream_keep_alive else None
         self._scheme = "https" if system.ssl else "http"
 
     async def forward(
@@ -177,7 +179,7 @@ class Forwarder:
             self._streams_of(exchange.target.name).add(1)
             try:
                 response = await stream_translated(
-                    request, context, exchange, body, translator, self._client_timeout, self._keep_alive
+                    request, context, exchange, body, translator, self._client_timeout, self._keep_alives
                 )
             except ProxyError as error:  # the stream never started: the client gets a plain error
                 retry = None if last_try else self._on_error(endpoint, error, call, body, context)

@@ -2,7 +2,7 @@
 
 The response status is committed only once the first upstream event is known, so an error that
 opens the stream becomes a plain OpenAI error with its own status; a later one becomes an error
-event, followed by the end of the stream. A client that hears nothing for `keep_alive` seconds
+event, followed by the end of the stream. A client that hears nothing for `stream_keep_alive` seconds
 (the target reading a long prompt, or a tool call held until it is whole) gets a keep-alive, so
 that no reverse proxy or client cuts a stream that is only quiet.
 """
@@ -21,7 +21,7 @@ from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.forwarding.exchange import Exchange
 from mooltiproxy.forwarding.upstream import UPSTREAM_ERRORS, upstream_failure
 from mooltiproxy.serving.context import RequestContext
-from mooltiproxy.serving.responses import ClientStream
+from mooltiproxy.serving.responses import ClientStream, KeepAlives
 from mooltiproxy.serving.stamping import stamp
 from mooltiproxy.translation.refusals import upstream_error
 from mooltiproxy.translation.sse import event_batches, frame
@@ -38,7 +38,7 @@ async def stream_translated(
     body: bytes | None,
     translator: StreamTranslator,
     client_timeout: float,
-    keep_alive: float,
+    keep_alives: KeepAlives | None,
 ) -> web.StreamResponse:
     target = exchange.target
     upstream = await exchange.open(body, decompress=True)
@@ -59,7 +59,8 @@ async def stream_translated(
         stamp(request, context, response)
         stream = ClientStream(request, response, client_timeout)
         await stream.start()
-        stream.keep_alive(translator.ping, keep_alive)
+        if keep_alives is not None:
+            keep_alives.watch(stream, translator.ping)
         try:
             more, failure = _translate(translator, batch[1:])
             chunks += more
@@ -82,7 +83,8 @@ async def stream_translated(
             await _end_with_error(stream, target, error, translator)
             return response
         finally:
-            stream.stop_keep_alive()
+            if keep_alives is not None:
+                keep_alives.forget(stream)
         await stream.end(last)
         return response
     finally:
