@@ -29,20 +29,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from run import (
     CHAT,
     GENERATE,
     KEY,
     REPO,
-    bench_config,
     ensure_wrk,
     free_port,
     load,
     stop,
     upstream_request,
     wait_for_port,
+    write_config,
 )
 
 STREAMED = (16, 64, 256)
@@ -120,11 +118,8 @@ def main() -> None:
         wait_for_port(tgi_port, tgi, "the stand-in TGI")
         if args.only != "relay":
             port = free_port()
-            config = folder / "bench-config.yaml"
-            settings = bench_config(tgi_url, port)
-            if args.no_access_log:
-                settings["system"]["log_access"] = False
-            config.write_text(yaml.safe_dump(settings))
+            quiet = {"log_access": False} if args.no_access_log else {}
+            config = write_config(folder / "bench-config.yaml", tgi_url, port, **quiet)
             command = [sys.executable, "-m", "main", "--config", str(config)]
             environment = {"MOOLTIPROXY_KEY": KEY}
             results["proxy"] = count(wrk, command, port, folder, SCENARIOS, args.duration, environment, args.repo)

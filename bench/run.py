@@ -227,6 +227,14 @@ def bench_config(tgi_url: str, port: int, workers: int = 1, state: str | None = 
     return config
 
 
+def write_config(path: Path, tgi_url: str, port: int, **system: object) -> Path:
+    """The benchmark's config, with these `system` settings, written to `path`."""
+    config = bench_config(tgi_url, port)
+    config["system"].update(system)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def upstream_request(tgi_url: str, body: dict) -> tuple[str, dict]:
     """The path and body the proxy sends the stand-in for this chat request, made by the proxy's
     own mappers: what the bare relay carries, so that both ask the same tokens."""
