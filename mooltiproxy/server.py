@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import ssl
 from collections.abc import Callable, Coroutine
@@ -203,11 +204,16 @@ def tls_context(system: SystemSettings) -> ssl.SSLContext:
 
 
 async def serve(
-    config: Config, master_key: str, worker: int | None = None, on_ready: Callable[[], object] | None = None
+    config: Config,
+    master_key: str,
+    worker: int | None = None,
+    on_ready: Callable[[], object] | None = None,
+    channel: socket.socket | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM; raises ConfigError when it cannot start listening.
 
-    A `worker` (one of system.workers processes) shares the port with the others (SO_REUSEPORT).
+    A `worker` (one of system.workers processes) listens on no port: it serves the connections its
+    supervisor accepts and hands it on `channel`.
     """
     check_c_parser()
     system = config.system
@@ -219,7 +225,7 @@ async def serve(
     # share its state store).
     door = await _open_admin_socket(system.admin_socket, runtime) if not worker else None
     try:
-        await _serve_until_stopped(server, runtime, ssl_context, worker, on_ready)
+        await _serve_until_stopped(server, runtime, ssl_context, worker, on_ready, channel)
     finally:
         # Stopping lets in-flight requests and streams finish for up to shutdown_grace.
         await server.shutdown(system.shutdown_grace)
@@ -257,10 +263,16 @@ async def _serve_until_stopped(
     ssl_context: ssl.SSLContext | None,
     worker: int | None,
     on_ready: Callable[[], object] | None,
+    channel: socket.socket | None,
 ) -> None:
     system = runtime.config.system
+    stop = asyncio.Event()
     try:
-        await server.listen(system.host, system.port, ssl_context, reuse_port=worker is not None)
+        if channel is not None:
+            # A worker whose supervisor is gone gets no more connections: it finishes and stops.
+            server.take_connections(channel, ssl_context, on_closed=stop.set)
+        else:
+            await server.listen(system.host, system.port, ssl_context)
     except OSError as exc:
         where = f"{system.host or '*'}:{system.port}"
         raise ConfigError([f"cannot listen on {where}: {exc.strerror or exc}"]) from None
@@ -274,7 +286,6 @@ async def _serve_until_stopped(
     _tune_garbage_collector()
     if on_ready is not None:
         on_ready()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)

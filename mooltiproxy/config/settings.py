@@ -278,7 +278,7 @@ class SystemSettings:
     # CA bundle checking client certificates (mutual TLS); None: no client certificate asked.
     client_ca: Path | None = setting(None, checks.optional(checks.EXISTING_FILE), path=True, restart=True)
     admin_prefix: str = setting("/_proxy/", checks.admin_prefix)
-    # Processes serving the port (SO_REUSEPORT).
+    # Processes serving the port, which the supervisor hands connections to in turn.
     workers: int = setting(1, checks.integer(1, 256), restart=True)
     # Seconds in-flight requests and streams get to finish when the proxy stops.
     shutdown_grace: float = setting(30.0, checks.number(0, exclusive=False))

@@ -21,6 +21,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import socket
 import ssl
 import struct
 import sys
@@ -119,6 +120,8 @@ class HttpServer:
             auto_decompress=False,  # request bodies are decoded by the proxy, within max_body_size
         )
         self._listener: asyncio.Server | None = None
+        self._channel: socket.socket | None = None  # where a worker is handed its connections
+        self._opening: set[asyncio.Task[object]] = set()  # connections handed over, being set up
         self._sweeper: asyncio.Task[None] | None = None
         # Per connection with bytes waiting: their amount and when it last went down.
         self._waiting: dict[web.RequestHandler, tuple[int, float]] = {}
@@ -136,18 +139,62 @@ class HttpServer:
                 pass  # the client went away or stopped reading: its connection is closed
         return response
 
-    async def listen(self, host: str | None, port: int, ssl_context: ssl.SSLContext | None, reuse_port: bool) -> None:
+    async def listen(self, host: str | None, port: int, ssl_context: ssl.SSLContext | None) -> None:
         self._listener = await asyncio.get_running_loop().create_server(
             self._server,
             host=host or None,
             port=port,
             ssl=ssl_context,
-            reuse_port=reuse_port or None,
             backlog=1024,
             # A TLS handshake gets no more time than a request head.
             ssl_handshake_timeout=self._client_timeout if ssl_context else None,
         )
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    def take_connections(
+        self, channel: socket.socket, ssl_context: ssl.SSLContext | None, on_closed: Callable[[], object]
+    ) -> None:
+        """Serves the connections the supervisor of workers accepts and hands this worker, one file
+        descriptor per message on `channel` (an AF_UNIX SOCK_SEQPACKET socket); `on_closed` once the
+        supervisor has closed it."""
+        loop = asyncio.get_running_loop()
+        channel.setblocking(False)
+        self._channel = channel
+        loop.add_reader(channel.fileno(), self._take_one, loop, ssl_context, on_closed)
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    def _take_one(
+        self, loop: asyncio.AbstractEventLoop, ssl_context: ssl.SSLContext | None, on_closed: Callable[[], object]
+    ) -> None:
+        assert self._channel is not None
+        try:
+            message, fds, _, _ = socket.recv_fds(self._channel, 1, 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            message, fds = b"", []
+        if not message:  # the supervisor is gone: nothing more will come
+            loop.remove_reader(self._channel.fileno())
+            on_closed()
+            return
+        for fd in fds:
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            opening = loop.create_task(
+                loop.connect_accepted_socket(
+                    self._server,
+                    sock,
+                    ssl=ssl_context,
+                    ssl_handshake_timeout=self._client_timeout if ssl_context else None,
+                )
+            )
+            self._opening.add(opening)
+            opening.add_done_callback(self._opened)
+
+    def _opened(self, opening: asyncio.Task[object]) -> None:
+        self._opening.discard(opening)
+        if not opening.cancelled() and opening.exception() is not None:  # a TLS handshake that failed, say
+            server_log.info("a connection handed over failed to open: %s", type(opening.exception()).__name__)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -178,10 +225,14 @@ class HttpServer:
         return [sock.getsockname() for sock in self._listener.sockets] if self._listener else []
 
     async def shutdown(self, grace: float) -> None:
-        if self._listener is None:
+        if self._listener is None and self._channel is None:
             return
         if self._sweeper is not None:
             self._sweeper.cancel()
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
+        if self._channel is not None:
+            asyncio.get_running_loop().remove_reader(self._channel.fileno())
+            self._channel.close()
         self._server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their answer
         await self._server.shutdown(grace)

@@ -1,4 +1,4 @@
-"""system.workers: several processes on one port, sharing bans and strikes."""
+"""system.workers: several processes on one port, sharing connections evenly, and bans and strikes."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def test_workers_share_the_port_and_the_bans(start_proxy, fake_tgi):
     proxy = start_proxy(config)
     assert len(worker_pids(proxy)) == 2
     answers = [httpx.get(f"{proxy.url}/info", headers=auth()) for _ in range(20)]
-    # A new connection each time: the kernel spreads them over the workers, and each worker makes
-    # request ids of its own (a forked worker must not repeat its siblings' ids).
+    # A new connection each time: the supervisor hands them to the workers in turn, and each worker
+    # makes request ids of its own (a forked worker must not repeat its siblings' ids).
     assert {answer.status_code for answer in answers} == {200}
     request_ids = [answer.headers["X-Request-ID"] for answer in answers]
     assert len(set(request_ids)) == 20
@@ -42,6 +42,21 @@ def test_workers_share_the_port_and_the_bans(start_proxy, fake_tgi):
     time.sleep(1.2)  # a ban made in one process holds in all within a second
     assert {httpx.get(f"{proxy.url}/info", headers=auth()).status_code for _ in range(10)} == {403}
     assert proxy.stop() == 0
+
+
+def test_connections_are_handed_to_the_workers_in_turn(start_proxy, fake_tgi):
+    config = proxy_config({"tgi": {"url": fake_tgi.url, "mapping": {"/info": None}}}, system={"workers": 2})
+    proxy = start_proxy(config)
+    clients = [httpx.Client(base_url=proxy.url, headers=auth()) for _ in range(8)]
+    try:
+        # A request id begins with its process's own prefix: which worker served each connection.
+        served = [client.get("/info").headers["X-Request-ID"][:12] for client in clients]
+        again = [client.get("/info").headers["X-Request-ID"][:12] for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert served == again  # a kept-alive connection stays with its worker
+    assert sorted(served.count(worker) for worker in set(served)) == [4, 4]
 
 
 def test_a_worker_that_dies_is_replaced(start_proxy, fake_tgi):
