@@ -39,18 +39,20 @@ class ChainedTranslator(StreamTranslator):
         for link in links[:-1]:
             link.last = False  # the next link reads its chunks as dicts
         self._framing = next(link for link in reversed(links) if link.frames)
+        self._reader = next(link for link in links if link.frames)
         self.done, self.ping = self._framing.done, self._framing.ping
 
     def error_frame(self, error: ProxyError) -> bytes:
         return self._framing.error_frame(error)
 
     def event(self, data: str) -> list[Any]:
-        first = self._links[0]
-        chunks: list[Any] = first.event(data)
+        chunks: list[Any] = self._links[0].event(data)
         for link in self._links[1:]:
             chunks = [out for chunk in chunks for out in link.event(chunk)]
-        # What the target's side says of the stream.
-        self.finished, self.complete, self.usage = first.finished, first.complete, first.usage
+        # What the target's side says of the stream: its first link that translates (a screen
+        # before it only passes the target's events on).
+        reader = self._reader
+        self.finished, self.complete, self.usage = reader.finished, reader.complete, reader.usage
         return chunks
 
     def end(self) -> list[Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from mooltiproxy.config.chains import chained_mapper, chained_translators
 from mooltiproxy.config.plugin_specs import StreamTranslator
 from mooltiproxy.config.settings import Endpoint, Mapper, StreamTranslatorFactory
+from mooltiproxy.core.accelerators import dumps
 from mooltiproxy.core.errors import ProxyError
 from mooltiproxy.core.mapping import Note, Streamed
 from mooltiproxy.guardrails.guard import Guard, GuardBlocked, Hit, screen
@@ -26,14 +27,23 @@ SCREENING = Note[Screening]("screening")
 Kinds = Sequence[tuple[str | None, str | None]]  # each link's (takes, gives)
 
 
-def pivot_position(kinds: Kinds) -> int | None:
-    """Where in a chain the pivot is: after the last link giving it, else before the first
-    taking it; None for a chain that never carries it."""
-    pivot = PIVOT_VIEW.name
-    gives = [index for index, (_, given) in enumerate(kinds) if given == pivot]
+def position_of(kinds: Kinds, kind: str) -> int | None:
+    """Where in a chain the payloads are of this kind: after the last link giving it, else before
+    the first taking it; None for a chain that never carries it."""
+    gives = [index for index, (_, given) in enumerate(kinds) if given == kind]
     if gives:
         return gives[-1] + 1
-    return next((index for index, (taken, _) in enumerate(kinds) if taken == pivot), None)
+    return next((index for index, (taken, _) in enumerate(kinds) if taken == kind), None)
+
+
+def guard_point(requests: Kinds, answers: Kinds) -> tuple[View, int, int] | None:
+    """Where a translated route's guards go: at the pivot when both chains carry it, else where
+    both carry TGI's own API (OpenAI's completions onto /generate); None when neither."""
+    for view in (PIVOT_VIEW, TGI_VIEW):
+        at_request, at_answer = position_of(requests, view.name), position_of(answers, view.name)
+        if at_request is not None and at_answer is not None:
+            return view, at_request, at_answer
+    return None
 
 
 def pass_through_view(incoming: str, upstream: str) -> View | None:
@@ -71,6 +81,11 @@ def _chosen(route: RouteGuards, body: Any) -> tuple[Guard, ...]:
     return tuple(route.choosable[name] for name in asked if route.choosable[name] not in route.guards)
 
 
+def _items(payload: Any) -> list[Any]:
+    """The payloads of a fan-out (a list), or the one payload."""
+    return payload if isinstance(payload, list) else [payload]
+
+
 def request_link(route: RouteGuards, *, last: bool) -> Mapper:
     """Screens the request's text with the request guards; the classifiers' texts are left for
     the engine, which awaits them before the call."""
@@ -78,21 +93,23 @@ def request_link(route: RouteGuards, *, last: bool) -> Mapper:
 
     def screen_request(payload: Any, endpoint: Endpoint, context: Any) -> Any:
         guards = route.guards + _chosen(route, context.body)
-        streamed = view.streams(payload, endpoint.upstream_path.endswith("_stream"))
-        model = payload.get("model") or context.target_info.model_id or ""
-        screening = context.notes[SCREENING] = Screening(guards, streamed, view.counts_usage(payload), str(model))
+        first = _items(payload)[0]
+        streamed = isinstance(payload, Streamed) or view.streams(first, endpoint.upstream_path.endswith("_stream"))
+        model = first.get("model") or context.target_info.model_id or ""
+        screening = context.notes[SCREENING] = Screening(guards, streamed, view.counts_usage(first), str(model))
         hit = hits_of(context)
         for guard in guards:
             if not guard.on_requests:
                 continue
-            if guard.classifier is not None:
-                texts = view.user_texts(payload)
-                if texts:
-                    screening.classify.append((guard, texts))
-                continue
-            for (holder, key), _ in list(view.request_places(payload)):
-                holder[key] = screen(guard, holder[key], hit, streamed)
-        if route.choosable:
+            for item in _items(payload):
+                if guard.classifier is not None:
+                    texts = view.user_texts(item)
+                    if texts:
+                        screening.classify.append((guard, texts))
+                    continue
+                for (holder, key), _ in list(view.request_places(item)):
+                    holder[key] = screen(guard, holder[key], hit, streamed)
+        if route.choosable and isinstance(payload, dict):
             payload.pop("guards", None)
         # A pass-through route's payload goes as it is, to the stream path when streamed.
         return Streamed(payload) if last and streamed else payload
@@ -110,15 +127,17 @@ def answer_link(route: RouteGuards) -> Mapper:
             if not (guard.on_answers and guard.rules):
                 continue
             try:
-                for holder, key in list(view.answer_places(payload)):
-                    given = holder[key]
-                    holder[key] = screen(guard, given, hit)
-                    if holder[key] != given:
-                        view.scrub(payload)
+                for item in _items(payload):
+                    for holder, key in list(view.answer_places(item)):
+                        given = holder[key]
+                        holder[key] = screen(guard, given, hit)
+                        if holder[key] != given:
+                            view.scrub(item)
             except GuardBlocked:
                 if not guard.answer_blocks:
                     raise
-                view.answer_with(payload, guard.message)
+                for item in _items(payload):
+                    view.answer_with(item, guard.message)
                 break
         return payload
 
@@ -131,19 +150,30 @@ def _stream_screen(route: RouteGuards, context: Any) -> StreamScreen:
 
 
 class GuardedStream(StreamTranslator):
-    """A link of a translated stream, at the pivot: the chunks before it, screened; the framing
-    is the links' around it."""
+    """A link of a translated stream where the guards read it: the chunks before it, screened;
+    the framing is the links' around it. First in its chain (`raw`), it reads the target's events
+    as they came, and hands the next link their JSON as it would have read it."""
 
     frames = False
 
-    def __init__(self, route: RouteGuards, context: Any):
+    def __init__(self, route: RouteGuards, context: Any, raw: bool = False):
+        self._view = route.view
         self._screen = _stream_screen(route, context)
+        self._raw = raw
 
     def event(self, data: Any) -> list[Any]:
-        return self._screen.chunk(data) if isinstance(data, dict) and self._screen else [data]
+        if not self._screen:
+            return [data]
+        if not self._raw:
+            return self._screen.chunk(data) if isinstance(data, dict) else [data]
+        event = self._view.decode(data)
+        if event is None or "error" in event:  # the end, or the target's error: the next link's to read
+            return [data]
+        return [dumps(chunk).decode() for chunk in self._screen.chunk(event)]
 
     def end(self) -> list[Any]:
-        return self._screen.end()
+        chunks = self._screen.end()
+        return [dumps(chunk).decode() for chunk in chunks] if self._raw else chunks
 
 
 class ViewStream(StreamTranslator):
@@ -178,9 +208,11 @@ def route_guards(
     view: View,
     answer_tail: Sequence[Mapper] = (),
     stream_tail: Sequence[StreamTranslatorFactory] = (),
+    tail_reads_raw: bool = False,
 ) -> RouteGuards:
     tail = chained_translators(stream_tail) if stream_tail else lambda endpoint, context: ViewStream(view, None)
-    return RouteGuards(guards, choosable, view, tail, chained_mapper(answer_tail) if answer_tail else None)
+    answers = chained_mapper(answer_tail) if answer_tail else None
+    return RouteGuards(guards, choosable, view, tail, answers, tail_reads_raw)
 
 
 def guarded_chains(
@@ -203,7 +235,7 @@ def guarded_chains(
     if translators is not None:
         guarded_translators = [
             *translators[:at_answer],
-            lambda endpoint, context: GuardedStream(route, context),
+            lambda endpoint, context: GuardedStream(route, context, raw=at_answer == 0),
             *translators[at_answer:],
         ]
     return (

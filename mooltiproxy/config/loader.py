@@ -14,7 +14,7 @@ import yaml
 
 from mooltiproxy.config.chains import chained_mapper, chained_translators
 from mooltiproxy.config.declared import default_of, section_values
-from mooltiproxy.config.guarded_routes import guarded_chains, pass_through_view, pivot_position, route_guards
+from mooltiproxy.config.guarded_routes import guard_point, guarded_chains, pass_through_view, route_guards
 from mooltiproxy.config.plugin_specs import MapperSpec, PrompterSpec
 from mooltiproxy.config.registry import RegistryError, find_mappers, find_prompters, positional_arity
 from mooltiproxy.config.schema import build_schema
@@ -36,7 +36,7 @@ from mooltiproxy.config.templates import PromptTemplate
 from mooltiproxy.config.yaml_shape import check_yaml_shape
 from mooltiproxy.core.errors import ConfigError
 from mooltiproxy.guardrails.route import RouteGuards
-from mooltiproxy.guardrails.views import PIVOT_VIEW
+from mooltiproxy.guardrails.views import View
 
 
 def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
@@ -241,8 +241,9 @@ class _Builder:
         translators = self._translators(outs)
         guarding = self._guarding(where, incoming, upstream_path, spec, ins, outs, target_guards)
         if guarding is not None:
+            point = self._guard_point(ins, outs) if ins or outs else None
             request_links, answer_links, translators = guarded_chains(
-                guarding, request_links, answer_links, translators, self._pivots(ins, outs)
+                guarding, request_links, answer_links, translators, point[1:] if point else None
             )
         return Endpoint(
             incoming_path=incoming,
@@ -267,12 +268,12 @@ class _Builder:
             guarding=guarding,
         )
 
-    def _pivots(self, ins: list[str], outs: list[str]) -> tuple[int, int] | None:
-        """Where the pivot is in the request chain and in the answer chain; None when a chain
-        never carries it (or the route passes through)."""
-        at_request = pivot_position([(self.mappers[name].takes, self.mappers[name].gives) for name in ins])
-        at_answer = pivot_position([(self.mappers[name].takes, self.mappers[name].gives) for name in outs])
-        return None if at_request is None or at_answer is None else (at_request, at_answer)
+    def _guard_point(self, ins: list[str], outs: list[str]) -> tuple[View, int, int] | None:
+        """Where a translated route's guards go in its chains (see guarded_routes.guard_point)."""
+        return guard_point(
+            [(self.mappers[name].takes, self.mappers[name].gives) for name in ins],
+            [(self.mappers[name].takes, self.mappers[name].gives) for name in outs],
+        )
 
     def _guarding(
         self,
@@ -290,8 +291,8 @@ class _Builder:
         choosable = {name: self.guards[name] for name in spec.get("client_guards", ())}
         if not names and not choosable:
             return None
-        pivots = self._pivots(ins, outs)
-        view = PIVOT_VIEW if pivots is not None else None
+        point = self._guard_point(ins, outs) if ins or outs else None
+        view = point[0] if point is not None else None
         if not (ins or outs):
             view = pass_through_view(incoming, upstream_path)
         if view is None:
@@ -299,15 +300,15 @@ class _Builder:
                 raise ConfigError(
                     [
                         f"{where}.guards: guards read OpenAI Chat (a translated route's pivot, or a relayed "
-                        "/chat/completions) or TGI's /generate, and this route carries neither"
+                        "/chat/completions) or TGI's /generate (translated or relayed), and this route carries neither"
                     ]
                 )
             self.notes.append(f"{where}: guards {', '.join(names)} do not apply (no text they read)")
             return None
         guards = tuple(self.guards[name] for name in names)
-        if pivots is None:
+        if point is None:
             return route_guards(guards, choosable, view)
-        at_answer = pivots[1]
+        at_answer = point[2]
         factories = [self.mappers[name].stream_translator for name in outs[at_answer:]]
         return route_guards(
             guards,
@@ -315,6 +316,7 @@ class _Builder:
             view,
             [_adapt(self.mappers[name].function, 3) for name in outs[at_answer:]],
             [factory for factory in factories if factory is not None] if None not in factories else (),
+            tail_reads_raw=at_answer == 0,
         )
 
     def _reasoning_parser(self, where: str, parser: str, template: PromptTemplate | None) -> str | None:

@@ -21,6 +21,7 @@ class RouteGuards:
     # its links after them (None: none).
     stream_tail: Callable[[Any, Any], Any]
     answer_tail: Callable[[Any, Any, Any], Any] | None = None
+    tail_reads_raw: bool = False  # the stream tail's first link reads the target's events, as JSON text
 
     @property
     def names(self) -> list[str]:

@@ -272,7 +272,9 @@ class Forwarder:
         view, message = guarding.view, block.guard.message
         model = screening.model if screening is not None else ""
         if block.streamed:
-            events = view.blocked_events(message, model, screening is not None and screening.counts_usage)
+            events: list[Any] = view.blocked_events(message, model, screening is not None and screening.counts_usage)
+            if guarding.tail_reads_raw:  # as the target would have sent them
+                events = [dumps(event).decode() for event in events]
             translator = guarding.stream_tail(endpoint, context)
             return await stream_events(request, context, translator, events, self._client_timeout)
         payload = view.blocked_answer(message, model)

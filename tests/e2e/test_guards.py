@@ -19,7 +19,7 @@ import yaml
 from conftest import KEY, auth, proxy_config, run_cli
 from support.fake_tei import FakeTEI
 from support.fake_tgi import MODEL_ID, token_id
-from support.routes import client, fronts_onto_tgi
+from support.routes import TRANSLATED, client, fronts_onto_tgi
 
 SECRET = "Project Nightingale"
 MESSAGE = "I cannot talk about that."
@@ -45,8 +45,9 @@ def fake_classifier() -> Iterator[FakeTEI]:
 
 
 def guarded(fake_tgi, applied: list[str], defined: dict | None = None, **sections) -> dict:
-    """The chat fronts and TGI's own API onto the fake TGI, its target applying these guards."""
-    routes = {**fronts_onto_tgi(prompter="llama2_chat"), **PASS_THROUGH}
+    """The chat fronts, OpenAI's completions and TGI's own API onto the fake TGI, its target
+    applying these guards."""
+    routes = {**fronts_onto_tgi(prompter="llama2_chat"), "/completions": TRANSLATED["/completions"], **PASS_THROUGH}
     target = {"url": fake_tgi.url, "guards": applied, "mapping": routes}
     return proxy_config({"tgi": target}, guards={**GUARDS, **(defined or {})}, **sections)
 
@@ -270,3 +271,24 @@ def test_check_refuses_patterns_re2_cannot_run_in_linear_time_naming_the_guard(t
     with pytest.raises(openai.BadRequestError):
         client(proxy).chat.completions.create(model="m", messages=asking("a" * 50_000))
     assert client(proxy).chat.completions.create(model="m", messages=asking("a" * 50_000 + "!")).choices
+
+
+def test_openais_completions_onto_tgi_are_guarded_where_they_carry_tgis_api(start_proxy, fake_tgi):
+    proxy = start_proxy(guarded(fake_tgi, ["codename_answered", "pii"]))
+    # Not strict: openai-python's strict mode refuses the `finish_reason: null` of every streamed
+    # completion chunk but the last, which OpenAI itself sends.
+    completions = openai.OpenAI(
+        base_url=f"{proxy.url}/v1", api_key=KEY, default_headers={"target": "tgi"}, max_retries=0
+    ).completions
+    question = f"Tell me of {SECRET}"
+    assert completions.create(model="m", prompt=question).choices[0].text == MESSAGE
+    streamed = "".join(
+        choice.text for chunk in completions.create(model="m", prompt=question, stream=True) for choice in chunk.choices
+    )
+    assert streamed == MESSAGE and fake_tgi.received == []
+    fake_tgi.replies = [["Write", " to", " bob", "@exam", "ple.com", " today."]] * 2
+    pieces = [
+        chunk.choices[0].text for chunk in completions.create(model="m", prompt="Hi", stream=True) if chunk.choices
+    ]
+    assert "".join(pieces) == "Write to [REDACTED:email] today." and not any("exam" in piece for piece in pieces)
+    assert completions.create(model="m", prompt="Hi").choices[0].text == "Write to [REDACTED:email] today."
