@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from mooltiproxy.core.accelerators import dumps, loads
+from mooltiproxy.core.accelerators import dumps
 from mooltiproxy.core.errors import ProxyError, error_body
+from mooltiproxy.core.events import json_event
 from mooltiproxy.core.ids import new_id
 
 # holder[key] is a text: a message, a part, a delta, a token.
@@ -180,7 +181,7 @@ class View:
         """An upstream event; None for the stream's end ([DONE])."""
         if data == "[DONE]":
             return None
-        return _json_object(data)
+        return json_event(data)
 
     def ends(self, event: dict) -> bool:
         return False
@@ -290,7 +291,7 @@ class TGIView(View):
         return False
 
     def decode(self, data: str) -> dict[str, Any] | None:
-        return _json_object(data)
+        return json_event(data)
 
     def ends(self, event: dict) -> bool:
         return event.get("generated_text") is not None or "error" in event
@@ -305,16 +306,6 @@ class TGIView(View):
     def error_frame(self, error: ProxyError) -> bytes:
         # TGI's stream error event (router/src/server.rs: ErrorResponse in an SSE event).
         return b"data: " + dumps({"error": error.message, "error_type": error.code or "error"}) + b"\n\n"
-
-
-def _json_object(data: str) -> dict[str, Any]:
-    try:
-        event = loads(data)
-    except ValueError:
-        raise ProxyError(502, "The target sent an event that is not JSON", code="upstream_error") from None
-    if not isinstance(event, dict):
-        raise ProxyError(502, "The target sent an unexpected event", code="upstream_error")
-    return event
 
 
 PIVOT_VIEW = View()
